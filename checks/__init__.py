@@ -1,0 +1,1 @@
+"""The self-check side: imported as postwarden.checks."""

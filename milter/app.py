@@ -1,0 +1,227 @@
+"""The thin pymilter adapter: collect one Message, run the Inspector, act.
+
+Callbacks we do not need are not negotiated (@nocallback), and every callback but
+end-of-message is no-reply: each round trip Postfix makes to us costs throughput.
+Any exception in here is caught, logged with the queue ID and turns into ACCEPT:
+postwarden fails open and never loses or delays a message because of its own bug.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import Milter
+
+from postwarden.findings import Severity, ids
+from postwarden.log import log
+from postwarden.message import Message, Origin, domain_of, strip_brackets
+from postwarden.milter.origin import classify
+from postwarden.milter.pipeline import Inspector, Verdict
+from postwarden.policy import HOLD, REJECT, TEMPFAIL
+from postwarden.store import HoldRecord, StoreError
+
+F = TypeVar("F", bound=Callable[..., Any])
+MAX_BODY = 64 * 1024 * 1024  # beyond this the body is not kept: checks see a prefix
+
+
+class Holder:
+    """The current Inspector; swapped whole on SIGHUP so a message sees one config."""
+
+    inspector: Inspector | None = None
+
+
+current = Holder()
+
+
+def guarded(func: F) -> F:
+    """Catch everything: log once per session with the queue ID, then stay quiet."""
+
+    @functools.wraps(func)
+    def wrapper(self: PostwardenMilter, *args: Any) -> Any:
+        try:
+            return func(self, *args)
+        except Exception as e:
+            if not self.failed:
+                self.failed = True
+                qid = self.msg.queue_id if self.msg else None
+                log.error(f"internal error in {func.__name__}: {type(e).__name__}: {e}; "
+                          "message accepted unchecked (fail open)", qid)
+            return Milter.CONTINUE if func.__name__ != "eom" else Milter.ACCEPT
+
+    return wrapper  # type: ignore[return-value]
+
+
+@Milter.header_leading_space
+class PostwardenMilter(Milter.Base):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.client_name = ""
+        self.client_addr = ""
+        self.client_port = 0
+        self.daemon_name = ""
+        self.msg: Message | None = None
+        self.body_parts: list[bytes] = []
+        self.body_size = 0
+        self.failed = False
+
+    @Milter.noreply
+    @guarded
+    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        self.client_name = hostname or ""
+        if isinstance(hostaddr, tuple) and len(hostaddr) >= 2:
+            self.client_addr, self.client_port = str(hostaddr[0]), int(hostaddr[1])
+        self.daemon_name = self.getsymval("{daemon_name}") or ""
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @guarded
+    def envfrom(self, mailfrom: str, *params: str) -> int:
+        self.failed = False
+        self.body_parts, self.body_size = [], 0
+        self.msg = Message(
+            client_name=self.client_name,
+            client_addr=self.client_addr,
+            client_port=self.client_port,
+            daemon_name=self.daemon_name,
+            auth_user=self.getsymval("{auth_authen}") or "",
+            mail_from=strip_brackets(mailfrom),
+        )
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @guarded
+    def envrcpt(self, rcpt: str, *params: str) -> int:
+        if self.msg is not None:
+            self.msg.rcpts.append(strip_brackets(rcpt))
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @guarded
+    def header(self, name: str, value: str) -> int:
+        if self.msg is not None:
+            self.msg.headers.append((name, value))
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @guarded
+    def body(self, chunk: bytes) -> int:
+        if self.msg is not None:
+            if self.body_size + len(chunk) <= MAX_BODY:
+                self.body_parts.append(chunk)
+            else:
+                self.msg.body_truncated = True
+            self.body_size += len(chunk)
+        return Milter.CONTINUE
+
+    @guarded
+    def eom(self) -> int:
+        msg, inspector = self.msg, current.inspector
+        if msg is None or inspector is None:
+            return Milter.ACCEPT
+        msg.queue_id = self.getsymval("i") or "NOQUEUE"
+        cfg = inspector.services.config
+        msg.origin = classify(cfg.outbound, msg.client_addr, msg.client_port,
+                              msg.daemon_name, msg.auth_user)
+        if msg.origin is Origin.INBOUND:
+            if cfg.outbound.log_inbound:
+                log.info(f"origin=inbound from=<{msg.mail_from}> not inspected", msg.queue_id)
+            return Milter.ACCEPT
+        msg.body = b"".join(self.body_parts)
+        self.body_parts = []
+        verdict = inspector.inspect(msg)
+        self._apply_changes(verdict)
+        _log_verdict(msg, verdict, cfg.mode)
+        return self._act(msg, verdict, inspector)
+
+    def _apply_changes(self, verdict: Verdict) -> None:
+        for ch in verdict.changes:
+            if ch.op == "change":
+                self.chgheader(ch.name, ch.index, ch.value)
+            elif ch.op == "insert":
+                self.addheader(ch.name, ch.value, ch.index)
+            else:
+                self.addheader(ch.name, ch.value)
+
+    def _act(self, msg: Message, verdict: Verdict, inspector: Inspector) -> int:
+        d = verdict.decision
+        if d.action == HOLD:
+            reason = d.reason or "policy"
+            source = verdict.summary.get("source", "")
+            self.quarantine(f"postwarden: {reason}")
+            log.info(f"hold: reason={reason}{' source=' + source if source else ''}; "
+                     f"release with 'postsuper -H {msg.queue_id}', "
+                     f"delete with 'postsuper -d {msg.queue_id}'", msg.queue_id)
+            store = inspector.services.store
+            if store is not None:
+                try:
+                    store.record_hold(HoldRecord(msg.queue_id, inspector.services.clock(),
+                                                 reason, source, msg.mail_from))
+                except StoreError as e:
+                    log.limited("store.hold", "error", f"cannot record hold reason: {e}")
+            return Milter.ACCEPT
+        if d.action == TEMPFAIL:
+            self.setreply("451", "4.7.1", _reply_text(d.reason))
+            return Milter.TEMPFAIL
+        if d.action == REJECT:
+            self.setreply("550", "5.7.1", _reply_text(d.reason))
+            return Milter.REJECT
+        return Milter.ACCEPT
+
+    @guarded
+    def abort(self) -> int:
+        self.msg, self.body_parts = None, []
+        return Milter.CONTINUE
+
+    @guarded
+    def close(self) -> int:
+        return Milter.CONTINUE
+
+    @Milter.nocallback
+    def hello(self, hostname: str) -> int:
+        return Milter.CONTINUE
+
+    @Milter.nocallback
+    def data(self) -> int:
+        return Milter.CONTINUE
+
+    @Milter.nocallback
+    def eoh(self) -> int:
+        return Milter.CONTINUE
+
+    @Milter.nocallback
+    def unknown(self, cmd: str) -> int:
+        return Milter.CONTINUE
+
+
+def _reply_text(reason: str) -> str:
+    return f"message refused by local policy ({reason or 'policy'})".replace("%", "%%")
+
+
+def _addr(a: str) -> str:
+    """Addresses in the log never carry spaces or control characters."""
+    return "".join(c for c in a if c.isprintable() and not c.isspace())[:254]
+
+
+def summary_line(msg: Message, verdict: Verdict, mode: str) -> str:
+    d = verdict.decision
+    parts = [
+        f"origin={msg.origin}",
+        f"from=<{_addr(msg.mail_from)}>",
+        f"hdr_from=<{_addr(msg.header_from)}>",
+        f"rcpts={len(msg.rcpts)}",
+    ]
+    parts += [f"{k}={v}" for k, v in verdict.summary.items()]
+    parts += [f"findings={ids(verdict.findings)}", f"action={d.action}"]
+    if mode == "monitor":
+        parts.append(f"would={d.would}")
+    return " ".join(parts)
+
+
+def _log_verdict(msg: Message, verdict: Verdict, mode: str) -> None:
+    log.info(summary_line(msg, verdict, mode), msg.queue_id)
+    domain = domain_of(msg.header_from) or domain_of(msg.mail_from)
+    for f in verdict.findings:
+        if f.severity >= Severity.WARNING:  # `error:` is kept for postwarden's own faults
+            log.limited(f"{f.id}|{domain}", "warning", f"{f.id}: {f.text}", msg.queue_id)

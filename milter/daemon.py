@@ -1,0 +1,170 @@
+"""Run the milter: socket, signals, reload, privilege drop.
+
+libmilter runs in a worker thread; the main thread stays in Python so that it, not
+libmilter's own signal thread, receives SIGHUP and SIGTERM (Linux delivers a
+process signal to the main thread when it does not block it). SIGHUP reloads the
+config (an invalid one is refused and the old one kept); SIGTERM/SIGINT stop
+gracefully.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+import Milter
+import milter as libmilter
+
+from postwarden import config as configmod
+from postwarden import dns
+from postwarden.config import Config, ConfigError
+from postwarden.log import log
+from postwarden.milter.app import PostwardenMilter, current
+from postwarden.milter.pipeline import Inspector, Services, default_checks, default_fixers
+from postwarden.store import Store, StoreError, open_store
+
+NAME = "postwarden"
+
+
+def build_inspector(cfg: Config, store: Store | None) -> Inspector:
+    services = Services(config=cfg, resolver=dns.from_config(cfg.dns), store=store)
+    return Inspector(services, default_checks(services), default_fixers(services))
+
+
+def _open_store(cfg: Config) -> Store | None:
+    try:
+        return open_store(cfg.store)
+    except (StoreError, OSError, ImportError) as e:
+        log.error(f"store {cfg.store.backend} unavailable: {e}; running without state "
+                  "(no rate limits, hold reasons not kept) until restart")
+        return None
+
+
+def _prepare_socket(cfg: Config) -> str:
+    spec = cfg.socket
+    if spec.startswith("unix:"):
+        path = Path(spec[5:])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.umask(0o777 & ~int(cfg.socket_mode, 8))
+    return spec
+
+
+def _fix_socket_owner(cfg: Config) -> None:
+    if not cfg.socket.startswith("unix:"):
+        return
+    path = cfg.socket[5:]
+    os.chmod(path, int(cfg.socket_mode, 8))
+    if os.geteuid() == 0 and cfg.socket_group:
+        try:
+            gid = grp.getgrnam(cfg.socket_group).gr_gid
+        except KeyError:
+            log.warning(f"socket_group {cfg.socket_group!r} does not exist; "
+                        f"{path} keeps group root and Postfix may not reach it")
+            return
+        uid = pwd.getpwnam(cfg.user).pw_uid if cfg.user else -1
+        os.chown(path, uid, gid)
+
+
+def _drop_privileges(cfg: Config) -> None:
+    if not cfg.user or os.geteuid() != 0:
+        return
+    pw = pwd.getpwnam(cfg.user)
+    os.setgroups([g.gr_gid for g in grp.getgrall() if cfg.user in g.gr_mem])
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+
+
+def _register() -> None:
+    libmilter.set_connect_callback(Milter.connect_callback)
+    libmilter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
+    libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
+    libmilter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
+    libmilter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
+    libmilter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
+    libmilter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
+    libmilter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
+    libmilter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
+    libmilter.set_close_callback(Milter.close_callback)
+    Milter.factory = PostwardenMilter
+    libmilter.register(NAME, data=lambda ctx: ctx.getpriv().data(),
+                       unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
+                       negotiate=Milter.negotiate_callback)
+
+
+BackgroundTask = Callable[[Config, Inspector, threading.Event], None]
+background_tasks: list[BackgroundTask] = []  # e.g. the periodic self-check (issue 5)
+
+
+def run(config_path: str | None, log_stderr: bool = False) -> int:
+    cfg = configmod.load(config_path)
+    if log_stderr:
+        cfg.log.target = "stderr"
+    log.setup(cfg.log.target, cfg.log.facility, cfg.log.repeat_interval)
+    store = _open_store(cfg)
+    current.inspector = build_inspector(cfg, store)
+
+    libmilter.setconn(_prepare_socket(cfg))
+    libmilter.settimeout(600)
+    _register()
+    libmilter.opensocket(True)
+    _fix_socket_owner(cfg)
+    _drop_privileges(cfg)
+
+    stop = threading.Event()
+    reload_requested = threading.Event()
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        reload_requested.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+
+    worker = threading.Thread(target=libmilter.main, name="libmilter", daemon=True)
+    worker.start()
+    for task in background_tasks:
+        threading.Thread(target=task, args=(cfg, current.inspector, stop),
+                         name=getattr(task, "__name__", "task"), daemon=True).start()
+    log.info(f"starting: socket={cfg.socket} mode={cfg.mode} store={cfg.store.backend} "
+             f"config={cfg.source}")
+    while not stop.is_set() and worker.is_alive():
+        stop.wait(0.5)
+        if reload_requested.is_set():
+            reload_requested.clear()
+            _reload(config_path, log_stderr, store)
+    if not worker.is_alive() and not stop.is_set():
+        log.error("libmilter stopped unexpectedly; exiting so the service manager restarts us")
+        return 75
+    log.info("stopping: finishing open sessions")
+    libmilter.stop()
+    worker.join(timeout=10)
+    if store is not None:
+        store.close()
+    return 0
+
+
+def _reload(config_path: str | None, log_stderr: bool, store: Store | None) -> None:
+    try:
+        new = configmod.load(config_path)
+    except ConfigError as e:
+        log.error(f"reload refused, keeping the running config: {e}")
+        return
+    if log_stderr:
+        new.log.target = "stderr"
+    old = current.inspector
+    if old is not None and (new.socket != old.services.config.socket
+                            or new.store != old.services.config.store):
+        log.warning("reload: socket and store changes take effect only on restart")
+        new.socket, new.store = old.services.config.socket, old.services.config.store
+    log.setup(new.log.target, new.log.facility, new.log.repeat_interval)
+    current.inspector = build_inspector(new, store)
+    log.info(f"reloaded: mode={new.mode} config={new.source}")

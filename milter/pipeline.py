@@ -1,0 +1,109 @@
+"""Message -> every check -> findings -> policy -> verdict. No pymilter here.
+
+Checks are plain callables `check(msg, ctx) -> list[Finding]`; a check that raises
+is logged with the queue ID and skipped (fail open). Fixers (DKIM signing, From
+rewrite) run after the decision and return header changes for the adapter to apply.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from postwarden.config import Config
+from postwarden.dns import Budget, Resolver
+from postwarden.findings import Finding, Severity
+from postwarden.log import log
+from postwarden.message import Message
+from postwarden.policy import Decision, decide
+from postwarden.store import Store
+
+
+@dataclass
+class Services:
+    """Long-lived things a check may use, passed in (never built inside a check)."""
+
+    config: Config
+    resolver: Resolver
+    store: Store | None = None
+    clock: Callable[[], float] = time.time
+
+
+@dataclass
+class CheckContext:
+    services: Services
+    budget: Budget
+    memo: dict[str, Any] = field(default_factory=dict)  # shared between checks of one message
+    summary: dict[str, str] = field(default_factory=dict)  # extra key=value for the summary line
+
+
+@dataclass(frozen=True)
+class HeaderChange:
+    """What the adapter asks Postfix to do: add (index None = append / 0 = top) or change."""
+
+    op: str  # "add" | "insert" | "change"
+    name: str
+    value: str
+    index: int = 0
+
+
+@dataclass
+class Verdict:
+    findings: list[Finding]
+    decision: Decision
+    changes: list[HeaderChange] = field(default_factory=list)
+    summary: dict[str, str] = field(default_factory=dict)
+
+
+class Check(Protocol):
+    def __call__(self, msg: Message, ctx: CheckContext) -> list[Finding]: ...
+
+
+class Fixer(Protocol):
+    def __call__(
+        self, msg: Message, ctx: CheckContext, findings: list[Finding], decision: Decision
+    ) -> list[HeaderChange]: ...
+
+
+class Inspector:
+    def __init__(
+        self, services: Services, checks: list[Check], fixers: list[Fixer] | None = None
+    ) -> None:
+        self.services = services
+        self.checks = checks
+        self.fixers = fixers or []
+
+    def inspect(self, msg: Message) -> Verdict:
+        cfg = self.services.config
+        ctx = CheckContext(self.services, Budget(cfg.dns.message_budget))
+        findings: list[Finding] = []
+        for check in self.checks:
+            try:
+                findings.extend(check(msg, ctx))
+            except Exception as e:  # one broken check must not stop the mail
+                name = getattr(check, "__name__", type(check).__name__)
+                log.error(f"check {name} failed: {type(e).__name__}: {e}; "
+                          "message accepted by this check (fail open)", msg.queue_id)
+                findings.append(Finding("internal.error", Severity.ERROR,
+                                        f"check {name} failed", {"check": name}))
+        decision = decide(findings, msg.origin, cfg.mode, cfg.policy)
+        changes: list[HeaderChange] = []
+        for fixer in self.fixers:
+            try:
+                changes.extend(fixer(msg, ctx, findings, decision))
+            except Exception as e:
+                name = getattr(fixer, "__name__", type(fixer).__name__)
+                log.error(f"fix {name} failed: {type(e).__name__}: {e}; "
+                          "message left unchanged by it", msg.queue_id)
+        return Verdict(findings, decision, changes, ctx.summary)
+
+
+def default_checks(services: Services) -> list[Check]:
+    """Every per-message check, in the order their memo dependencies need."""
+    return []
+
+
+def default_fixers(services: Services) -> list[Fixer]:
+    return []

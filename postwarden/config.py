@@ -1,0 +1,334 @@
+"""The one config loader: TOML file -> typed, validated Config.
+
+Every key is declared once here, as a dataclass field with its default; the
+commented example in packaging/postwarden.toml documents each one. Errors name the
+key and say how to fix it; callers exit 2 on ConfigError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path("/etc/postwarden/postwarden.toml")
+ACTIONS = ("accept", "hold", "tempfail", "reject")
+
+
+class ConfigError(Exception):
+    """A config problem: the message names the key and the fix."""
+
+
+def _check(fn: Callable[[Any], str | None]) -> dict[str, Any]:
+    """Field metadata: fn returns an error text, or None when the value is fine."""
+    return {"check": fn}
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value not in choices:
+            return f"must be one of {', '.join(repr(c) for c in choices)}"
+        return None
+
+    return check
+
+
+def _networks(values: Any) -> str | None:
+    for v in values:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            return f"{v!r} is not an IP network (write e.g. '192.0.2.0/24' or '::1/128')"
+    return None
+
+
+def _ips(values: Any) -> str | None:
+    for v in values:
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            return f"{v!r} is not an IP address (write e.g. '192.0.2.25')"
+    return None
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _port(value: Any) -> str | None:
+    return None if 0 < value < 65536 else "must be a port number between 1 and 65535"
+
+
+def _socket(value: Any) -> str | None:
+    if value.startswith("unix:") and len(value) > 5:
+        return None
+    if value.startswith(("inet:", "inet6:")):
+        spec = value.split(":", 1)[1]
+        port, _, host = spec.partition("@")
+        if port.isdigit() and 0 < int(port) < 65536:
+            return None
+    return "must be 'unix:/path/to/socket' or 'inet:PORT@HOST' (e.g. 'inet:8894@127.0.0.1')"
+
+
+def _mode_octal(value: Any) -> str | None:
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        return "must be an octal permission string such as '0660'"
+    if mode & 0o002:
+        return "must not make the socket world-writable (use '0660' and group postfix)"
+    return None
+
+
+@dataclass
+class OutboundConfig:
+    """Which mail is ours (outbound) and so gets inspected."""
+
+    internal_networks: list[str] = field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"], metadata=_check(_networks)
+    )
+    local_is_outbound: bool = True
+    submission_daemon_names: list[str] = field(default_factory=lambda: ["ORIGINATING"])
+    log_inbound: bool = False
+
+
+@dataclass
+class HostConfig:
+    """The host as receivers see it; empty values are detected from postconf."""
+
+    ips: list[str] = field(default_factory=list, metadata=_check(_ips))
+    hostname: str = ""
+    domains: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DnsConfig:
+    nameservers: list[str] = field(default_factory=list, metadata=_check(_ips))
+    port: int = field(default=53, metadata=_check(_port))
+    timeout: float = field(default=2.0, metadata=_check(_positive))
+    message_budget: float = field(default=2.0, metadata=_check(_positive))
+    cache_size: int = field(default=10000, metadata=_check(_positive))
+
+
+@dataclass
+class StoreConfig:
+    backend: str = field(default="sqlite", metadata=_check(_one_of("sqlite", "redis")))
+    path: str = "/var/lib/postwarden/postwarden.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "postwarden:"
+    redis_timeout: float = field(default=0.5, metadata=_check(_positive))
+
+
+@dataclass
+class LogConfig:
+    target: str = field(default="syslog", metadata=_check(_one_of("syslog", "stderr")))
+    facility: str = field(
+        default="mail",
+        metadata=_check(
+            _one_of("mail", "daemon", "user", *(f"local{i}" for i in range(8)))
+        ),
+    )
+    repeat_interval: int = field(default=600, metadata=_check(_positive))
+
+
+@dataclass
+class PolicyConfig:
+    """Finding id (or `family.*`) -> action in enforce mode."""
+
+    enforce: dict[str, str] = field(
+        default_factory=lambda: {
+            "dmarc.fail": "hold",
+            "ratelimit.exceeded": "hold",
+            "form.suspicious": "hold",
+        }
+    )
+    hold_in_monitor: list[str] = field(
+        default_factory=lambda: ["ratelimit.exceeded", "form.suspicious"]
+    )
+
+
+@dataclass
+class DkimConfig:
+    """DKIM presence, alignment, verification and (opt-in) signing. Owner: issue 3."""
+
+    verify: bool = True
+
+
+@dataclass
+class FromRewriteConfig:
+    """Rewrite a foreign From that would fail DMARC (opt-in). Owner: issue 3."""
+
+    enabled: bool = False
+
+
+@dataclass
+class FormsConfig:
+    """Recognising web-form and script mail. Owner: issue 4."""
+
+    enabled: bool = True
+
+
+@dataclass
+class RateLimitConfig:
+    """Rate limits per source. Owner: issue 4."""
+
+    enabled: bool = True
+
+
+@dataclass
+class SelfcheckConfig:
+    """Blocklists, DNS records and Postfix audit; periodic run in the daemon. Owner: issue 5."""
+
+    interval: int = field(default=3600, metadata=_check(_positive))
+
+
+@dataclass
+class Config:
+    socket: str = field(
+        default="unix:/var/spool/postfix/postwarden/postwarden.sock",
+        metadata=_check(_socket),
+    )
+    socket_mode: str = field(default="0660", metadata=_check(_mode_octal))
+    socket_group: str = "postfix"
+    user: str = ""
+    mode: str = field(default="monitor", metadata=_check(_one_of("monitor", "enforce")))
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
+    host: HostConfig = field(default_factory=HostConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
+    from_rewrite: FromRewriteConfig = field(default_factory=FromRewriteConfig)
+    forms: FormsConfig = field(default_factory=FormsConfig)
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    selfcheck: SelfcheckConfig = field(default_factory=SelfcheckConfig)
+    source: str = field(default="", metadata={"internal": True})
+
+
+def load(path: Path | str | None = None) -> Config:
+    """Read and validate a config file; ConfigError on any problem."""
+    p = Path(path) if path is not None else DEFAULT_PATH
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(
+            f"{p}: cannot read the config file ({e.strerror}); "
+            "pass --config PATH or install packaging/postwarden.toml there"
+        ) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    cfg = from_dict(data, str(p))
+    cfg.source = str(p)
+    return cfg
+
+
+def from_dict(data: dict[str, Any], where: str = "config") -> Config:
+    cfg = _build(Config, data, where, "")
+    _validate_cross(cfg, where)
+    return cfg
+
+
+T = typing.TypeVar("T")
+
+
+def _build(cls: type[T], data: Any, where: str, prefix: str) -> T:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: [{prefix.rstrip('.')}] must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {
+        f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")  # type: ignore[arg-type]
+    }
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        name = prefix + key
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{where}: unknown key {name!r}{hint}; see packaging/postwarden.toml for every key"
+            )
+        f = fields[key]
+        kwargs[key] = _convert(hints[key], value, where, name)
+        check = f.metadata.get("check")
+        if check is not None:
+            problem = check(kwargs[key])
+            if problem:
+                raise ConfigError(f"{where}: {name} = {value!r}: {problem}")
+    return cls(**kwargs)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+    if origin is dict:
+        return "a table"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(tp, str(tp))
+
+
+def _convert(tp: Any, value: Any, where: str, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    bad = ConfigError(
+        f"{where}: {name} = {value!r}: wrong type, expected {_type_name(tp)}"
+    )
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where, name + ".")  # type: ignore[arg-type]
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, where, f"{name}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        _, vt = typing.get_args(tp)
+        return {str(k): _convert(vt, v, where, f"{name}.{k}") for k, v in value.items()}
+    if origin in (types.UnionType, typing.Union):
+        for alt in typing.get_args(tp):
+            try:
+                return _convert(alt, value, where, name)
+            except ConfigError:
+                continue
+        raise bad
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise bad
+        return value
+    raise ConfigError(f"{where}: {name}: internal error, unsupported type {tp!r}")
+
+
+def _validate_cross(cfg: Config, where: str) -> None:
+    for fid, action in cfg.policy.enforce.items():
+        if action not in ACTIONS:
+            raise ConfigError(
+                f"{where}: policy.enforce.{fid} = {action!r}: must be one of "
+                f"{', '.join(ACTIONS)}"
+            )
+    if cfg.store.backend == "sqlite":
+        parent = Path(cfg.store.path).parent
+        if parent.exists() and not os.access(parent, os.W_OK):
+            raise ConfigError(
+                f"{where}: store.path = {cfg.store.path!r}: directory {parent} is not writable "
+                "by this user; create it and give it to the postwarden user"
+            )

@@ -1,0 +1,42 @@
+"""Findings: what a check saw, never what to do about it.
+
+Checks return findings; only postwarden.policy turns them into actions. Ids are
+stable (they appear in logs, config and the store): `dkim.missing`, `spf.fail`,
+`form.burst`, `uceprotect.l2`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Severity(enum.IntEnum):
+    """Ordered so that max() picks the worst."""
+
+    INFO = 1
+    WARNING = 2
+    ERROR = 3
+    CRITICAL = 4
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class Finding:
+    id: str
+    severity: Severity
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        """`dkim` for `dkim.missing`: used for per-family log summaries."""
+        return self.id.split(".", 1)[0]
+
+
+def ids(findings: list[Finding]) -> str:
+    """The `findings=` value of the summary line."""
+    return ",".join(f.id for f in findings) if findings else "none"

@@ -1,0 +1,100 @@
+"""One outbound message as the milter collected it: the input of every check."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from email.utils import getaddresses
+
+
+class Origin(enum.StrEnum):
+    LOCAL = "local"  # sendmail / pickup: PHP mail(), cron, scripts
+    SUBMISSION = "submission"  # SASL-authenticated or a submission daemon
+    INTERNAL = "internal"  # SMTP from a configured internal network
+    INBOUND = "inbound"  # everything else: not ours to judge
+
+
+@dataclass
+class Message:
+    """Envelope, headers and (a bounded prefix of) the body of one message.
+
+    Header values are kept as Postfix sent them (leading space and folding intact)
+    so that DKIM can be verified and signed on the exact bytes.
+    """
+
+    queue_id: str = "NOQUEUE"
+    origin: Origin = Origin.INBOUND
+    client_name: str = ""
+    client_addr: str = ""
+    client_port: int = 0
+    daemon_name: str = ""
+    auth_user: str = ""
+    mail_from: str = ""
+    rcpts: list[str] = field(default_factory=list)
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    body_truncated: bool = False
+
+    def header(self, name: str) -> str | None:
+        """First value of a header, without the leading space; None if absent."""
+        lname = name.lower()
+        for k, v in self.headers:
+            if k.lower() == lname:
+                return v.strip()
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        lname = name.lower()
+        return [v.strip() for k, v in self.headers if k.lower() == lname]
+
+    @property
+    def from_addresses(self) -> list[str]:
+        """Every address in every From header (RFC 5322 allows a list)."""
+        values = self.header_all("From")
+        return [addr for _, addr in getaddresses(values) if addr]
+
+    @property
+    def header_from(self) -> str:
+        """The single From address DMARC would use, or '' if there is not exactly one."""
+        addrs = self.from_addresses
+        return addrs[0] if len(addrs) == 1 else ""
+
+    @property
+    def from_domain(self) -> str:
+        return domain_of(self.header_from)
+
+    @property
+    def mail_from_domain(self) -> str:
+        return domain_of(self.mail_from)
+
+    def raw_headers(self) -> bytes:
+        """The header block as bytes, CRLF line ends: what DKIM signs."""
+        out = bytearray()
+        for k, v in self.headers:
+            val = v if v.startswith((" ", "\t")) or v == "" else " " + v
+            line = f"{k}:{val}".replace("\r\n", "\n").replace("\n", "\r\n")
+            out += line.encode("utf-8", "surrogateescape") + b"\r\n"
+        return bytes(out)
+
+    def raw(self) -> bytes:
+        return self.raw_headers() + b"\r\n" + self.body
+
+
+def domain_of(address: str) -> str:
+    """Lower-case domain of an address, '' when there is none."""
+    address = address.strip().strip("<>")
+    if "@" not in address:
+        return ""
+    domain = address.rsplit("@", 1)[1].rstrip(".").lower()
+    return domain
+
+
+def strip_brackets(address: str) -> str:
+    a = address.strip()
+    if a.startswith("<") and a.endswith(">"):
+        a = a[1:-1]
+    return a
+
+
+__all__ = ["Address", "Message", "Origin", "domain_of", "strip_brackets"]

@@ -1,0 +1,25 @@
+"""The one store interface: rate-limit buckets, hold reasons, events, listing history.
+
+Two backends pass the same test suite: SQLite (embedded default) and Redis (several
+MTAs sharing limits). `open_store` is the only place a backend is chosen.
+"""
+
+from __future__ import annotations
+
+from postwarden.store.base import HoldRecord, Store, StoreError
+
+__all__ = ["HoldRecord", "Store", "StoreError", "open_store"]
+
+
+def open_store(cfg: object) -> Store:
+    """Build the configured backend (a StoreConfig)."""
+    from postwarden.config import StoreConfig
+
+    assert isinstance(cfg, StoreConfig)
+    if cfg.backend == "redis":
+        from postwarden.store.redis_store import RedisStore
+
+        return RedisStore(cfg.redis_url, prefix=cfg.redis_prefix, timeout=cfg.redis_timeout)
+    from postwarden.store.sqlite_store import SqliteStore
+
+    return SqliteStore(cfg.path)
