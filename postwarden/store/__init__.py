@@ -6,9 +6,19 @@ MTAs sharing limits). `open_store` is the only place a backend is chosen.
 
 from __future__ import annotations
 
-from postwarden.store.base import HoldRecord, Store, StoreError
+from postwarden.store.base import (
+    Activity,
+    BucketState,
+    EventRecord,
+    HoldRecord,
+    RateResult,
+    SelfcheckRun,
+    Store,
+    StoreError,
+)
 
-__all__ = ["HoldRecord", "Store", "StoreError", "open_store"]
+__all__ = ["Activity", "BucketState", "EventRecord", "HoldRecord", "RateResult",
+           "SelfcheckRun", "Store", "StoreError", "open_store"]
 
 
 def open_store(cfg: object) -> Store:

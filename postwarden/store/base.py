@@ -1,10 +1,19 @@
 """Store interface. Backends raise StoreError for any backend failure, so callers
-can fail open with one log line instead of catching driver-specific exceptions."""
+can fail open with one log line instead of catching driver-specific exceptions.
+
+Time is always passed in (`now`, `when`): the store never reads a clock, so tests
+simulate an hour without sleeping and several MTAs sharing one Redis agree on
+time only through their own (NTP-synced) clocks.
+"""
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+
+EVENT_RETENTION = 8 * 86400  # the self-check reports 7 days of activity
+HOLD_RETENTION = 30 * 86400
+SELFCHECK_KEEP = 1000
 
 
 class StoreError(Exception):
@@ -20,7 +29,79 @@ class HoldRecord:
     sender: str
 
 
+@dataclass(frozen=True)
+class RateResult:
+    """One GCRA decision. `used` is in units (messages or recipients) of `burst`."""
+
+    allowed: bool
+    used: float
+    burst: float
+    retry_after: float
+
+
+@dataclass(frozen=True)
+class BucketState:
+    """A non-empty rate bucket, for `postwarden status`."""
+
+    key: str
+    used: float
+    burst: float
+    interval: float  # seconds per unit: window / rate
+
+    @property
+    def rate_per_hour(self) -> float:
+        return 3600.0 / self.interval if self.interval > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    when: float
+    kind: str  # "origin/action", e.g. "local/hold"
+    source: str
+    findings: str  # comma-separated finding ids, "" for none
+
+
+@dataclass
+class Activity:
+    """Per-source counts: what the self-check's 7-day activity report shows."""
+
+    messages: int = 0
+    form_messages: int = 0
+    holds: int = 0
+    ratelimit_hits: int = 0
+
+
+@dataclass(frozen=True)
+class SelfcheckRun:
+    when: float
+    report_json: str
+
+
+def gcra(tat: float, now: float, cost: float, interval: float,
+         burst: float) -> tuple[float, RateResult]:
+    """Pure GCRA step (the Redis Lua script is the same arithmetic): new TAT + result.
+
+    A bucket holds at most `burst` units; one unit drains every `interval` seconds.
+    From idle, `burst` messages pass at once, then one per interval: over a window
+    at most burst + rate pass. A denied request does not change the bucket.
+    """
+    base = max(tat, now)
+    new_tat = base + cost * interval
+    over = new_tat - now - burst * interval
+    if over > 1e-9:
+        return tat, RateResult(False, (base - now) / interval, burst, over)
+    return new_tat, RateResult(True, (new_tat - now) / interval, burst, 0.0)
+
+
+def decayed(value: float, updated: float, now: float, half_life: float) -> float:
+    """An exponentially decaying counter read at `now`."""
+    if now <= updated:
+        return value
+    return float(value * 0.5 ** ((now - updated) / half_life))
+
+
 class Store(abc.ABC):
+    # --- hold reasons -------------------------------------------------------
     @abc.abstractmethod
     def record_hold(self, rec: HoldRecord) -> None:
         """Keep why a message was put on the hold queue (Postfix does not log it)."""
@@ -29,9 +110,57 @@ class Store(abc.ABC):
     def holds(self, since: float = 0.0) -> list[HoldRecord]:
         """Hold records newer than `since`, newest first."""
 
+    # --- rate limits ----------------------------------------------------------
+    @abc.abstractmethod
+    def rate_take(self, key: str, cost: float, interval: float, burst: float,
+                  now: float) -> RateResult:
+        """Atomically take `cost` units from the GCRA bucket `key` if they fit.
+
+        O(1) state per key; safe with many threads and processes (and, for Redis,
+        many MTAs): concurrent callers never admit more than the bucket allows.
+        """
+
+    @abc.abstractmethod
+    def buckets(self, now: float, limit: int = 50) -> list[BucketState]:
+        """Non-empty buckets at `now`, fullest (relative to burst) first."""
+
+    @abc.abstractmethod
+    def bump(self, key: str, amount: float, half_life: float, now: float) -> float:
+        """Add to an exponentially decaying counter and return its new value.
+
+        Used for "same body again from this source" and "far above the usual rate".
+        Counters that decayed to nothing are forgotten by the backend.
+        """
+
+    # --- events, for status and the self-check's activity report --------------
     @abc.abstractmethod
     def record_event(self, when: float, kind: str, source: str, findings: str) -> None:
         """One inspected message (kind: origin/action), for status and activity.7d."""
+
+    @abc.abstractmethod
+    def events(self, since: float, limit: int = 10000) -> list[EventRecord]:
+        """Events newer than `since`, newest first (kept EVENT_RETENTION seconds)."""
+
+    def activity(self, since: float) -> dict[str, Activity]:
+        """Per-source counts of messages, form messages, holds and rate-limit hits."""
+        out: dict[str, Activity] = {}
+        for ev in self.events(since, limit=1_000_000):
+            a = out.setdefault(ev.source, Activity())
+            ids = ev.findings.split(",") if ev.findings else []
+            a.messages += 1
+            a.form_messages += "form.detected" in ids
+            a.holds += ev.kind.endswith("/hold")
+            a.ratelimit_hits += "ratelimit.exceeded" in ids
+        return out
+
+    # --- self-check history ---------------------------------------------------
+    @abc.abstractmethod
+    def record_selfcheck(self, when: float, report_json: str) -> None:
+        """Keep one self-check report (the newest SELFCHECK_KEEP are kept)."""
+
+    @abc.abstractmethod
+    def selfcheck_history(self, limit: int = 10) -> list[SelfcheckRun]:
+        """The newest `limit` self-check reports, newest first."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

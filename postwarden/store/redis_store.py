@@ -1,0 +1,187 @@
+"""Redis backend: several MTAs share one set of rate limits.
+
+Every read-modify-write is one Lua script, so it is atomic across all milters on
+all hosts. Time comes from the callers (`now`), never from Redis, so the
+arithmetic is the same as SQLite's (`postwarden.store.base.gcra`). Connections are
+lazy and never retried inside a call: with Redis down each call fails at once with
+StoreError (the milter fails open), and the next call after Redis returns works.
+The URL carries password and TLS: `rediss://:PASSWORD@host:6380/0?ssl_ca_certs=...`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from postwarden.store.base import (
+    EVENT_RETENTION,
+    HOLD_RETENTION,
+    SELFCHECK_KEEP,
+    BucketState,
+    EventRecord,
+    HoldRecord,
+    RateResult,
+    SelfcheckRun,
+    Store,
+    StoreError,
+)
+
+MAX_EVENTS = 500_000  # a cap on top of the time-based retention
+
+_GCRA = """
+local now, cost = tonumber(ARGV[1]), tonumber(ARGV[2])
+local interval, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
+local tat = tonumber(redis.call('HGET', KEYS[1], 't') or ARGV[1])
+local base = math.max(tat, now)
+local new_tat = base + cost * interval
+local over = new_tat - now - burst * interval
+if over > 1e-9 then
+  return {0, string.format('%.9f', (base - now) / interval), string.format('%.6f', over)}
+end
+redis.call('HSET', KEYS[1], 't', string.format('%.6f', new_tat), 'i', ARGV[3], 'b', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], math.ceil((new_tat - now) * 1000) + 1000)
+return {1, string.format('%.9f', (new_tat - now) / interval), '0'}
+"""
+
+_BUMP = """
+local now, amount, hl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local cur = redis.call('HMGET', KEYS[1], 'v', 'u')
+local value, updated = 0, now
+if cur[1] then
+  value, updated = tonumber(cur[1]), tonumber(cur[2])
+  if now > updated then
+    value = value * 0.5 ^ ((now - updated) / hl)
+    updated = now
+  end
+end
+value = value + amount
+redis.call('HSET', KEYS[1], 'v', string.format('%.9f', value), 'u', string.format('%.6f', updated))
+redis.call('PEXPIRE', KEYS[1], math.ceil(hl * 20 * 1000))
+return string.format('%.9f', value)
+"""
+
+# KEYS: zset, sequence. ARGV: score, payload, drop-below score, max members.
+_APPEND = """
+local seq = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[1], ARGV[1], seq .. ' ' .. ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[4]) + 1))
+return seq
+"""
+
+
+class RedisStore(Store):
+    def __init__(self, url: str, prefix: str = "postwarden:", timeout: float = 0.5) -> None:
+        self.prefix = prefix
+        try:
+            self._r: Any = redis.Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
+                health_check_interval=0)
+        except (ValueError, redis.RedisError) as e:
+            raise StoreError(f"redis URL {_safe_url(url)}: {e}") from None
+        self._where = _safe_url(url)
+        self._gcra = self._r.register_script(_GCRA)
+        self._bump = self._r.register_script(_BUMP)
+        self._append = self._r.register_script(_APPEND)
+
+    def _k(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except (redis.RedisError, OSError) as e:
+            raise StoreError(f"redis {self._where}: {e}") from None
+
+    # --- holds ------------------------------------------------------------------
+    def record_hold(self, rec: HoldRecord) -> None:
+        payload = json.dumps([rec.queue_id, rec.reason, rec.source, rec.sender])
+        self._call(self._append, keys=[self._k("holds"), self._k("seq")],
+                   args=[rec.when, payload, rec.when - HOLD_RETENTION, MAX_EVENTS])
+
+    def holds(self, since: float = 0.0) -> list[HoldRecord]:
+        rows = self._call(self._r.zrevrangebyscore, self._k("holds"), "+inf",
+                          f"({since}", withscores=True)
+        out = []
+        for member, score in rows:
+            qid, reason, source, sender = json.loads(member.split(b" ", 1)[1])
+            out.append(HoldRecord(qid, float(score), reason, source, sender))
+        return out
+
+    # --- rate limits ------------------------------------------------------------
+    def rate_take(self, key: str, cost: float, interval: float, burst: float,
+                  now: float) -> RateResult:
+        ok, used, retry = self._call(self._gcra, keys=[self._k("rl", key)],
+                                     args=[repr(now), repr(cost), repr(interval), repr(burst)])
+        return RateResult(bool(ok), float(used), burst, float(retry))
+
+    def buckets(self, now: float, limit: int = 50) -> list[BucketState]:
+        pattern = _glob_escape(self._k("rl", "")) + "*"
+        keys = list(self._call(lambda: list(self._r.scan_iter(match=pattern, count=1000))))
+        if not keys:
+            return []
+        pipe = self._r.pipeline(transaction=False)
+        for k in keys:
+            pipe.hmget(k, "t", "i", "b")
+        rows = self._call(pipe.execute)
+        strip = len(self._k("rl", "").encode())
+        out = []
+        for k, (tat, iv, b) in zip(keys, rows, strict=True):
+            if tat is None or float(tat) <= now:
+                continue
+            interval = float(iv)
+            out.append(BucketState(k[strip:].decode("utf-8", "replace"),
+                                   (float(tat) - now) / interval, float(b), interval))
+        out.sort(key=lambda s: s.used / s.burst if s.burst else 0.0, reverse=True)
+        return out[:limit]
+
+    def bump(self, key: str, amount: float, half_life: float, now: float) -> float:
+        return float(self._call(self._bump, keys=[self._k("ctr", key)],
+                                args=[repr(now), repr(amount), repr(half_life)]))
+
+    # --- events -----------------------------------------------------------------
+    def record_event(self, when: float, kind: str, source: str, findings: str) -> None:
+        self._call(self._append, keys=[self._k("events"), self._k("seq")],
+                   args=[when, json.dumps([kind, source, findings]),
+                         when - EVENT_RETENTION, MAX_EVENTS])
+
+    def events(self, since: float, limit: int = 10000) -> list[EventRecord]:
+        rows = self._call(self._r.zrevrangebyscore, self._k("events"), "+inf",
+                          f"({since}", start=0, num=limit, withscores=True)
+        out = []
+        for member, score in rows:
+            kind, source, findings = json.loads(member.split(b" ", 1)[1])
+            out.append(EventRecord(float(score), kind, source, findings))
+        return out
+
+    # --- self-check history -----------------------------------------------------
+    def record_selfcheck(self, when: float, report_json: str) -> None:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.lpush(self._k("selfcheck"), json.dumps([when, report_json]))
+        pipe.ltrim(self._k("selfcheck"), 0, SELFCHECK_KEEP - 1)
+        self._call(pipe.execute)
+
+    def selfcheck_history(self, limit: int = 10) -> list[SelfcheckRun]:
+        rows = self._call(self._r.lrange, self._k("selfcheck"), 0, max(limit, 1) - 1)
+        runs = [SelfcheckRun(*json.loads(r)) for r in rows]
+        return sorted(runs, key=lambda r: r.when, reverse=True)[:limit]
+
+    def close(self) -> None:
+        self._call(self._r.close)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for log lines."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest
+
+
+def _glob_escape(s: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in s)

@@ -1,0 +1,185 @@
+"""SQLite backend: the embedded default, one file that survives restarts.
+
+One connection per process behind a lock (libmilter calls us from many threads;
+each call is a short transaction, so the lock is held for microseconds). WAL and a
+busy timeout let the milter, `postwarden status` and the self-check use the file
+at the same time. Rate updates run in `BEGIN IMMEDIATE`, so two processes sharing
+the file never both admit the last unit of a bucket.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from postwarden.store.base import (
+    EVENT_RETENTION,
+    HOLD_RETENTION,
+    SELFCHECK_KEEP,
+    BucketState,
+    EventRecord,
+    HoldRecord,
+    RateResult,
+    SelfcheckRun,
+    Store,
+    StoreError,
+    decayed,
+    gcra,
+)
+
+T = TypeVar("T")
+PRUNE_EVERY = 500  # writes between clean-ups of expired rows
+BUSY_TIMEOUT_MS = 5000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS buckets (
+    key TEXT PRIMARY KEY, tat REAL NOT NULL, interval REAL NOT NULL, burst REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (
+    key TEXT PRIMARY KEY, value REAL NOT NULL, updated REAL NOT NULL,
+    half_life REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL, source TEXT NOT NULL,
+    findings TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_at ON events(at);
+CREATE TABLE IF NOT EXISTS holds (
+    id INTEGER PRIMARY KEY, queue_id TEXT NOT NULL, at REAL NOT NULL, reason TEXT NOT NULL,
+    source TEXT NOT NULL, sender TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS holds_at ON holds(at);
+CREATE TABLE IF NOT EXISTS selfcheck (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, report TEXT NOT NULL);
+"""
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._lock = threading.Lock()
+        self._writes = 0
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                       isolation_level=None, check_same_thread=False)
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as e:
+            raise StoreError(f"sqlite {self.path}: {e}") from None
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction; every sqlite error becomes StoreError."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as e:
+                raise StoreError(f"sqlite {self.path}: {e}") from None
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            try:
+                return fn(self._db)
+            except sqlite3.Error as e:
+                raise StoreError(f"sqlite {self.path}: {e}") from None
+
+    def _maybe_prune(self, db: sqlite3.Connection, now: float) -> None:
+        self._writes += 1
+        if self._writes % PRUNE_EVERY:
+            return
+        db.execute("DELETE FROM events WHERE at < ?", (now - EVENT_RETENTION,))
+        db.execute("DELETE FROM holds WHERE at < ?", (now - HOLD_RETENTION,))
+        db.execute("DELETE FROM buckets WHERE tat < ?", (now,))
+        db.execute("DELETE FROM counters WHERE updated < ? - 20 * half_life", (now,))
+
+    # --- holds ------------------------------------------------------------------
+    def record_hold(self, rec: HoldRecord) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO holds(queue_id, at, reason, source, sender) "
+                       "VALUES (?, ?, ?, ?, ?)",
+                       (rec.queue_id, rec.when, rec.reason, rec.source, rec.sender))
+            self._maybe_prune(db, rec.when)
+
+    def holds(self, since: float = 0.0) -> list[HoldRecord]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT queue_id, at, reason, source, sender FROM holds WHERE at > ? "
+            "ORDER BY at DESC, id DESC", (since,)).fetchall())
+        return [HoldRecord(*r) for r in rows]
+
+    # --- rate limits ------------------------------------------------------------
+    def rate_take(self, key: str, cost: float, interval: float, burst: float,
+                  now: float) -> RateResult:
+        with self._tx() as db:
+            row = db.execute("SELECT tat FROM buckets WHERE key = ?", (key,)).fetchone()
+            tat, result = gcra(row[0] if row else now, now, cost, interval, burst)
+            if result.allowed:
+                db.execute("INSERT INTO buckets(key, tat, interval, burst) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT(key) DO UPDATE SET tat = excluded.tat, "
+                           "interval = excluded.interval, burst = excluded.burst",
+                           (key, tat, interval, burst))
+                self._maybe_prune(db, now)
+            return result
+
+    def buckets(self, now: float, limit: int = 50) -> list[BucketState]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT key, tat, interval, burst FROM buckets WHERE tat > ? "
+            "ORDER BY (tat - ?) / interval / burst DESC LIMIT ?",
+            (now, now, limit)).fetchall())
+        return [BucketState(k, (tat - now) / iv, b, iv) for k, tat, iv, b in rows]
+
+    def bump(self, key: str, amount: float, half_life: float, now: float) -> float:
+        with self._tx() as db:
+            row = db.execute("SELECT value, updated FROM counters WHERE key = ?",
+                             (key,)).fetchone()
+            value = (decayed(row[0], row[1], now, half_life) if row else 0.0) + amount
+            db.execute("INSERT INTO counters(key, value, updated, half_life) "
+                       "VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                       "value = excluded.value, updated = excluded.updated, "
+                       "half_life = excluded.half_life",
+                       (key, value, max(now, row[1]) if row else now, half_life))
+            self._maybe_prune(db, now)
+            return value
+
+    # --- events -----------------------------------------------------------------
+    def record_event(self, when: float, kind: str, source: str, findings: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO events(at, kind, source, findings) VALUES (?, ?, ?, ?)",
+                       (when, kind, source, findings))
+            self._maybe_prune(db, when)
+
+    def events(self, since: float, limit: int = 10000) -> list[EventRecord]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT at, kind, source, findings FROM events WHERE at > ? "
+            "ORDER BY at DESC, id DESC LIMIT ?", (since, limit)).fetchall())
+        return [EventRecord(*r) for r in rows]
+
+    # --- self-check history -----------------------------------------------------
+    def record_selfcheck(self, when: float, report_json: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO selfcheck(at, report) VALUES (?, ?)", (when, report_json))
+            db.execute("DELETE FROM selfcheck WHERE id NOT IN "
+                       "(SELECT id FROM selfcheck ORDER BY at DESC, id DESC LIMIT ?)",
+                       (SELFCHECK_KEEP,))
+
+    def selfcheck_history(self, limit: int = 10) -> list[SelfcheckRun]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT at, report FROM selfcheck ORDER BY at DESC, id DESC LIMIT ?",
+            (limit,)).fetchall())
+        return [SelfcheckRun(*r) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error as e:
+                raise StoreError(f"sqlite {self.path}: {e}") from None

@@ -1,0 +1,229 @@
+"""One store suite, run unchanged against SQLite and a real redis-server on loopback."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from harness.redis_server import RedisServer
+
+from postwarden.config import StoreConfig
+from postwarden.store import HoldRecord, Store, StoreError, open_store
+from postwarden.store.redis_store import RedisStore
+from postwarden.store.sqlite_store import SqliteStore
+
+T0 = 1_700_000_000.0
+_prefix = itertools.count()
+
+Opener = Callable[[], Store]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """A function that opens (another handle on) one fresh store."""
+    opened: list[Store] = []
+    if request.param == "sqlite":
+        path = tmp_path / "state.db"
+
+        def open_one() -> Store:
+            s: Store = SqliteStore(path)
+            opened.append(s)
+            return s
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        prefix = f"t{next(_prefix)}:"
+
+        def open_one() -> Store:
+            s: Store = RedisStore(server.url, prefix=prefix, timeout=2.0)
+            opened.append(s)
+            return s
+
+    yield open_one
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def store(opener: Opener) -> Store:
+    return opener()
+
+
+# --- hold reasons ---------------------------------------------------------------------
+
+def test_holds_newest_first_and_since(store: Store) -> None:
+    for i, qid in enumerate(["AAA1", "AAA2", "AAA3"]):
+        store.record_hold(HoldRecord(qid, T0 + i, "ratelimit.exceeded", f"php:33:f{i}.php",
+                                     "www-data@example.com"))
+    got = store.holds()
+    assert [h.queue_id for h in got] == ["AAA3", "AAA2", "AAA1"]
+    assert got[0] == HoldRecord("AAA3", T0 + 2, "ratelimit.exceeded", "php:33:f2.php",
+                                "www-data@example.com")
+    assert [h.queue_id for h in store.holds(since=T0 + 0.5)] == ["AAA3", "AAA2"]
+
+
+# --- GCRA -----------------------------------------------------------------------------
+
+def test_burst_then_one_per_interval(store: Store) -> None:
+    interval, burst = 180.0, 5.0  # 20 per hour, burst 5
+    results = [store.rate_take("php:33:form.php", 1, interval, burst, T0) for _ in range(8)]
+    assert [r.allowed for r in results] == [True] * 5 + [False] * 3
+    assert results[4].used == pytest.approx(5)
+    assert results[5].used == pytest.approx(5)
+    assert results[5].retry_after == pytest.approx(interval)
+    # A denied request does not fill the bucket: one interval later exactly one fits.
+    assert store.rate_take("php:33:form.php", 1, interval, burst, T0 + interval - 1).allowed \
+        is False
+    assert store.rate_take("php:33:form.php", 1, interval, burst, T0 + interval).allowed
+    assert not store.rate_take("php:33:form.php", 1, interval, burst, T0 + interval).allowed
+
+
+def test_cost_counts_units(store: Store) -> None:
+    r = store.rate_take("k", 3, 10.0, 5.0, T0)
+    assert r.allowed and r.used == pytest.approx(3)
+    assert not store.rate_take("k", 3, 10.0, 5.0, T0).allowed
+    assert store.rate_take("k", 2, 10.0, 5.0, T0).allowed
+    assert not store.rate_take("other", 6, 10.0, 5.0, T0).allowed  # bigger than the bucket
+
+
+def test_simulated_hour_admits_at_most_rate_plus_burst(store: Store) -> None:
+    rate, window, burst = 20, 3600.0, 5.0
+    admitted = sum(store.rate_take("src", 1, window / rate, burst, T0 + 10 * i).allowed
+                   for i in range(360))  # one try every 10 s for an hour
+    assert burst + rate - 1 <= admitted <= burst + rate
+
+
+def test_keys_are_independent(store: Store) -> None:
+    assert store.rate_take("a", 2, 60.0, 2.0, T0).allowed
+    assert not store.rate_take("a", 1, 60.0, 2.0, T0).allowed
+    assert store.rate_take("b", 2, 60.0, 2.0, T0).allowed
+
+
+def test_concurrent_threads_never_overshoot(store: Store) -> None:
+    admitted: list[bool] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(10):
+            ok = store.rate_take("shared", 1, 3600.0, 37.0, T0).allowed
+            with lock:
+                admitted.append(ok)
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(admitted) == 160 and sum(admitted) == 37
+
+
+def test_two_handles_share_one_limit(opener: Opener) -> None:
+    a, b = opener(), opener()
+    results = [(a if i % 2 else b).rate_take("sasl:alice", 1, 60.0, 4.0, T0).allowed
+               for i in range(10)]
+    assert sum(results) == 4
+
+
+def test_limits_survive_reopen(opener: Opener) -> None:
+    first = opener()
+    for _ in range(3):
+        assert first.rate_take("php:33:x.php", 1, 600.0, 3.0, T0).allowed
+    first.close()
+    again = opener()
+    assert not again.rate_take("php:33:x.php", 1, 600.0, 3.0, T0 + 1).allowed
+
+
+def test_buckets_fullest_first(store: Store) -> None:
+    store.rate_take("half", 2, 60.0, 4.0, T0)
+    store.rate_take("full", 4, 60.0, 4.0, T0)
+    store.rate_take("gone", 1, 1.0, 4.0, T0 - 100)  # drained long ago
+    got = store.buckets(T0 + 30)
+    assert [b.key for b in got] == ["full", "half"]
+    assert got[0].used == pytest.approx(3.5)
+    assert got[0].burst == 4.0 and got[0].rate_per_hour == pytest.approx(60)
+    assert [b.key for b in store.buckets(T0 + 30, limit=1)] == ["full"]
+
+
+# --- decaying counters --------------------------------------------------------------
+
+def test_bump_decays_by_half_life(store: Store) -> None:
+    assert store.bump("fp:php:33:f.php:abc", 1, 600.0, T0) == pytest.approx(1)
+    assert store.bump("fp:php:33:f.php:abc", 1, 600.0, T0) == pytest.approx(2)
+    assert store.bump("fp:php:33:f.php:abc", 1, 600.0, T0 + 600) == pytest.approx(2)
+    assert store.bump("fp:php:33:f.php:abc", 0, 600.0, T0 + 1800) == pytest.approx(0.5)
+    assert store.bump("other", 0, 600.0, T0) == 0
+
+
+# --- events and activity ------------------------------------------------------------
+
+def test_events_and_activity(store: Store) -> None:
+    store.record_event(T0, "local/accept", "php:33:f.php", "form.detected")
+    store.record_event(T0 + 1, "local/hold", "php:33:f.php", "form.detected,ratelimit.exceeded")
+    store.record_event(T0 + 2, "submission/accept", "sasl:alice", "")
+    store.record_event(T0 - 9000, "local/accept", "uid:0", "")
+    evs = store.events(T0 - 1)
+    assert [(e.when, e.source) for e in evs] == [
+        (T0 + 2, "sasl:alice"), (T0 + 1, "php:33:f.php"), (T0, "php:33:f.php")]
+    assert evs[1].kind == "local/hold"
+    assert evs[1].findings == "form.detected,ratelimit.exceeded"
+    assert len(store.events(T0 - 1, limit=2)) == 2
+    act = store.activity(T0 - 1)
+    assert set(act) == {"php:33:f.php", "sasl:alice"}
+    php = act["php:33:f.php"]
+    assert (php.messages, php.form_messages, php.holds, php.ratelimit_hits) == (2, 2, 1, 1)
+    alice = act["sasl:alice"]
+    assert (alice.messages, alice.form_messages, alice.holds, alice.ratelimit_hits) == (1, 0, 0, 0)
+    assert store.activity(T0 - 10000)["uid:0"].messages == 1
+
+
+# --- self-check history -------------------------------------------------------------
+
+def test_selfcheck_history_newest_first(store: Store) -> None:
+    for i in range(4):
+        store.record_selfcheck(T0 + i * 3600, json.dumps({"run": i}))
+    runs = store.selfcheck_history(limit=3)
+    assert [json.loads(r.report_json)["run"] for r in runs] == [3, 2, 1]
+    assert runs[0].when == T0 + 3 * 3600
+    assert store.selfcheck_history(limit=1)[0].when == T0 + 3 * 3600
+
+
+# --- failures are StoreError ----------------------------------------------------------
+
+def test_redis_unreachable_is_store_error() -> None:
+    from harness import free_port
+
+    s = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)  # lazy: no error yet
+    with pytest.raises(StoreError):
+        s.rate_take("k", 1, 1.0, 1.0, T0)
+    with pytest.raises(StoreError):
+        s.record_event(T0, "local/accept", "uid:0", "")
+
+
+def test_redis_recovers_after_restart(redis_server: RedisServer) -> None:
+    s = RedisStore(redis_server.url, prefix="recover:", timeout=0.5)
+    assert s.rate_take("k", 1, 60.0, 5.0, T0).allowed
+    redis_server.stop()
+    try:
+        with pytest.raises(StoreError):
+            s.rate_take("k", 1, 60.0, 5.0, T0)
+    finally:
+        redis_server.start()
+    assert s.rate_take("k", 1, 60.0, 5.0, T0).allowed  # same object works again
+
+
+def test_sqlite_unusable_path_is_store_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError):
+        SqliteStore(tmp_path / "file" / "state.db")
+
+
+def test_open_store_picks_backend(tmp_path: Path, redis_server: RedisServer) -> None:
+    s = open_store(StoreConfig(backend="sqlite", path=str(tmp_path / "a.db")))
+    assert isinstance(s, SqliteStore)
+    s.close()
+    r = open_store(StoreConfig(backend="redis", redis_url=redis_server.url))
+    assert isinstance(r, RedisStore)
+    r.close()
