@@ -54,7 +54,7 @@ def guarded(func: F) -> F:
 
 
 @Milter.header_leading_space
-class PostwardenMilter(Milter.Base):  # type: ignore[misc]
+class PostwardenMilter(Milter.Base):
     def __init__(self) -> None:
         super().__init__()
         self.client_name = ""

@@ -123,7 +123,8 @@ class Resolver:
                 name, rdtype, lifetime=lifetime, raise_on_no_answer=False, search=False
             )
         except dns.resolver.NXDOMAIN as e:
-            return Answer("nxdomain", ttl=_negative_ttl(e.response(e.qnames()[0])))
+            response = e.response(e.qnames()[0])  # type: ignore[no-untyped-call]
+            return Answer("nxdomain", ttl=_negative_ttl(response))
         except dns.resolver.LifetimeTimeout:
             return Answer("temperror", error=f"timeout after {lifetime:.1f}s")
         except dns.resolver.NoNameservers as e:

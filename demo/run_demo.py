@@ -1,0 +1,122 @@
+"""`make demo`: a private Postfix + postwarden on loopback, three outbound messages.
+
+Starts Knot DNS (fixture zones), an SMTP sink, a private Postfix built from
+postfix-examples/, Dovecot SASL and postwarden in monitor mode; sends mail by SMTP
+submission, by the sendmail command and by PHP mail() (a contact form with a
+visitor's From), prints postwarden's log lines and what became of each message,
+then stops everything. Nothing leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from harness.knot import DnsServer  # noqa: E402
+from harness.milterproc import MilterProcess  # noqa: E402
+from harness.php import run_php  # noqa: E402
+from harness.postfix import Postfix  # noqa: E402
+from harness.sasl import Dovecot  # noqa: E402
+from harness.sink import Sink  # noqa: E402
+
+ZONES = {
+    "example.com": '@ TXT "v=spf1 ip4:192.0.2.25 -all"\n'
+                   '_dmarc TXT "v=DMARC1; p=quarantine; rua=mailto:dmarc@example.com"\n'
+                   "@ MX 10 mail\nmail A 192.0.2.25\n",
+    "example.net": '@ TXT "v=spf1 ip4:198.51.100.0/24 -all"\n_dmarc TXT "v=DMARC1; p=reject"\n',
+}
+
+
+def message(sender: str, to: str, subject: str) -> tuple[str, bytes]:
+    mid = f"{uuid.uuid4().hex[:16]}@example.com"
+    return mid, (f"From: {sender}\nTo: {to}\nSubject: {subject}\nMessage-ID: <{mid}>\n"
+                 f"Date: Fri, 27 Nov 2026 12:00:00 +0000\n\nHello.\n").encode()
+
+
+def main() -> int:
+    base = Path(tempfile.mkdtemp(prefix="postwarden-demo-"))
+    base.chmod(0o755)
+    dns, sink = DnsServer(base / "knot"), Sink()
+    postfix = Postfix(base / "postfix", sink.port)
+    sasl = Dovecot(base / "dovecot", postfix.queue / "private" / "auth", {"alice": "secret"})
+    milter: MilterProcess | None = None
+    t0 = time.monotonic()
+    try:
+        for name, records in ZONES.items():
+            dns.zone(name, records)
+        dns.start()
+        sink.start()
+        postfix.start()
+        sasl.start()
+        milter = MilterProcess(base / "milter", postfix.milter_socket, {
+            "socket": f"unix:{postfix.milter_socket}",
+            "mode": "monitor",
+            "outbound": {"internal_networks": []},
+            "host": {"ips": ["192.0.2.25"], "hostname": "mail.example.com",
+                     "domains": ["example.com"]},
+            "dns": {"nameservers": ["127.0.0.1"], "port": dns.port, "timeout": 1.0},
+            "store": {"backend": "sqlite", "path": str(base / "milter" / "state.db")},
+            "log": {"target": "stderr"},
+        })
+        milter.start()
+        print(f"private Postfix on 127.0.0.1:{postfix.smtp_port} (submission "
+              f"{postfix.submission_port}), postwarden on {postfix.milter_socket}\n")
+
+        sent: dict[str, str] = {}
+        mid, data = message("Alice <alice@example.com>", "bob@example.org", "Minutes")
+        sent[postfix.smtp(data, "alice@example.com", ["bob@example.org"],
+                          login=("alice", "secret"))] = "SMTP submission (SASL alice)"
+        mid, data = message("cron@example.com", "ops@example.org", "Backup report")
+        postfix.sendmail(data, "cron@example.com", ["ops@example.org"])
+        sent[postfix.queue_id_for(mid)] = "sendmail command (cron job)"
+        form = base / "contact.php"
+        form.write_text("<?php\nmail('owner@example.org', 'Contact form', 'Hi!', "
+                        "'From: Visitor <visitor@example.net>');\n")
+        run_php(form, postfix.conf)
+        time.sleep(0.5)
+        for line in postfix.log_text().splitlines():
+            if "message-id=" in line and "postfix/cleanup" in line:
+                qid = line.split("]: ", 1)[1].split(":", 1)[0]
+                sent.setdefault(qid, "PHP mail() contact form")
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            done = [q for q in sent if milter.summaries(q)]
+            if len(done) == len(sent) and postfix.wait_idle(30) is not None:
+                break
+            time.sleep(0.2)
+        held = set(postfix.held())
+        print("postwarden's log lines:")
+        for line in milter.lines():
+            if any(q in line for q in sent):
+                print("  " + line)
+        print("\nwhat happened to each message:")
+        log = postfix.log_text().splitlines()
+        for qid, how in sent.items():
+            mine = [line for line in log if f"{qid}: " in line]
+            fate = ("held (postsuper -H to release)" if qid in held else
+                    "delivered" if any("status=sent" in line for line in mine) else
+                    "bounced" if any("status=bounced" in line for line in mine) else
+                    "still queued")
+            print(f"  {qid}  {how:32s} {fate}")
+        print(f"\ndemo finished in {time.monotonic() - t0:.1f}s")
+        return 0
+    finally:
+        if milter is not None:
+            milter.stop()
+        sasl.stop()
+        postfix.stop()
+        sink.stop()
+        dns.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Fixtures: the real parts every end-to-end test stands on (see tests/harness/)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.knot import DnsServer
+from harness.milterproc import MilterProcess, deep_merge
+from harness.postfix import Postfix
+from harness.redis_server import RedisServer
+from harness.sasl import Dovecot
+from harness.sink import Sink
+
+SASL_USERS = {"alice": "alice-secret", "forms": "forms-secret"}
+HOST_IP = "192.0.2.25"
+
+
+@pytest.fixture(scope="session")
+def e2e_base() -> Iterator[Path]:
+    """A directory user postfix can traverse (pytest's own tmp dirs are 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="postwarden-e2e-"))
+    os.chmod(base, 0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dns_server(e2e_base: Path) -> Iterator[DnsServer]:
+    server = DnsServer(e2e_base / "knot")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def _sink() -> Iterator[Sink]:
+    s = Sink()
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def sink(_sink: Sink) -> Sink:
+    _sink.clear()
+    return _sink
+
+
+@pytest.fixture(scope="session")
+def postfix(e2e_base: Path, _sink: Sink) -> Iterator[Postfix]:
+    pf = Postfix(e2e_base / "postfix", _sink.port)
+    pf.start()
+    sasl = Dovecot(e2e_base / "dovecot", pf.queue / "private" / "auth", SASL_USERS)
+    sasl.start()
+    yield pf
+    sasl.stop()
+    pf.stop()
+
+
+_counter = itertools.count()
+
+
+def base_settings(postfix: Postfix, dns_server: DnsServer, workdir: Path) -> dict[str, Any]:
+    return {
+        "socket": f"unix:{postfix.milter_socket}",
+        "mode": "monitor",
+        "outbound": {"internal_networks": []},
+        "host": {"ips": [HOST_IP], "hostname": "mail.example.com", "domains": ["example.com"]},
+        "dns": {"nameservers": ["127.0.0.1"], "port": dns_server.port, "timeout": 1.0},
+        "store": {"backend": "sqlite", "path": str(workdir / "state.db")},
+        "log": {"target": "stderr", "repeat_interval": 600},
+    }
+
+
+@pytest.fixture
+def start_milter(postfix: Postfix, dns_server: DnsServer,
+                 e2e_base: Path) -> Iterator[Callable[..., MilterProcess]]:
+    """start_milter(settings_overrides) -> a running postwarden on the Postfix socket."""
+    started: list[MilterProcess] = []
+
+    def start(overrides: dict[str, Any] | None = None) -> MilterProcess:
+        workdir = e2e_base / f"milter-{next(_counter)}"
+        settings = deep_merge(base_settings(postfix, dns_server, workdir), overrides or {})
+        proc = MilterProcess(workdir, postfix.milter_socket, settings)
+        proc.start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(e2e_base: Path) -> Iterator[RedisServer]:
+    server = RedisServer(e2e_base / "redis")
+    server.start()
+    yield server
+    server.stop()
