@@ -102,8 +102,18 @@ class Inspector:
 
 def default_checks(services: Services) -> list[Check]:
     """Every per-message check, in the order their memo dependencies need."""
-    return []
+    from postwarden.milter import forms, ratelimit
+
+    checks: list[Check] = []
+    # forms (source key -> memo) before the history signals, then the score, then limits.
+    checks += [forms.forms_check, ratelimit.history_check, forms.suspicion_check,
+               ratelimit.limit_check]
+    return checks
 
 
 def default_fixers(services: Services) -> list[Fixer]:
-    return []
+    from postwarden.milter import activity
+
+    fixers: list[Fixer] = []
+    fixers += [activity.record_activity]  # last: records the final decision per source
+    return fixers

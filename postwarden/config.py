@@ -169,18 +169,96 @@ class FromRewriteConfig:
     enabled: bool = False
 
 
+FORM_SIGNALS = ("many_rcpts", "many_domains", "foreign_from", "reply_to_differs",
+                "many_urls", "url_shortener", "repeated_body", "burst")
+LIMIT_KEYS = ("source", "sasl_user", "sender", "client_ip", "from_domain")
+ORIGINS = ("local", "submission", "internal")
+
+
+def _weights(values: Any) -> str | None:
+    for k, v in values.items():
+        if k not in FORM_SIGNALS:
+            return f"unknown signal {k!r}; known: {', '.join(FORM_SIGNALS)}"
+        if v < 0:
+            return f"weight of {k!r} must be 0 or more"
+    return None
+
+
+def _limit_origins(values: Any) -> str | None:
+    bad = [v for v in values if v not in ORIGINS]
+    return f"unknown origin {bad[0]!r}; use {', '.join(ORIGINS)}" if bad else None
+
+
 @dataclass
 class FormsConfig:
-    """Recognising web-form and script mail. Owner: issue 4."""
+    """Recognising web-form and script mail, and its suspicion signals. Owner: issue 4."""
 
     enabled: bool = True
+    web_users: list[str] = field(
+        default_factory=lambda: ["www-data", "apache", "nginx", "nobody", "http", "wwwrun"]
+    )
+    form_sasl_users: list[str] = field(default_factory=list)
+    max_rcpts: int = field(default=3, metadata=_check(_positive))
+    max_rcpt_domains: int = field(default=2, metadata=_check(_positive))
+    max_urls: int = field(default=3, metadata=_check(_positive))
+    body_scan_bytes: int = field(default=8192, metadata=_check(_positive))
+    url_shorteners: list[str] = field(
+        default_factory=lambda: ["bit.ly", "tinyurl.com", "t.co", "goo.gl", "ow.ly", "is.gd",
+                                 "buff.ly", "rebrand.ly", "cutt.ly", "shorturl.at", "tiny.cc",
+                                 "rb.gy", "t.ly", "s.id", "v.gd"]
+    )
+    repeat_count: int = field(default=5, metadata=_check(_positive))
+    repeat_window: int = field(default=3600, metadata=_check(_positive))
+    burst_factor: float = field(default=10.0, metadata=_check(_positive))
+    burst_min: int = field(default=10, metadata=_check(_positive))
+    weights: dict[str, int] = field(
+        default_factory=lambda: {"many_rcpts": 3, "many_domains": 3, "foreign_from": 2,
+                                 "reply_to_differs": 1, "many_urls": 3, "url_shortener": 3,
+                                 "repeated_body": 4, "burst": 4},
+        metadata=_check(_weights),
+    )
+    suspicious_score: int = field(default=8, metadata=_check(_positive))
+
+
+@dataclass
+class LimitConfig:
+    """One rate limit: `rate` units per `window` seconds, at most `burst` at once."""
+
+    name: str = ""
+    key: str = field(default="source", metadata=_check(_one_of(*LIMIT_KEYS)))
+    count: str = field(default="messages", metadata=_check(_one_of("messages", "recipients")))
+    rate: int = field(default=20, metadata=_check(_positive))
+    window: int = field(default=3600, metadata=_check(_positive))
+    burst: int = field(default=5, metadata=_check(_positive))
+    origins: list[str] = field(default_factory=lambda: list(ORIGINS),
+                               metadata=_check(_limit_origins))
+    forms_only: bool = False
+
+
+def _limits(values: Any) -> str | None:
+    names = [lim.name for lim in values]
+    if any(not n for n in names):
+        return "every limit needs a name (name = \"form\")"
+    dup = {n for n in names if names.count(n) > 1}
+    return f"limit name {sorted(dup)[0]!r} is used twice" if dup else None
 
 
 @dataclass
 class RateLimitConfig:
-    """Rate limits per source. Owner: issue 4."""
+    """Rate limits per source, SASL user, sender, client IP or From domain. Owner: issue 4."""
 
     enabled: bool = True
+    costly_score: int = field(default=4, metadata=_check(_positive))
+    suspicious_cost: float = field(default=2.0, metadata=_check(_positive))
+    limits: list[LimitConfig] = field(
+        default_factory=lambda: [
+            LimitConfig("form", "source", "messages", 20, 3600, 5, list(ORIGINS), True),
+            LimitConfig("sasl", "sasl_user", "messages", 200, 3600, 50, ["submission"]),
+            LimitConfig("local", "source", "messages", 100, 3600, 20, ["local"]),
+            LimitConfig("internal", "client_ip", "recipients", 500, 3600, 100, ["internal"]),
+        ],
+        metadata=_check(_limits),
+    )
 
 
 @dataclass

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness.redis_server import RedisServer
 
+from harness.redis_server import RedisServer
 from postwarden.config import StoreConfig
 from postwarden.store import HoldRecord, Store, StoreError, open_store
 from postwarden.store.redis_store import RedisStore

@@ -1,0 +1,207 @@
+"""Web-form and script mail: who really sent it, and does it look abused?
+
+A compromised contact form is the fastest way onto UCEPROTECT L1, and the
+envelope sender (www-data@host, or whatever `-f` says) does not name the culprit.
+`identify` gives every outbound message a *source key* naming the script, local
+user or account behind it; rate limits and the status report count by that key.
+
+Checks here are stateless: `forms_check` finds the source (`form.detected` for
+form/script mail) and the suspicion signals that need only this message;
+postwarden.milter.ratelimit adds the ones that need history (repeated body,
+burst); `suspicion_check` then adds up the weights into `form.suspicious`. No DNS,
+so nothing here has a temperror state; a body that cannot be parsed is scanned raw.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import pwd
+import re
+from dataclasses import dataclass
+from email.utils import getaddresses
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from postwarden.config import Config, FormsConfig
+from postwarden.findings import Finding, Severity
+from postwarden.message import Message, Origin, domain_of
+from postwarden.milter.pipeline import CheckContext
+
+MEMO_SOURCE = "source"  # Source of this message, for the checks after this one
+MEMO_SIGNALS = "form.signals"  # {signal: weight} hit so far
+
+_PHP_HEADER = re.compile(r"^\s*(\d+)\s*:\s*(.+?)\s*$", re.S)
+_POSTFIX_UID = re.compile(r"\(Postfix, from userid (\d+)\)")
+_URL = re.compile(rb"(?i)\b(?:https?://|www\.)[^\s<>\"'()\[\]]+")
+_BOUNDARY = re.compile(r'(?i)boundary\s*=\s*"?b1_')
+
+
+@dataclass(frozen=True)
+class Source:
+    """Who sent a message. `form` marks web-form/script mail (the abuse-prone kind)."""
+
+    key: str
+    kind: str  # php | uid | user | sasl | phpmailer | wordpress | ip | sender
+    form: bool
+    markers: tuple[str, ...] = ()
+
+
+def _clean(text: str, limit: int = 200) -> str:
+    """Source keys go into log lines and store keys: no spaces or control characters."""
+    return "".join(c if c.isprintable() and not c.isspace() else "_" for c in text)[:limit]
+
+
+@lru_cache(maxsize=256)
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
+
+
+def markers(msg: Message) -> tuple[str, ...]:
+    """PHPMailer and WordPress fingerprints (a form even when it talks SMTP)."""
+    found: list[str] = []
+    mailer = msg.header("X-Mailer") or ""
+    ctype = msg.header("Content-Type") or ""
+    if "phpmailer" in mailer.lower() or _BOUNDARY.search(ctype):
+        found.append("phpmailer")
+    senders = [msg.mail_from, *msg.from_addresses]
+    if any(a.lower().startswith("wordpress@") for a in senders):
+        found.append("wordpress")
+    return tuple(found)
+
+
+def identify(msg: Message, cfg: FormsConfig) -> Source:
+    """The source key: php:<uid>:<script>, sasl:<user>, uid:<n>, user:<name>, ..."""
+    marks = markers(msg)
+    php = _PHP_HEADER.match(msg.header("X-PHP-Originating-Script") or "")
+    if php:
+        return Source(f"php:{php.group(1)}:{_clean(php.group(2))}", "php", True, marks)
+    if msg.auth_user:
+        user = _clean(msg.auth_user)
+        return Source(f"sasl:{user}", "sasl", user in cfg.form_sasl_users or bool(marks), marks)
+    local_part = msg.mail_from.rsplit("@", 1)[0].lower() if msg.mail_from else ""
+    if msg.origin is Origin.LOCAL:
+        for received in msg.header_all("Received"):
+            m = _POSTFIX_UID.search(received)
+            if m:
+                name = _user_name(int(m.group(1)))
+                form = name in cfg.web_users or local_part in cfg.web_users or bool(marks)
+                return Source(f"uid:{m.group(1)}", "uid", form, marks)
+        if local_part in cfg.web_users:
+            return Source(f"user:{_clean(local_part)}", "user", True, marks)
+    if marks:
+        return Source(f"{marks[0]}:{_clean(msg.mail_from.lower()) or '<>'}", marks[0], True,
+                      marks)
+    if msg.origin is Origin.LOCAL:
+        return Source(f"sender:{_clean(msg.mail_from.lower()) or '<>'}", "sender", False)
+    return Source(f"ip:{_clean(msg.client_addr) or 'unknown'}", "ip", False)
+
+
+def weights(cfg: FormsConfig) -> dict[str, int]:
+    """Configured weights; signals the admin left out keep their default."""
+    return {**FormsConfig().weights, **cfg.weights}
+
+
+def _ours(domain: str, cfg: Config, msg: Message) -> bool:
+    mine = {d.lower().rstrip(".") for d in cfg.host.domains}
+    mine |= {msg.mail_from_domain, domain_of("x@" + cfg.host.hostname)}
+    mine.discard("")
+    return any(domain == d or domain.endswith("." + d) for d in mine)
+
+
+def body_text(msg: Message, limit: int) -> bytes:
+    """The first text part, transfer-decoded, at most `limit` bytes."""
+    raw = msg.raw_headers() + b"\r\n" + msg.body[: limit * 2]
+    try:
+        parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
+        for part in parsed.walk():
+            if part.get_content_maintype() == "text":
+                payload = part.get_payload(decode=True)
+                if isinstance(payload, bytes):
+                    return payload[:limit]
+    except Exception:  # a broken MIME structure is scanned raw  # noqa: S110
+        pass
+    return msg.body[:limit]
+
+
+def signals(msg: Message, cfg: Config) -> dict[str, str]:
+    """Stateless suspicion signals hit by this message: {signal: why}."""
+    fc = cfg.forms
+    hits: dict[str, str] = {}
+    if len(msg.rcpts) > fc.max_rcpts:
+        hits["many_rcpts"] = f"{len(msg.rcpts)} recipients (more than {fc.max_rcpts})"
+    domains = {domain_of(r) for r in msg.rcpts} - {""}
+    if len(domains) > fc.max_rcpt_domains:
+        hits["many_domains"] = (f"{len(domains)} recipient domains "
+                                f"(more than {fc.max_rcpt_domains})")
+    from_domain = msg.from_domain
+    if from_domain and not _ours(from_domain, cfg, msg):
+        hits["foreign_from"] = f"From domain {from_domain} is not ours"
+    reply_to = {a.lower() for _, a in getaddresses(msg.header_all("Reply-To")) if a}
+    if reply_to and reply_to != {a.lower() for a in msg.from_addresses}:
+        hits["reply_to_differs"] = "Reply-To differs from From"
+    urls = _URL.findall(body_text(msg, fc.body_scan_bytes))
+    if len(urls) > fc.max_urls:
+        hits["many_urls"] = f"{len(urls)} URLs in the body (more than {fc.max_urls})"
+    shorteners = {s.lower() for s in fc.url_shorteners}
+    short = sorted({h for h in (_host(u) for u in urls) if h in shorteners})
+    if short:
+        hits["url_shortener"] = f"URL shortener {', '.join(short)}"
+    return hits
+
+
+def _host(url: bytes) -> str:
+    text = url.decode("ascii", "replace")
+    if not text.lower().startswith("http"):
+        text = "http://" + text
+    try:
+        host = urlsplit(text).hostname or ""
+    except ValueError:
+        return ""
+    return host.lower().removeprefix("www.")
+
+
+def add_signal(ctx: CheckContext, signal: str, text: str, source: Source) -> Finding:
+    """Record a signal's weight for suspicion_check and return its finding."""
+    weight = weights(ctx.services.config.forms).get(signal, 0)
+    ctx.memo.setdefault(MEMO_SIGNALS, {})[signal] = weight
+    return Finding(f"form.{signal}", Severity.INFO, text,
+                   {"source": source.key, "weight": weight})
+
+
+def forms_check(msg: Message, ctx: CheckContext) -> list[Finding]:
+    """Source key for every message; `form.detected` and signals for form mail."""
+    cfg = ctx.services.config
+    source = identify(msg, cfg.forms)
+    ctx.memo[MEMO_SOURCE] = source
+    ctx.memo[MEMO_SIGNALS] = {}
+    ctx.summary["source"] = source.key
+    if not cfg.forms.enabled or not source.form:
+        return []
+    out = [Finding("form.detected", Severity.INFO, f"form/script mail from {source.key}",
+                   {"source": source.key, "kind": source.kind, "markers": list(source.markers)})]
+    out += [add_signal(ctx, sig, why, source) for sig, why in signals(msg, cfg).items()]
+    return out
+
+
+def suspicion_check(msg: Message, ctx: CheckContext) -> list[Finding]:
+    """Adds up the signal weights; at `suspicious_score` or more: `form.suspicious`."""
+    cfg = ctx.services.config.forms
+    hit: dict[str, int] = ctx.memo.get(MEMO_SIGNALS, {})
+    score = sum(hit.values())
+    source: Source | None = ctx.memo.get(MEMO_SOURCE)
+    if not cfg.enabled or source is None or score < cfg.suspicious_score:
+        return []
+    names = ",".join(sorted(hit))
+    return [Finding("form.suspicious", Severity.WARNING,
+                    f"form mail from {source.key} scores {score} "
+                    f"(threshold {cfg.suspicious_score}): {names}",
+                    {"source": source.key, "score": score, "signals": sorted(hit)})]
+
+
+def score(ctx: CheckContext) -> int:
+    """This message's suspicion score so far (ratelimit makes costly messages cost more)."""
+    return sum(ctx.memo.get(MEMO_SIGNALS, {}).values())

@@ -1,0 +1,147 @@
+"""Rate limits and the suspicion signals that need history.
+
+`history_check` (form mail only) counts, per source, how often this body was seen
+(`form.repeated_body`) and whether the source sends far above its usual rate
+(`form.burst`). `limit_check` takes each matching limit's cost from its GCRA
+bucket; a message that does not fit gets `ratelimit.exceeded` with the key, the
+bucket's count and the limit. Limits are tried in config order and the first one
+exceeded stops the rest (units already taken from earlier limits stay taken).
+
+Store failures fail open: the message goes on unlimited, ONE `error:` line per
+repeat interval says so, and one `info` line says when counting resumed. The clock
+is `ctx.services.clock`, so tests simulate hours without sleeping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import threading
+
+from postwarden.config import LimitConfig
+from postwarden.findings import Finding, Severity
+from postwarden.log import log
+from postwarden.message import Message
+from postwarden.milter.forms import MEMO_SOURCE, Source, add_signal, body_text, score
+from postwarden.milter.pipeline import CheckContext
+from postwarden.store import StoreError
+
+SHORT_HALF_LIFE = 600.0  # "now" for burst detection
+LONG_HALF_LIFE = 86400.0  # "usual" for burst detection
+_LOG_KEY = "store.unavailable"
+
+
+class StoreHealth:
+    """Remembers that the store failed, so its return is logged once."""
+
+    def __init__(self) -> None:
+        self._down = False
+        self._lock = threading.Lock()
+
+    def failed(self, e: StoreError, what: str) -> None:
+        with self._lock:
+            self._down = True
+        log.limited(_LOG_KEY, "error", f"store unavailable: {e}; {what} not enforced "
+                    "(fail open) until it returns")
+
+    def ok(self) -> None:
+        if not self._down:
+            return
+        with self._lock:
+            was, self._down = self._down, False
+        if was:
+            log.info("store reachable again: rate limits and history resumed")
+
+
+health = StoreHealth()
+
+
+def fingerprint(msg: Message, scan_bytes: int) -> str:
+    """The body's text, case and whitespace folded: the same form spam hashes the same."""
+    text = re.sub(rb"\s+", b" ", body_text(msg, scan_bytes).lower()).strip()
+    return hashlib.sha256(text).hexdigest()[:16]
+
+
+def history_check(msg: Message, ctx: CheckContext) -> list[Finding]:
+    """`form.repeated_body` and `form.burst` for form mail (needs the store)."""
+    cfg = ctx.services.config.forms
+    source: Source | None = ctx.memo.get(MEMO_SOURCE)
+    store = ctx.services.store
+    if not cfg.enabled or source is None or not source.form or store is None:
+        return []
+    now = ctx.services.clock()
+    try:
+        repeats = store.bump(f"fp:{source.key}:{fingerprint(msg, cfg.body_scan_bytes)}",
+                             1, cfg.repeat_window, now)
+        short = store.bump(f"short:{source.key}", 1, SHORT_HALF_LIFE, now)
+        usual = store.bump(f"usual:{source.key}", 1, LONG_HALF_LIFE, now)
+    except StoreError as e:
+        health.failed(e, "form history")
+        return []
+    health.ok()
+    out = []
+    # Decaying counts are a little under the raw count: round before comparing.
+    if round(repeats) >= cfg.repeat_count:
+        out.append(add_signal(ctx, "repeated_body",
+                              f"same body {repeats:.0f} times recently from {source.key}",
+                              source))
+    # A decaying count with half-life h approximates rate * h / ln 2.
+    rate_now = short * math.log(2) / SHORT_HALF_LIFE
+    rate_usual = usual * math.log(2) / LONG_HALF_LIFE
+    if round(short) >= cfg.burst_min and rate_now >= cfg.burst_factor * rate_usual:
+        out.append(add_signal(ctx, "burst",
+                              f"{rate_now * 3600:.0f}/hour from {source.key}, "
+                              f"usually {rate_usual * 3600:.1f}/hour", source))
+    return out
+
+
+def key_for(limit: LimitConfig, msg: Message, source: Source | None) -> str:
+    """The bucket key of `limit` for this message; '' when the limit does not apply."""
+    if str(msg.origin) not in limit.origins:
+        return ""
+    if limit.forms_only and (source is None or not source.form):
+        return ""
+    if limit.key == "source":
+        value = source.key if source else ""
+    elif limit.key == "sasl_user":
+        value = msg.auth_user
+    elif limit.key == "sender":
+        value = msg.mail_from.lower() or "<>"
+    elif limit.key == "client_ip":
+        value = msg.client_addr
+    else:
+        value = msg.from_domain
+    return f"{limit.name}:{value}" if value else ""
+
+
+def limit_check(msg: Message, ctx: CheckContext) -> list[Finding]:
+    """`ratelimit.exceeded` (key, count, limit) when a message does not fit its bucket."""
+    cfg = ctx.services.config.ratelimit
+    store = ctx.services.store
+    if not cfg.enabled or store is None:
+        return []
+    source: Source | None = ctx.memo.get(MEMO_SOURCE)
+    factor = cfg.suspicious_cost if score(ctx) >= cfg.costly_score else 1.0
+    now = ctx.services.clock()
+    for limit in cfg.limits:
+        key = key_for(limit, msg, source)
+        if not key:
+            continue
+        units = len(msg.rcpts) if limit.count == "recipients" else 1
+        cost = max(units, 1) * factor
+        try:
+            r = store.rate_take(key, cost, limit.window / limit.rate, limit.burst, now)
+        except StoreError as e:
+            health.failed(e, "rate limits")
+            return []
+        health.ok()
+        if not r.allowed:
+            text = (f"{key}: {r.used:.1f} of burst {limit.burst} used, this message costs "
+                    f"{cost:g} {limit.count}; limit {limit.rate} per {limit.window}s")
+            return [Finding("ratelimit.exceeded", Severity.WARNING, text, {
+                "key": key, "limit": limit.name, "count": round(r.used, 2), "cost": cost,
+                "rate": limit.rate, "window": limit.window, "burst": limit.burst,
+                "retry_after": round(r.retry_after, 1),
+                "source": source.key if source else ""})]
+    return []

@@ -1,0 +1,219 @@
+"""Form/script recognition (source keys) and the stateless suspicion signals."""
+
+from __future__ import annotations
+
+import base64
+import os
+import pwd
+
+import pytest
+from form_messages import form_message
+
+from postwarden import dns
+from postwarden.config import Config, DnsConfig, FormsConfig, from_dict
+from postwarden.findings import Finding
+from postwarden.message import Message, Origin
+from postwarden.milter import forms
+from postwarden.milter.pipeline import CheckContext, Services
+
+
+def ctx_for(cfg: Config) -> CheckContext:
+    resolver = dns.from_config(DnsConfig(nameservers=["127.0.0.1"]))  # never queried here
+    return CheckContext(Services(config=cfg, resolver=resolver), dns.Budget(1.0))
+
+
+def cfg_with(**sections: dict[str, object]) -> Config:
+    base: dict[str, object] = {"host": {"domains": ["example.com"],
+                                        "hostname": "mail.example.com"}}
+    base.update(sections)
+    return from_dict(base)
+
+
+def run_forms(msg: Message, cfg: Config | None = None) -> tuple[list[Finding], CheckContext]:
+    ctx = ctx_for(cfg or cfg_with())
+    found = forms.forms_check(msg, ctx)
+    found += forms.suspicion_check(msg, ctx)
+    return found, ctx
+
+
+# --- source keys ----------------------------------------------------------------------
+
+def test_php_header_names_uid_and_script() -> None:
+    src = forms.identify(form_message(script="33:contact.php"), FormsConfig())
+    assert (src.key, src.kind, src.form) == ("php:33:contact.php", "php", True)
+
+
+def test_php_script_name_cannot_break_log_lines() -> None:
+    src = forms.identify(form_message(script="1000:/var/www/my site/form.php\t"), FormsConfig())
+    assert src.key == "php:1000:/var/www/my_site/form.php"
+
+
+@pytest.mark.parametrize(("user", "form_users", "form"),
+                         [("alice", [], False), ("webapp", ["webapp"], True)])
+def test_sasl_users(user: str, form_users: list[str], form: bool) -> None:
+    msg = form_message(script=None, origin=Origin.SUBMISSION, auth_user=user,
+                       sender=f"{user}@example.com", client_port=40000)
+    src = forms.identify(msg, FormsConfig(form_sasl_users=form_users))
+    assert (src.key, src.kind, src.form) == (f"sasl:{user}", "sasl", form)
+
+
+def test_local_uid_from_postfix_received() -> None:
+    uid = os.getuid()
+    name = pwd.getpwuid(uid).pw_name
+    received = (f" by mail.example.com (Postfix, from userid {uid})\r\n\tid 4F9D42A0B1; "
+                "Thu, 27 Nov 2025 21:00:00 +0000 (UTC)")
+    msg = form_message(script=None, sender="someone@example.com",
+                       extra=[("Received", received)])
+    plain = forms.identify(msg, FormsConfig(web_users=[]))
+    assert (plain.key, plain.kind, plain.form) == (f"uid:{uid}", "uid", False)
+    web = forms.identify(msg, FormsConfig(web_users=[name]))
+    assert (web.key, web.form) == (f"uid:{uid}", True)
+
+
+def test_local_web_user_sender() -> None:
+    src = forms.identify(form_message(script=None, sender="www-data@mail.example.com"),
+                         FormsConfig())
+    assert (src.key, src.kind, src.form) == ("user:www-data", "user", True)
+    other = forms.identify(form_message(script=None, sender="Root@Example.com"),
+                           FormsConfig())
+    assert (other.key, other.form) == ("sender:root@example.com", False)
+
+
+@pytest.mark.parametrize("extra", [
+    [("X-Mailer", " PHPMailer 6.9.1 (https://github.com/PHPMailer/PHPMailer)")],
+    [("Content-Type", ' multipart/alternative;\r\n\tboundary="b1_Xk29dfkj3"')],
+])
+def test_phpmailer_over_smtp(extra: list[tuple[str, str]]) -> None:
+    msg = form_message(script=None, origin=Origin.INTERNAL, sender="Shop@Example.com",
+                       client_port=41000, extra=extra)
+    src = forms.identify(msg, FormsConfig())
+    assert (src.key, src.kind, src.form) == ("phpmailer:shop@example.com", "phpmailer", True)
+
+
+def test_wordpress_sender() -> None:
+    msg = form_message(script=None, origin=Origin.INTERNAL, sender="wordpress@example.com",
+                       client_port=41000)
+    src = forms.identify(msg, FormsConfig())
+    assert (src.key, src.form) == ("wordpress:wordpress@example.com", True)
+
+
+def test_plain_internal_smtp_is_keyed_by_ip() -> None:
+    msg = form_message(script=None, origin=Origin.INTERNAL, sender="app@example.com",
+                       client_addr="192.0.2.10", client_port=41000)
+    src = forms.identify(msg, FormsConfig())
+    assert (src.key, src.form) == ("ip:192.0.2.10", False)
+
+
+# --- the check --------------------------------------------------------------------------
+
+def test_form_detected_and_source_in_summary() -> None:
+    found, ctx = run_forms(form_message())
+    assert [f.id for f in found] == ["form.detected"]
+    assert found[0].data["source"] == "php:33:contact.php"
+    assert ctx.summary["source"] == "php:33:contact.php"
+    assert ctx.memo[forms.MEMO_SOURCE].key == "php:33:contact.php"
+
+
+def test_non_form_mail_gets_source_but_no_findings() -> None:
+    msg = form_message(script=None, origin=Origin.SUBMISSION, auth_user="alice",
+                       sender="alice@example.com", rcpts=[f"r{i}@example.org" for i in range(9)])
+    found, ctx = run_forms(msg)
+    assert found == []
+    assert ctx.summary["source"] == "sasl:alice"
+
+
+def test_disabled_gives_no_findings_but_keeps_source() -> None:
+    found, ctx = run_forms(form_message(), cfg_with(forms={"enabled": False}))
+    assert found == []
+    assert ctx.summary["source"] == "php:33:contact.php"
+
+
+# --- signals ----------------------------------------------------------------------------
+
+def ids_of(msg: Message, cfg: Config | None = None) -> set[str]:
+    return {f.id for f in run_forms(msg, cfg)[0]}
+
+
+def test_many_recipients_boundary() -> None:
+    assert "form.many_rcpts" not in ids_of(form_message(rcpts=[f"a{i}@example.com"
+                                                               for i in range(3)]))
+    assert "form.many_rcpts" in ids_of(form_message(rcpts=[f"a{i}@example.com"
+                                                           for i in range(4)]))
+
+
+def test_many_domains_boundary() -> None:
+    two = ["a@example.com", "b@example.org"]
+    assert "form.many_domains" not in ids_of(form_message(rcpts=two))
+    assert "form.many_domains" in ids_of(form_message(rcpts=[*two, "c@example.net"]))
+
+
+@pytest.mark.parametrize(("from_", "hit"), [
+    ("Visitor <visitor@example.net>", True),
+    ("Form <noreply@example.com>", False),
+    ("Form <noreply@shop.example.com>", False),  # a subdomain of ours
+    ("Form <noreply@mail.example.com>", False),
+])
+def test_foreign_from(from_: str, hit: bool) -> None:
+    assert ("form.foreign_from" in ids_of(form_message(from_=from_))) is hit
+
+
+def test_reply_to_differs() -> None:
+    same = form_message(extra=[("Reply-To", " NoReply@example.com")])
+    assert "form.reply_to_differs" not in ids_of(same)
+    other = form_message(extra=[("Reply-To", " visitor@example.net")])
+    assert "form.reply_to_differs" in ids_of(other)
+
+
+def test_url_count_and_shorteners() -> None:
+    three = "see http://example.com/a https://example.org/b www.example.net/c\n"
+    assert not ids_of(form_message(three)) & {"form.many_urls", "form.url_shortener"}
+    four = three + "and https://bit.ly/xyz\n"
+    assert {"form.many_urls", "form.url_shortener"} <= ids_of(form_message(four))
+
+
+def test_urls_found_in_base64_body() -> None:
+    text = "".join(f"https://example.com/{i}\n" for i in range(5)).encode()
+    msg = form_message(base64.encodebytes(text).decode(),
+                       extra=[("Content-Type", " text/plain; charset=utf-8"),
+                              ("Content-Transfer-Encoding", " base64")])
+    assert "form.many_urls" in ids_of(msg)
+
+
+def test_urls_beyond_scan_limit_are_not_counted() -> None:
+    body = "x" * 200 + "\n" + "".join(f"https://example.com/{i}\n" for i in range(5))
+    assert "form.many_urls" in ids_of(form_message(body))
+    assert "form.many_urls" not in ids_of(form_message(body),
+                                          cfg_with(forms={"body_scan_bytes": 100}))
+
+
+# --- suspicion score ----------------------------------------------------------------------
+
+SPAMMY = dict(from_="Visitor <visitor@example.net>",
+              rcpts=[f"v{i}@example.org" for i in range(3)] + ["x@example.net", "y@example.com"],
+              body="buy now https://bit.ly/a https://bit.ly/b https://bit.ly/c https://bit.ly/d\n")
+
+
+def test_suspicious_when_weights_reach_threshold() -> None:
+    found, _ = run_forms(form_message(**SPAMMY))  # type: ignore[arg-type]
+    sus = [f for f in found if f.id == "form.suspicious"]
+    assert len(sus) == 1
+    w = FormsConfig().weights
+    expected = sum(w[s] for s in ("many_rcpts", "many_domains", "foreign_from", "many_urls",
+                                  "url_shortener"))
+    assert sus[0].data["score"] == expected
+    assert sus[0].data["source"] == "php:33:contact.php"
+
+
+def test_below_threshold_is_not_suspicious() -> None:
+    found, _ = run_forms(form_message(from_="Visitor <visitor@example.net>",
+                                      extra=[("Reply-To", " other@example.net")]))
+    assert {f.id for f in found} == {"form.detected", "form.foreign_from",
+                                     "form.reply_to_differs"}
+
+
+def test_weights_are_configurable_and_zero_disables() -> None:
+    msg = form_message(from_="Visitor <visitor@example.net>")
+    assert "form.suspicious" in ids_of(msg, cfg_with(forms={"weights": {"foreign_from": 8}}))
+    off = cfg_with(forms={"weights": {"many_rcpts": 0, "many_domains": 0, "foreign_from": 0,
+                                      "many_urls": 0, "url_shortener": 0}})
+    assert "form.suspicious" not in ids_of(form_message(**SPAMMY), off)  # type: ignore[arg-type]

@@ -1,0 +1,261 @@
+"""Rate limits, history signals and activity recording, through the real pipeline
+(Inspector + policy) with a real SQLite store and a simulated clock."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from form_messages import form_message
+
+from postwarden import dns
+from postwarden.config import Config, DnsConfig, LimitConfig, from_dict
+from postwarden.log import log
+from postwarden.message import Message, Origin
+from postwarden.milter import activity, forms, ratelimit
+from postwarden.milter.pipeline import CheckContext, Inspector, Services, Verdict
+from postwarden.store import Store, StoreError
+from postwarden.store.sqlite_store import SqliteStore
+
+T0 = 1_700_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def logbuf(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    buf = io.StringIO()
+    monkeypatch.setattr(log, "_seen", {})
+    log.setup("stderr", stream=buf, repeat_interval=600)
+    yield buf
+    log.setup("stderr", stream=io.StringIO())
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+def make(cfg: Config, store: Store | None, clock: Clock) -> Inspector:
+    resolver = dns.from_config(DnsConfig(nameservers=["127.0.0.1"]))  # never queried
+    services = Services(config=cfg, resolver=resolver, store=store, clock=clock)
+    checks = [forms.forms_check, ratelimit.history_check, forms.suspicion_check,
+              ratelimit.limit_check]
+    return Inspector(services, checks, [activity.record_activity])  # type: ignore[list-item]
+
+
+def config(**over: Any) -> Config:
+    data: dict[str, Any] = {"host": {"domains": ["example.com"]}, "mode": "monitor"}
+    data.update(over)
+    return from_dict(data)
+
+
+def contact(i: int, **kw: Any) -> Message:
+    """A realistic contact-form submission: each one's text differs."""
+    return form_message(f"Hello, I am visitor {i}.\nPlease call me at 555-01{i:02d}.\n",
+                        queue_id=f"QID{i:04d}", **kw)
+
+
+def test_pipeline_registers_forms_before_ratelimit() -> None:
+    from postwarden.milter.pipeline import default_checks
+
+    resolver = dns.from_config(DnsConfig(nameservers=["127.0.0.1"]))
+    checks = default_checks(Services(config=config(), resolver=resolver))
+    mine = [c for c in checks if c in (forms.forms_check, ratelimit.history_check,
+                                       forms.suspicion_check, ratelimit.limit_check)]
+    assert mine == [forms.forms_check, ratelimit.history_check, forms.suspicion_check,
+                    ratelimit.limit_check]
+
+
+def test_form_burst_first_burst_pass_then_hold(store: SqliteStore, logbuf: io.StringIO) -> None:
+    cfg = config()
+    form_limit = next(lim for lim in cfg.ratelimit.limits if lim.name == "form")
+    insp = make(cfg, store, Clock())
+    verdicts = [insp.inspect(contact(i)) for i in range(50)]
+    actions = [v.decision.action for v in verdicts]
+    assert actions == ["accept"] * form_limit.burst + ["hold"] * (50 - form_limit.burst)
+    held = verdicts[-1]
+    rl = [f for f in held.findings if f.id == "ratelimit.exceeded"]
+    assert len(rl) == 1
+    assert rl[0].data["key"] == "form:php:33:contact.php"
+    assert rl[0].data["count"] == pytest.approx(form_limit.burst)
+    assert (rl[0].data["rate"], rl[0].data["burst"]) == (form_limit.rate, form_limit.burst)
+    assert held.summary["source"] == "php:33:contact.php"
+    assert held.decision.reason == "ratelimit.exceeded"
+    act = store.activity(T0 - 1)["php:33:contact.php"]
+    assert (act.messages, act.form_messages, act.holds) == (50, 50, 50 - form_limit.burst)
+    assert act.ratelimit_hits == 50 - form_limit.burst
+
+
+def test_bucket_refills_with_simulated_time(store: SqliteStore, logbuf: io.StringIO) -> None:
+    clock = Clock()
+    insp = make(config(), store, clock)
+    for i in range(5):
+        assert insp.inspect(contact(i)).decision.action == "accept"
+    assert insp.inspect(contact(5)).decision.action == "hold"
+    clock.now += 3600 / 20  # one interval of 20/hour
+    assert insp.inspect(contact(6)).decision.action == "accept"
+    assert insp.inspect(contact(7)).decision.action == "hold"
+
+
+def test_sasl_user_fifty_over_an_hour_not_held(store: SqliteStore,
+                                                logbuf: io.StringIO) -> None:
+    clock = Clock()
+    insp = make(config(), store, clock)
+    held = []
+    for i in range(50):
+        clock.now = T0 + i * 72  # 50 messages spread over the simulated hour
+        msg = form_message(f"Minutes of meeting {i}\n", script=None, origin=Origin.SUBMISSION,
+                           auth_user="alice", sender="alice@example.com", client_port=50000,
+                           from_="Alice <alice@example.com>", queue_id=f"S{i:04d}")
+        v = insp.inspect(msg)
+        held += [msg.queue_id] if v.decision.action != "accept" else []
+    assert held == []
+    assert store.activity(T0 - 1)["sasl:alice"].messages == 50
+
+
+def test_sasl_user_over_the_limit_is_held(store: SqliteStore, logbuf: io.StringIO) -> None:
+    cfg = config(ratelimit={"limits": [{"name": "sasl", "key": "sasl_user", "rate": 10,
+                                        "burst": 3, "origins": ["submission"]}]})
+    insp = make(cfg, store, Clock())
+    msgs = [form_message(script=None, origin=Origin.SUBMISSION, auth_user="bob",
+                         sender="bob@example.com", client_port=50000) for _ in range(4)]
+    assert [insp.inspect(m).decision.action for m in msgs] == ["accept"] * 3 + ["hold"]
+
+
+def test_suspicious_messages_cost_more(store: SqliteStore, logbuf: io.StringIO) -> None:
+    cfg = config(forms={"weights": {"foreign_from": 4}})  # score 4 = costly_score
+    insp = make(cfg, store, Clock())
+    insp.inspect(contact(1, from_="Visitor <visitor@example.net>"))
+    (bucket,) = [b for b in store.buckets(T0) if b.key.startswith("form:")]
+    assert bucket.used == pytest.approx(cfg.ratelimit.suspicious_cost)
+    insp.inspect(contact(2))
+    (bucket,) = [b for b in store.buckets(T0) if b.key.startswith("form:")]
+    assert bucket.used == pytest.approx(cfg.ratelimit.suspicious_cost + 1)
+
+
+def test_recipients_count(store: SqliteStore, logbuf: io.StringIO) -> None:
+    cfg = config(ratelimit={"limits": [{"name": "ip", "key": "client_ip",
+                                        "count": "recipients", "rate": 10, "burst": 5,
+                                        "origins": ["internal"]}]})
+    insp = make(cfg, store, Clock())
+    msg = form_message(script=None, origin=Origin.INTERNAL, sender="app@example.com",
+                       client_port=41000, rcpts=["a@example.com", "b@example.com",
+                                                 "c@example.com"])
+    assert insp.inspect(msg).decision.action == "accept"
+    v = insp.inspect(msg)
+    assert v.decision.action == "hold"
+    (f,) = [f for f in v.findings if f.id == "ratelimit.exceeded"]
+    assert f.data["key"] == "ip:127.0.0.1" and f.data["cost"] == 3
+
+
+def test_repeated_body_signal(store: SqliteStore, logbuf: io.StringIO) -> None:
+    cfg = config(ratelimit={"enabled": False})
+    insp = make(cfg, store, Clock())
+    same = [insp.inspect(form_message("Cheap pills  HERE\n")) for _ in range(cfg.forms
+                                                                            .repeat_count)]
+    hits = ["form.repeated_body" in {f.id for f in v.findings} for v in same]
+    assert hits == [False] * (cfg.forms.repeat_count - 1) + [True]
+    # Case and spacing do not make a different body; another source has its own count.
+    again = insp.inspect(form_message("cheap PILLS here\n"))
+    assert "form.repeated_body" in {f.id for f in again.findings}
+    other = insp.inspect(form_message("Cheap pills HERE\n", script="33:other.php"))
+    assert "form.repeated_body" not in {f.id for f in other.findings}
+
+
+def test_burst_signal_depends_on_usual_rate(store: SqliteStore, logbuf: io.StringIO) -> None:
+    cfg = config(ratelimit={"enabled": False})
+    clock = Clock()
+    insp = make(cfg, store, clock)
+
+    def quick_ten(script: str) -> list[bool]:
+        out = []
+        for i in range(10):
+            clock.now += 6
+            v = insp.inspect(contact(i, script=script))
+            out.append("form.burst" in {f.id for f in v.findings})
+        return out
+
+    assert quick_ten("33:new.php") == [False] * (cfg.forms.burst_min - 1) + [True]
+    for i in range(1440):  # two days at one message every two minutes
+        clock.now += 120
+        insp.inspect(contact(i, script="33:busy.php"))
+    assert not any(quick_ten("33:busy.php"))
+
+
+def test_key_for_each_kind() -> None:
+    msg = form_message(origin=Origin.SUBMISSION, auth_user="alice", script=None,
+                       sender="Alice@Example.com", client_addr="192.0.2.7", client_port=5000,
+                       from_="Alice <alice@example.org>")
+    src = forms.Source("sasl:alice", "sasl", False)
+    kinds = {k: ratelimit.key_for(LimitConfig(name="n", key=k), msg, src)
+             for k in ("source", "sasl_user", "sender", "client_ip", "from_domain")}
+    assert kinds == {"source": "n:sasl:alice", "sasl_user": "n:alice",
+                     "sender": "n:alice@example.com", "client_ip": "n:192.0.2.7",
+                     "from_domain": "n:example.org"}
+    assert ratelimit.key_for(LimitConfig(name="n", origins=["local"]), msg, src) == ""
+    assert ratelimit.key_for(LimitConfig(name="n", forms_only=True), msg, src) == ""
+
+
+class FlakyStore(SqliteStore):
+    """A real store that can be switched off, like a Redis that went away."""
+
+    down = False
+
+    def _fail(self) -> None:
+        if self.down:
+            raise StoreError("redis redis://127.0.0.1:1/0: Connection refused")
+
+    def rate_take(self, *a: Any, **kw: Any) -> Any:
+        self._fail()
+        return super().rate_take(*a, **kw)
+
+    def bump(self, *a: Any, **kw: Any) -> Any:
+        self._fail()
+        return super().bump(*a, **kw)
+
+    def record_event(self, *a: Any, **kw: Any) -> None:
+        self._fail()
+        super().record_event(*a, **kw)
+
+
+def test_store_down_fails_open_with_one_error_line(tmp_path: Path,
+                                                   logbuf: io.StringIO) -> None:
+    store = FlakyStore(tmp_path / "s.db")
+    insp = make(config(), store, Clock())
+    for i in range(5):
+        assert insp.inspect(contact(i)).decision.action == "accept"
+    store.down = True
+    outage: list[Verdict] = [insp.inspect(contact(i)) for i in range(5, 25)]
+    assert {v.decision.action for v in outage} == {"accept"}
+    assert all("ratelimit.exceeded" not in {f.id for f in v.findings} for v in outage)
+    errors = [line for line in logbuf.getvalue().splitlines() if "error:" in line]
+    assert len(errors) == 1 and "store unavailable" in errors[0]
+    store.down = False
+    assert insp.inspect(contact(30)).decision.action == "hold"  # counting resumed
+    assert logbuf.getvalue().count("store reachable again") == 1
+    store.close()
+
+
+def test_no_store_means_no_limits(logbuf: io.StringIO) -> None:
+    insp = make(config(), None, Clock())
+    assert {insp.inspect(contact(i)).decision.action for i in range(30)} == {"accept"}
+
+
+def test_history_check_without_form_source_does_nothing(store: SqliteStore) -> None:
+    resolver = dns.from_config(DnsConfig(nameservers=["127.0.0.1"]))
+    ctx = CheckContext(Services(config=config(), resolver=resolver, store=store,
+                                clock=Clock()), dns.Budget(1.0))
+    assert ratelimit.history_check(form_message(), ctx) == []  # forms_check did not run
+    assert store.buckets(T0) == []
