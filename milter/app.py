@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 
 import Milter
 
-from postwarden.findings import Severity, ids
+from postwarden.findings import Finding, Severity, ids
 from postwarden.log import log
 from postwarden.message import Message, Origin, domain_of, strip_brackets
 from postwarden.milter.origin import classify
 from postwarden.milter.pipeline import Inspector, Verdict
-from postwarden.policy import HOLD, REJECT, TEMPFAIL
+from postwarden.policy import ACCEPT, HOLD, REJECT, TEMPFAIL, Decision
 from postwarden.store import HoldRecord, StoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -130,8 +130,15 @@ class PostwardenMilter(Milter.Base):
             return Milter.ACCEPT
         msg.body = b"".join(self.body_parts)
         self.body_parts = []
-        verdict = inspector.inspect(msg)
-        self._apply_changes(verdict)
+        try:
+            verdict = inspector.inspect(msg)
+            self._apply_changes(verdict)
+        except Exception as e:  # fail open, but the summary line is still written
+            log.error(f"internal error: {type(e).__name__}: {e}; "
+                      "message accepted unchecked (fail open)", msg.queue_id)
+            failed = Finding("internal.error", Severity.ERROR, "postwarden failed")
+            _log_verdict(msg, Verdict([failed], Decision(ACCEPT, ACCEPT)), cfg.mode)
+            return Milter.ACCEPT
         _log_verdict(msg, verdict, cfg.mode)
         return self._act(msg, verdict, inspector)
 

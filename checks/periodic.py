@@ -1,0 +1,144 @@
+"""The daemon's periodic self-check: a background thread that never delays mail.
+
+Every `selfcheck.interval` seconds it runs the self-check, records it, and logs
+`warning:`/`critical:` lines only when something changed (a UCEPROTECT
+transition, a check turning bad or changing severity), an info line when a
+problem is resolved, and one reminder per `reminder_interval` while problems
+persist. It also drives the automatic reaction (hold form mail while a sending
+IP is L1/L2-listed, off by default), logging when it turns on and off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from postwarden import dns
+from postwarden.checks.report import CheckResult, Report
+from postwarden.checks.runner import RunInputs, targets_for
+from postwarden.checks.runner import run as run_checks
+from postwarden.config import Config
+from postwarden.log import Logger, log
+
+if TYPE_CHECKING:
+    from postwarden.milter.pipeline import Inspector
+
+_LEVEL = {"critical": "critical", "warning": "warning"}
+_PREFIX = "selfcheck: "
+
+
+class Watcher:
+    """Turns a stream of reports into log lines: changes, resolutions, reminders."""
+
+    def __init__(self, logger: Logger, reminder_interval: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.log = logger
+        self.reminder_interval = reminder_interval
+        self.clock = clock
+        self.problems: dict[tuple[str, str], CheckResult] = {}
+        self.last_reminder = 0.0
+
+    def observe(self, report: Report) -> None:
+        now = self.clock()
+        for t in report.transitions:
+            level = "info" if t.get("kind") == "delisted" else (
+                "warning" if t.get("severity") == "info" else str(t.get("severity", "warning")))
+            self.log.line(level, _PREFIX + str(t.get("text", "")))
+        current: dict[tuple[str, str], CheckResult] = {}
+        for c in report.checks:
+            key = (c.id, c.target)
+            if c.status in _LEVEL:
+                current[key] = c
+            elif c.status == "unknown" and key in self.problems:
+                current[key] = self.problems[key]  # no evidence either way: keep it
+        for key, c in current.items():
+            old = self.problems.get(key)
+            if c.id.startswith("uceprotect."):
+                continue  # the transition lines above say it, once
+            if old is None or old.status != c.status:
+                target = f" {c.target}" if c.target else ""
+                fix = f"; fix: {c.advice[0]}" if c.advice else ""
+                self.log.line(_LEVEL[c.status], f"{_PREFIX}{c.id}{target}: {c.summary}{fix}")
+        for key, old in self.problems.items():
+            if key not in current and not old.id.startswith("uceprotect."):
+                target = f" {old.target}" if old.target else ""
+                self.log.info(f"{_PREFIX}{old.id}{target}: resolved")
+        if current and not self.problems:
+            self.last_reminder = now
+        self.problems = current
+        if current and now - self.last_reminder >= self.reminder_interval:
+            self.last_reminder = now
+            worst = "critical" if any(c.status == "critical" for c in current.values()) \
+                else "warning"
+            names = ", ".join(f"{c.id} {c.target}".strip() for c in list(current.values())[:6])
+            more = f" and {len(current) - 6} more" if len(current) > 6 else ""
+            self.log.line(worst, f"{_PREFIX}reminder: {len(current)} problem(s) persist: "
+                                 f"{names}{more}; run postwarden selfcheck")
+
+
+class Reaction:
+    """Automatic reaction state: hold form mail while a sending IP is L1/L2-listed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active = False
+        self.why = ""
+
+    def update(self, enabled: bool, report: Report, logger: Logger) -> None:
+        listed = sorted({f"{c.target} ({c.id.split('.')[-1].upper()})" for c in report.checks
+                         if c.id in ("uceprotect.l1", "uceprotect.l2")
+                         and c.details.get("listed") is True})
+        if not listed and self.active:
+            # unknown this run keeps the reaction on; only a clean answer ends it
+            still = [c for c in report.checks if c.id in ("uceprotect.l1", "uceprotect.l2")
+                     and c.details.get("listed") is None]
+            if still:
+                return
+        want = enabled and bool(listed)
+        with self._lock:
+            changed = want != self.active
+            self.active, self.why = want, ", ".join(listed)
+        if changed and want:
+            logger.warning(f"{_PREFIX}automatic reaction ON: holding all form mail while "
+                           f"{self.why} is listed on UCEPROTECT")
+        elif changed:
+            logger.info(f"{_PREFIX}automatic reaction OFF: form mail flows again")
+
+
+reaction = Reaction()
+
+
+def periodic_selfcheck(cfg: Config, inspector: Inspector, stop: threading.Event,
+                       logger: Logger = log, clock: Callable[[], float] = time.time) -> None:
+    """daemon.BackgroundTask: run the self-check every interval until `stop`."""
+    if not cfg.selfcheck.periodic:
+        return
+    # The self-check's own resolver, cleared every run: blocklist answers must be
+    # fresh each hour and must not evict the milter's hot-path cache.
+    resolver = dns.from_config(dataclasses.replace(cfg.dns, timeout=cfg.selfcheck.query_timeout))
+    watcher = Watcher(logger, cfg.selfcheck.reminder_interval, clock)
+    if stop.wait(min(cfg.selfcheck.startup_delay, cfg.selfcheck.interval)):
+        return
+    while not stop.is_set():
+        current_cfg, store = _current(cfg, inspector)
+        try:
+            resolver.clear()
+            report = run_checks(RunInputs(
+                config=current_cfg, resolver=resolver, store=store, clock=clock,
+                targets=targets_for(current_cfg, resolver)))
+            watcher.observe(report)
+            reaction.update(current_cfg.selfcheck.hold_forms_when_listed, report, logger)
+        except Exception as e:  # never let the thread die: the next run may work
+            logger.error(f"{_PREFIX}run failed: {type(e).__name__}: {e}")
+        stop.wait(current_cfg.selfcheck.interval)
+
+
+def _current(cfg: Config, inspector: Inspector) -> tuple[Config, Any]:
+    """The config after a SIGHUP reload, if any."""
+    from postwarden.milter.app import current
+
+    insp = current.inspector or inspector
+    return insp.services.config, insp.services.store

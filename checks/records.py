@@ -1,0 +1,323 @@
+"""Records per sending domain: SPF, DKIM keys, DMARC, MX.
+
+SPF is parsed here (one record, at most 10 DNS-querying terms, RFC 7208 4.6.4,
+no `+all`/`?all`) and evaluated with pyspf for every sending IP, its DNS going
+through our Resolver. DMARC uses the shared parser in postwarden.dmarc_record.
+A DNS failure is `unknown`, never `ok`.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+from typing import Any
+
+import spf
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from postwarden import dmarc_record
+from postwarden.checks.report import CheckResult
+from postwarden.dns import Budget, Resolver
+
+MAX_LOOKUPS = 10
+_LOOKUP_TERMS = ("include", "a", "mx", "ptr", "exists")
+_SPF_START = re.compile(r"^v=spf1(\s|$)", re.I)
+
+
+def spf_records(records: tuple[str, ...]) -> list[str]:
+    return [r for r in records if _SPF_START.match(r.strip())]
+
+
+def _terms(record: str) -> list[str]:
+    return record.split()[1:]
+
+
+def _mechanism(term: str) -> tuple[str, str, str]:
+    """(qualifier, name, argument) of one SPF term; modifiers are name=value."""
+    qualifier = term[0] if term[:1] in "+-~?" and term[:1] else ""
+    rest = term[1:] if qualifier else term
+    if "=" in rest.split(":", 1)[0]:
+        name, _, arg = rest.partition("=")
+        return qualifier, name.lower() + "=", arg
+    name, _, arg = rest.partition(":")
+    name = name.split("/", 1)[0]
+    return qualifier, name.lower(), arg
+
+
+def count_lookups(domain: str, resolver: Resolver, budget: Budget | None = None,
+                  depth: int = 0, seen: set[str] | None = None) -> tuple[int, list[str]]:
+    """DNS-querying terms of the SPF tree under `domain` (include/redirect followed)."""
+    seen = seen if seen is not None else set()
+    problems: list[str] = []
+    if depth > 10 or domain in seen:
+        return 0, [f"include loop at {domain}"]
+    seen.add(domain)
+    ans = resolver.txt(domain, budget)
+    if ans.failed:
+        return 0, [f"could not fetch SPF of {domain} ({ans.error})"]
+    recs = spf_records(ans.records)
+    if len(recs) != 1:
+        return 0, [f"{domain} has {len(recs)} SPF records"] if depth else []
+    total = 0
+    for term in _terms(recs[0]):
+        _q, name, arg = _mechanism(term)
+        if name in _LOOKUP_TERMS or name == "redirect=":
+            total += 1
+            if name in ("include", "redirect=") and arg:
+                sub, subproblems = count_lookups(arg.lower(), resolver, budget, depth + 1, seen)
+                total += sub
+                problems += subproblems
+    return total, problems
+
+
+class _SpfQuery(spf.query):  # type: ignore[misc]
+    """pyspf's evaluator with its DNS sent through our Resolver."""
+
+    def __init__(self, resolver: Resolver, budget: Budget | None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._pw_resolver = resolver
+        self._pw_budget = budget
+
+    def dns(self, name: str, qtype: str, cnames: Any = None,
+            ignore_void: bool = False) -> list[Any]:
+        name = str(name).rstrip(".").lower()
+        if not name or not all(0 < len(label) < 64 for label in name.split(".")):
+            return []
+        ans = self._pw_resolver.query(name, qtype, self._pw_budget)
+        if ans.failed:
+            raise spf.TempError(f"DNS {ans.error}")
+        out: list[Any] = []
+        for rec in ans.records:
+            if qtype == "MX":
+                pref, _, host = rec.partition(" ")
+                out.append((int(pref), host.rstrip(".")))
+            elif qtype in ("TXT", "SPF"):
+                out.append((rec.encode("utf-8"),))
+            else:
+                out.append(rec)
+        if not out and not ignore_void:
+            self.void_lookups += 1
+            if self.void_lookups > spf.MAX_VOID_LOOKUPS:
+                raise spf.PermError(f"Void lookup limit of {spf.MAX_VOID_LOOKUPS} exceeded")
+        return out
+
+
+def evaluate(ip: str, domain: str, resolver: Resolver, helo: str = "",
+             budget: Budget | None = None) -> tuple[str, str]:
+    """(result, explanation) of SPF for `ip` sending as postmaster@domain."""
+    q = _SpfQuery(resolver, budget, i=ip, s=f"postmaster@{domain}", h=helo or domain,
+                  timeout=20, querytime=20)
+    result, _code, text = q.check()
+    return str(result), str(text)
+
+
+def check_spf(domain: str, ips: list[str], resolver: Resolver, helo: str = "",
+              budget: Budget | None = None) -> CheckResult:
+    """One valid SPF record, <= 10 lookups, authorizes every sending IP, no +all/?all."""
+    mechs = " ".join(f"ip{'6' if ':' in ip else '4'}:{ip}" for ip in ips) or "mx"
+    publish = f'{domain}. TXT "v=spf1 {mechs} -all"'
+    ans = resolver.txt(domain, budget)
+    if ans.failed:
+        return CheckResult("spf.record", domain, "unknown",
+                           f"SPF lookup failed ({ans.error})", (), {"error": ans.error})
+    recs = spf_records(ans.records) if ans.ok else []
+    details: dict[str, Any] = {"records": recs}
+    if not recs:
+        return CheckResult("spf.record", domain, "critical", "no SPF record",
+                           (f"Publish: {publish}",), details)
+    if len(recs) > 1:
+        return CheckResult("spf.record", domain, "critical",
+                           f"{len(recs)} SPF records: receivers treat this as permerror",
+                           (f"Merge them into one record, e.g. {publish}",), details)
+    record = recs[0]
+    lookups, problems = count_lookups(domain, resolver, budget)
+    details["lookups"] = lookups
+    if problems:
+        details["problems"] = problems
+    terms = [_mechanism(t) for t in _terms(record)]
+    all_terms = [(q or "+") for q, n, _ in terms if n == "all"]
+    has_redirect = any(n == "redirect=" for _, n, _ in terms)
+    results = {}
+    for ip in ips:
+        res, _text = evaluate(ip, domain, resolver, helo, budget)
+        results[ip] = res
+    details["results"] = results
+    unknown = [ip for ip, r in results.items() if r == "temperror"]
+    failing = [ip for ip, r in results.items() if r not in ("pass", "temperror")]
+    if lookups > MAX_LOOKUPS:
+        return CheckResult("spf.record", domain, "critical",
+                           f"{lookups} DNS-querying terms (limit {MAX_LOOKUPS}): permerror",
+                           ("Flatten includes into ip4:/ip6: terms until at most 10 "
+                            f"lookups remain, e.g. {publish}",), details)
+    if any(r == "permerror" for r in results.values()):
+        return CheckResult("spf.record", domain, "critical", "SPF record is invalid (permerror)",
+                           (f"Fix the record, e.g. {publish}",), details)
+    if "+" in all_terms:
+        return CheckResult("spf.record", domain, "critical",
+                           "SPF ends in +all: anyone may send as this domain",
+                           (f"Publish: {publish}",), details)
+    if failing:
+        add = " ".join(f"ip{'6' if ':' in ip else '4'}:{ip}" for ip in failing)
+        return CheckResult("spf.record", domain, "critical",
+                           f"SPF does not authorize {', '.join(failing)} "
+                           f"({', '.join(results[ip] for ip in failing)})",
+                           (f"Add {add} to the record: {domain}. TXT "
+                            f"\"{_with_terms(record, add)}\"",), details)
+    if unknown:
+        return CheckResult("spf.record", domain, "unknown",
+                           f"SPF evaluation for {', '.join(unknown)} hit a DNS error", (),
+                           details)
+    if "?" in all_terms or (not all_terms and not has_redirect):
+        return CheckResult("spf.record", domain, "warning",
+                           "SPF ends neutral (?all or no all): forged mail is not rejected",
+                           (f"End the record with -all (or ~all): {publish}",), details)
+    return CheckResult("spf.record", domain, "ok",
+                       f"one SPF record, {lookups} lookups, authorizes {', '.join(ips)}",
+                       (), details)
+
+
+def _with_terms(record: str, add: str) -> str:
+    parts = record.split()
+    return " ".join([parts[0], add, *parts[1:]])
+
+
+# --- DKIM ---------------------------------------------------------------------
+
+def _tags(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in text.split(";"):
+        k, eq, v = part.partition("=")
+        if eq:
+            out.setdefault(k.strip().lower(), "".join(v.split()))
+    return out
+
+
+def _load_public(der: bytes, k: str) -> Any:
+    if k == "ed25519":
+        return ed25519.Ed25519PublicKey.from_public_bytes(der)
+    try:
+        return serialization.load_der_public_key(der)
+    except ValueError:
+        pem = (b"-----BEGIN RSA PUBLIC KEY-----\n" + base64.encodebytes(der)
+               + b"-----END RSA PUBLIC KEY-----\n")
+        return serialization.load_pem_public_key(pem)
+
+
+def _raw(key: Any) -> bytes:
+    return bytes(key.public_bytes(serialization.Encoding.DER,
+                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def check_dkim(selector: str, domain: str, resolver: Resolver, key_file: str = "",
+               budget: Budget | None = None) -> CheckResult:
+    """Published, parses, >= 1024 bits (2048 recommended), not t=y, matches the local key."""
+    name = f"{selector}._domainkey.{domain}"
+    fix_publish = (f"Publish the public key of your signer at {name} TXT "
+                   "(opendkim-genkey -b 2048 -s SELECTOR -d DOMAIN writes it to SELECTOR.txt)")
+    ans = resolver.txt(name, budget)
+    if ans.failed:
+        return CheckResult("dkim.record", name, "unknown", f"DKIM key lookup failed ({ans.error})",
+                           (), {"error": ans.error})
+    recs = [r for r in ans.records if "p=" in r] if ans.ok else []
+    if not recs:
+        return CheckResult("dkim.record", name, "critical", "no DKIM key published",
+                           (fix_publish,), {})
+    tags = _tags(recs[0])
+    details: dict[str, Any] = {"records": len(recs), "k": tags.get("k", "rsa")}
+    if not tags.get("p"):
+        return CheckResult("dkim.record", name, "critical", "DKIM key revoked (empty p=)",
+                           (fix_publish,), details)
+    try:
+        key = _load_public(base64.b64decode(tags["p"], validate=True), details["k"])
+    except (ValueError, TypeError) as e:
+        return CheckResult("dkim.record", name, "critical", f"DKIM key does not parse ({e})",
+                           (fix_publish,), details)
+    bits = key.key_size if isinstance(key, rsa.RSAPublicKey) else 256
+    details["bits"] = bits
+    if key_file:
+        details["key_file"] = key_file
+        try:
+            private = serialization.load_pem_private_key(Path(key_file).read_bytes(), None)
+        except (OSError, ValueError, TypeError) as e:
+            return CheckResult("dkim.record", name, "unknown",
+                               f"cannot read the local key {key_file} ({e})",
+                               ("Make the key file readable by the user running selfcheck",),
+                               details)
+        details["matches_local_key"] = _raw(private.public_key()) == _raw(key)
+        if not details["matches_local_key"]:
+            return CheckResult("dkim.record", name, "critical",
+                               f"published key does not match the local key {key_file}: "
+                               "every signature fails",
+                               (f"Publish the public key of {key_file}: "
+                                f"openssl pkey -in {key_file} -pubout | "
+                                "grep -v -- ----- | tr -d '\\n' -> p=...",), details)
+    if isinstance(key, rsa.RSAPublicKey) and bits < 1024:
+        return CheckResult("dkim.record", name, "critical",
+                           f"{bits}-bit RSA key: receivers treat the signature as absent",
+                           ("Generate a 2048-bit key and publish it under a new selector",),
+                           details)
+    if isinstance(key, rsa.RSAPublicKey) and bits < 2048:
+        return CheckResult("dkim.record", name, "warning", f"{bits}-bit RSA key; 2048 recommended",
+                           ("Generate a 2048-bit key and publish it under a new selector",),
+                           details)
+    if "y" in tags.get("t", "").split(":"):
+        return CheckResult("dkim.record", name, "info",
+                           f"{bits}-bit key in test mode (t=y): receivers may ignore failures",
+                           ("Remove t=y once signing works",), details)
+    return CheckResult("dkim.record", name, "ok", f"{details['k']} key, {bits} bits"
+                       + (", matches the local key" if key_file else ""), (), details)
+
+
+# --- DMARC and MX -------------------------------------------------------------
+
+def check_dmarc(domain: str, resolver: Resolver, budget: Budget | None = None) -> CheckResult:
+    """Exists, valid, p= set; a missing rua= is info."""
+    publish = (f'_dmarc.{domain}. TXT "v=DMARC1; p=quarantine; '
+               f'rua=mailto:dmarc-reports@{domain}"')
+    res = dmarc_record.lookup(resolver, domain, budget)
+    details: dict[str, Any] = {"found_at": res.found_at, "notes": list(res.notes)}
+    if res.status == "temperror":
+        return CheckResult("dmarc.record", domain, "unknown",
+                           f"DMARC lookup failed ({res.error})", (), details)
+    if res.record is None:
+        text = "; ".join(res.notes) or "no DMARC record"
+        return CheckResult("dmarc.record", domain, "warning", text,
+                           (f"Publish: {publish}",), details)
+    rec = res.record
+    details.update({"p": rec.p, "sp": rec.sp, "rua": list(rec.rua), "pct": rec.pct,
+                    "policy": res.policy, "warnings": list(rec.warnings)})
+    where = f" (inherited from {res.found_at})" if res.inherited else ""
+    if rec.warnings:
+        return CheckResult("dmarc.record", domain, "warning",
+                           f"DMARC record has problems: {'; '.join(rec.warnings)}{where}",
+                           (f"Publish a clean record, e.g. {publish}",), details)
+    if not rec.rua:
+        return CheckResult("dmarc.record", domain, "info",
+                           f"DMARC p={res.policy}{where}, no rua=: you get no reports",
+                           (f"Add rua=mailto:dmarc-reports@{domain} to the record",), details)
+    if res.policy == "none":
+        return CheckResult("dmarc.record", domain, "info",
+                           f"DMARC p=none{where}: monitoring only", (
+                               "Once reports show your mail passes, move to p=quarantine",),
+                           details)
+    return CheckResult("dmarc.record", domain, "ok", f"DMARC p={res.policy}{where}, reports "
+                       f"to {', '.join(rec.rua)}", (), details)
+
+
+def check_mx(domain: str, resolver: Resolver, budget: Budget | None = None) -> CheckResult:
+    ans = resolver.query(domain, "MX", budget)
+    if ans.failed:
+        return CheckResult("mx", domain, "unknown", f"MX lookup failed ({ans.error})", (),
+                           {"error": ans.error})
+    hosts = sorted(r.strip() for r in ans.records) if ans.ok else []
+    if not hosts:
+        return CheckResult("mx", domain, "warning",
+                           "no MX record: replies and bounces to this domain cannot be "
+                           "delivered, and some receivers reject such senders",
+                           (f"Publish: {domain}. MX 10 mail.{domain}.",), {"mx": []})
+    if hosts == ["0"] or any(h.split()[-1] in (".", "") for h in hosts):
+        return CheckResult("mx", domain, "info", "null MX: the domain receives no mail",
+                           (), {"mx": hosts})
+    return CheckResult("mx", domain, "ok", f"MX {', '.join(hosts)}", (), {"mx": hosts})

@@ -1,0 +1,238 @@
+"""The self-check report: data first, then pure renderers (text, Nagios, Prometheus).
+
+A run produces a `Report` (the JSON documented in docs/selfcheck-schema.md). Every
+output is a pure function of that data; "what changed since the last run" compares
+reports, never printed text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Status = Literal["ok", "info", "warning", "critical", "unknown"]
+STATUSES: tuple[Status, ...] = ("ok", "info", "warning", "critical", "unknown")
+# Worst first wins the top-level status: critical > warning > unknown > info > ok.
+_RANK: dict[str, int] = {"ok": 0, "info": 1, "unknown": 2, "warning": 3, "critical": 4}
+EXIT_CODES: dict[str, int] = {"ok": 0, "info": 0, "warning": 1, "critical": 2, "unknown": 3}
+SCHEMA_VERSION = 1
+
+SECTIONS: tuple[tuple[str, str], ...] = (
+    ("uceprotect.", "UCEPROTECT"),
+    ("dnsbl.", "Other blocklists"),
+    ("resolver.", "Other blocklists"),
+    ("escalation.", "UCEPROTECT"),
+    ("rdns.", "Identity"),
+    ("helo", "Identity"),
+    ("spf.", "DNS records"),
+    ("dkim.", "DNS records"),
+    ("dmarc.", "DNS records"),
+    ("mx", "DNS records"),
+    ("postfix.", "Postfix"),
+    ("checklist.", "Checklist"),
+    ("activity.", "Activity"),
+    ("reaction.", "Activity"),
+    ("selfcheck.", "Self-check"),
+)
+_SECTION_ORDER = list(dict.fromkeys(name for _, name in SECTIONS))
+
+
+def section_of(check_id: str) -> str:
+    for prefix, name in SECTIONS:
+        if check_id.startswith(prefix):
+            return name
+    return "Self-check"
+
+
+def worst(statuses: list[str] | tuple[str, ...]) -> Status:
+    best: Status = "ok"
+    for s in statuses:
+        if _RANK[s] > _RANK[best]:
+            best = s  # type: ignore[assignment]
+    return best
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One answered question about one target (an IP, a domain, a host)."""
+
+    id: str
+    target: str
+    status: Status
+    summary: str
+    advice: tuple[str, ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "target": self.target, "status": self.status,
+                "summary": self.summary, "advice": list(self.advice),
+                "details": dict(self.details)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CheckResult:
+        return cls(id=str(d["id"]), target=str(d.get("target", "")),
+                   status=d["status"], summary=str(d.get("summary", "")),
+                   advice=tuple(d.get("advice") or ()), details=dict(d.get("details") or {}))
+
+
+@dataclass
+class Report:
+    generated: float
+    checks: list[CheckResult]
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    duration: float = 0.0
+    host: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> Status:
+        return worst([c.status for c in self.checks])
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
+
+    def find(self, check_id: str, target: str | None = None) -> list[CheckResult]:
+        return [c for c in self.checks
+                if c.id == check_id and (target is None or c.target == target)]
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = {s: sum(1 for c in self.checks if c.status == s) for s in STATUSES}
+        return {
+            "version": SCHEMA_VERSION,
+            "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.generated)),
+            "generated_epoch": self.generated,
+            "duration": round(self.duration, 3),
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "counts": counts,
+            "host": self.host,
+            "checks": [c.to_dict() for c in self.checks],
+            "transitions": self.transitions,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Report:
+        return cls(generated=float(d.get("generated_epoch", 0.0)),
+                   checks=[CheckResult.from_dict(c) for c in d.get("checks", [])],
+                   transitions=list(d.get("transitions", [])),
+                   duration=float(d.get("duration", 0.0)), host=dict(d.get("host", {})))
+
+    @classmethod
+    def from_json(cls, text: str) -> Report:
+        return cls.from_dict(json.loads(text))
+
+
+# --- renderers (pure) -------------------------------------------------------
+
+_COLOURS = {"ok": "32", "info": "36", "warning": "33", "critical": "1;31", "unknown": "35"}
+
+
+def render_text(report: Report, colour: bool = False) -> str:
+    """Sections, one line per check, the fix under every problem."""
+
+    def tag(status: str) -> str:
+        word = f"{status.upper():<8}"
+        return f"\033[{_COLOURS[status]}m{word}\033[0m" if colour else word
+
+    lines = [f"postwarden selfcheck: {report.status.upper()} "
+             f"({_counts_line(report)}) in {report.duration:.1f}s"]
+    by_section: dict[str, list[CheckResult]] = {}
+    for c in report.checks:
+        by_section.setdefault(section_of(c.id), []).append(c)
+    for name in _SECTION_ORDER:
+        items = by_section.get(name)
+        if not items:
+            continue
+        lines.append("")
+        lines.append(f"== {name} ==")
+        for c in items:
+            target = f" [{c.target}]" if c.target else ""
+            lines.append(f"  {tag(c.status)} {c.id}{target}: {c.summary}")
+            if c.status != "ok":
+                lines.extend(f"             -> {a}" for a in c.advice)
+    if report.transitions:
+        lines.append("")
+        lines.append("== Changes since the last run ==")
+        lines.extend(f"  {t.get('text', '')}" for t in report.transitions)
+    return "\n".join(lines) + "\n"
+
+
+def _counts_line(report: Report) -> str:
+    d = report.to_dict()["counts"]
+    return ", ".join(f"{d[s]} {s}" for s in ("critical", "warning", "unknown", "info", "ok")
+                     if d[s])
+
+
+def render_nagios(report: Report) -> str:
+    """`SELFCHECK CRITICAL - summary | perfdata` (Nagios plugin guidelines)."""
+    problems = [c for c in report.checks if c.status in ("critical", "warning", "unknown")]
+    problems.sort(key=lambda c: -_RANK[c.status])
+    text = "; ".join(f"{c.id} {c.target}: {c.summary}".replace("|", "/")
+                     for c in problems[:5]) or "all checks ok"
+    if len(problems) > 5:
+        text += f"; and {len(problems) - 5} more"
+    counts = report.to_dict()["counts"]
+    perf = " ".join(f"{s}={counts[s]};;;0" for s in STATUSES)
+    perf += f" duration={report.duration:.3f}s;;;0"
+    listed = sum(1 for c in report.checks if c.details.get("listed") is True)
+    perf += f" listed={listed};;;0"
+    return f"SELFCHECK {report.status.upper()} - {text} | {perf}\n"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
+def render_prometheus(report: Report) -> str:
+    """node_exporter textfile metrics: one gauge per check, plus run totals."""
+    out = [
+        "# HELP postwarden_selfcheck_status Status per check "
+        "(0 ok, 1 info, 2 unknown, 3 warning, 4 critical).",
+        "# TYPE postwarden_selfcheck_status gauge",
+    ]
+    for c in report.checks:
+        out.append(f'postwarden_selfcheck_status{{id="{_label(c.id)}",'
+                   f'target="{_label(c.target)}"}} {_RANK[c.status]}')
+    out += [
+        "# HELP postwarden_selfcheck_listed 1 if the target is listed on this blocklist.",
+        "# TYPE postwarden_selfcheck_listed gauge",
+    ]
+    for c in report.checks:
+        if "listed" in c.details and c.details["listed"] is not None:
+            out.append(f'postwarden_selfcheck_listed{{id="{_label(c.id)}",'
+                       f'target="{_label(c.target)}"}} {int(bool(c.details["listed"]))}')
+    out += [
+        "# HELP postwarden_selfcheck_exit_code Nagios-style exit code of the last run.",
+        "# TYPE postwarden_selfcheck_exit_code gauge",
+        f"postwarden_selfcheck_exit_code {report.exit_code}",
+        "# HELP postwarden_selfcheck_duration_seconds Wall time of the last run.",
+        "# TYPE postwarden_selfcheck_duration_seconds gauge",
+        f"postwarden_selfcheck_duration_seconds {report.duration:.3f}",
+        "# HELP postwarden_selfcheck_last_run_timestamp_seconds When the last run ended.",
+        "# TYPE postwarden_selfcheck_last_run_timestamp_seconds gauge",
+        f"postwarden_selfcheck_last_run_timestamp_seconds {report.generated:.0f}",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write to a temp file in the same directory, then rename over the target."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

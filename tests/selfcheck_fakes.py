@@ -1,0 +1,57 @@
+"""A dict-backed Resolver for self-check unit tests: real cache and states, no network."""
+
+from __future__ import annotations
+
+import time
+
+from postwarden.dns import Answer, Resolver
+
+TIMEOUT = "timeout"
+SERVFAIL = "servfail"
+
+
+class FakeResolver(Resolver):
+    """records[(name, TYPE)] = list of answers, or TIMEOUT / SERVFAIL; missing = NXDOMAIN.
+
+    `delay` seconds are slept for names under any zone in `slow` (then temperror),
+    to test the runner's concurrency and deadlines with real waiting.
+    """
+
+    def __init__(self, records: dict[tuple[str, str], list[str] | str] | None = None,
+                 slow: tuple[str, ...] = (), delay: float = 0.0) -> None:
+        super().__init__(nameservers=["127.0.0.1"], port=53, timeout=2.0)
+        self.records = dict(records or {})
+        self.asked: list[tuple[str, str]] = []
+        self.slow, self.delay = slow, delay
+
+    def add(self, name: str, rdtype: str, *values: str) -> None:
+        self.records.setdefault((name.lower(), rdtype), [])
+        entry = self.records[(name.lower(), rdtype)]
+        assert isinstance(entry, list)
+        entry.extend(values)
+
+    def _fetch(self, name: str, rdtype: str, lifetime: float) -> Answer:
+        self.asked.append((name, rdtype))
+        if any(name.endswith("." + z) for z in self.slow):
+            time.sleep(min(self.delay, lifetime))
+            return Answer("temperror", error=f"timeout after {lifetime:.1f}s")
+        value = self.records.get((name, rdtype))
+        if value == TIMEOUT:
+            return Answer("temperror", error="timeout after 2.0s")
+        if value == SERVFAIL:
+            return Answer("temperror", error="no usable answer from 127.0.0.1: SERVFAIL")
+        if value is None:
+            exists = any(n == name for n, _ in self.records)
+            return Answer("nodata" if exists else "nxdomain", ttl=60)
+        return Answer("ok", tuple(value), 60)
+
+
+def rev(ip: str, zone: str) -> str:
+    from postwarden.dns import reverse_name
+
+    return reverse_name(ip, zone)
+
+
+def healthy(res: FakeResolver, zone: str) -> None:
+    """Make `zone` pass the RFC 5782 test points."""
+    res.add(rev("127.0.0.2", zone), "A", "127.0.0.2")
