@@ -47,7 +47,7 @@ def test_every_key_is_documented_in_the_example() -> None:
             if not isinstance(node, dict) or part not in node:
                 # A key without a useful default (a list of tables) may be documented
                 # by a commented example: `# [[dkim.keys]]` or `# name = ...`.
-                section, _, name = key.rpartition(".")
+                name = key.rpartition(".")[2]
                 if not re.search(rf"^#\s*(\[\[{re.escape(key)}\]\]|{name}\s*=)", text,
                                  re.M):
                     missing.append(key)

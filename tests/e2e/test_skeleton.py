@@ -102,12 +102,12 @@ def test_submission_sendmail_php_each_get_one_summary(
 def test_inbound_mail_untouched_and_not_summarised(
         postfix: Postfix, sink: Sink, start_milter: Callable[..., object]) -> None:
     milter = start_milter()
-    mid, data = make_message(sender="stranger@example.net", to="alice@example.com")
+    _, data = make_message(sender="stranger@example.net", to="alice@example.com")
     qid = postfix.smtp(data, "stranger@example.net", ["alice@example.com"])
     delivered = sink.wait_for(1)
     assert strip_received(delivered[0].data) == data.rstrip(b"\n")
     # Give the milter time to have logged something, then check it did not.
-    mid2, data2 = make_message()
+    _, data2 = make_message()
     qid2 = postfix.smtp(data2, "alice@example.com", ["bob@example.net"],
                         login=("alice", SASL_USERS["alice"]))
     milter.wait_summary(qid2)
