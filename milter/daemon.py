@@ -101,6 +101,15 @@ BackgroundTask = Callable[[Config, Inspector, threading.Event], None]
 background_tasks: list[BackgroundTask] = []  # e.g. the periodic self-check (issue 5)
 
 
+def _periodic_selfcheck(cfg: Config, inspector: Inspector, stop: threading.Event) -> None:
+    from postwarden.checks.periodic import periodic_selfcheck
+
+    periodic_selfcheck(cfg, inspector, stop)
+
+
+background_tasks.append(_periodic_selfcheck)
+
+
 def run(config_path: str | None, log_stderr: bool = False) -> int:
     cfg = configmod.load(config_path)
     if log_stderr:

@@ -261,11 +261,50 @@ class RateLimitConfig:
     )
 
 
+_SEVERITIES = ("ok", "info", "warning", "critical")
+
+
+def _non_negative(value: Any) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def _zones(values: Any) -> str | None:
+    for v in values:
+        if not isinstance(v, str) or "." not in v.strip(".") or " " in v:
+            return f"{v!r} is not a DNS zone (write e.g. 'bl.example.net')"
+    return None
+
+
+def _key_names(values: Any) -> str | None:
+    for k in values:
+        if "._domainkey." not in k:
+            return (f"key {k!r} must be 'SELECTOR._domainkey.DOMAIN' "
+                    "(e.g. 'mail._domainkey.example.com' = '/etc/dkim/mail.private')")
+    return None
+
+
 @dataclass
 class SelfcheckConfig:
     """Blocklists, DNS records and Postfix audit; periodic run in the daemon. Owner: issue 5."""
 
     interval: int = field(default=3600, metadata=_check(_positive))
+    periodic: bool = True
+    startup_delay: float = field(default=60.0, metadata=_check(_non_negative))
+    query_timeout: float = field(default=3.0, metadata=_check(_positive))
+    run_timeout: float = field(default=20.0, metadata=_check(_positive))
+    lists_add: list[str] = field(default_factory=list, metadata=_check(_zones))
+    lists_remove: list[str] = field(default_factory=list, metadata=_check(_zones))
+    spamhaus_dqs_key: str = ""
+    severity_l1: str = field(default="critical", metadata=_check(_one_of(*_SEVERITIES)))
+    severity_l2: str = field(default="warning", metadata=_check(_one_of(*_SEVERITIES)))
+    severity_l3: str = field(default="info", metadata=_check(_one_of(*_SEVERITIES)))
+    dkim_selectors: dict[str, list[str]] = field(default_factory=dict)
+    dkim_key_files: dict[str, str] = field(default_factory=dict, metadata=_check(_key_names))
+    postfix_config_dir: str = ""
+    php_ini: list[str] = field(default_factory=list)
+    history: int = field(default=200, metadata=_check(_positive))
+    reminder_interval: int = field(default=86400, metadata=_check(_positive))
+    hold_forms_when_listed: bool = False
 
 
 @dataclass
