@@ -1,0 +1,144 @@
+"""SPF, DKIM, DMARC and MX records per sending domain."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from selfcheck_fakes import TIMEOUT, FakeResolver
+
+from postwarden.checks import records
+
+IP = "192.0.2.25"
+D = "example.com"
+
+
+def test_spf_ok_and_without_the_host_ip() -> None:
+    res = FakeResolver({(D, "TXT"): [f"v=spf1 ip4:{IP} -all"]})
+    r = records.check_spf(D, [IP], res)
+    assert (r.id, r.target, r.status) == ("spf.record", D, "ok")
+    assert r.details["results"] == {IP: "pass"}
+    res2 = FakeResolver({(D, "TXT"): ["v=spf1 ip4:198.51.100.1 -all"]})
+    bad = records.check_spf(D, [IP], res2)
+    assert bad.status == "critical" and IP in bad.summary
+    assert f"ip4:{IP}" in bad.advice[0]
+
+
+def test_spf_two_records_and_none() -> None:
+    res = FakeResolver({(D, "TXT"): [f"v=spf1 ip4:{IP} -all", "v=spf1 mx -all"]})
+    assert records.check_spf(D, [IP], res).status == "critical"
+    none = records.check_spf(D, [IP], FakeResolver({(D, "TXT"): ["google-site-verification=x"]}))
+    assert none.status == "critical" and none.summary == "no SPF record"
+    assert f'{D}. TXT "v=spf1 ip4:{IP} -all"' in none.advice[0]
+
+
+def test_spf_eleven_lookups_is_critical() -> None:
+    recs: dict[tuple[str, str], list[str] | str] = {
+        (D, "TXT"): ["v=spf1 " + " ".join(f"include:i{n}.example.net" for n in range(11))
+                     + f" ip4:{IP} -all"]}
+    for n in range(11):
+        recs[(f"i{n}.example.net", "TXT")] = [f"v=spf1 ip4:198.51.100.{n} -all"]
+    r = records.check_spf(D, [IP], FakeResolver(recs))
+    assert r.status == "critical" and r.details["lookups"] == 11
+    recs[(D, "TXT")] = ["v=spf1 " + " ".join(f"include:i{n}.example.net" for n in range(10))
+                        + f" ip4:{IP} -all"]
+    r10 = records.check_spf(D, [IP], FakeResolver(recs))
+    assert r10.status == "ok" and r10.details["lookups"] == 10
+
+
+def test_spf_lookup_count_recurses_into_includes() -> None:
+    res = FakeResolver({(D, "TXT"): ["v=spf1 include:a.example.net mx -all"],
+                        ("a.example.net", "TXT"): ["v=spf1 a mx include:b.example.net ~all"],
+                        ("b.example.net", "TXT"): ["v=spf1 exists:%{i}.x.example.net -all"]})
+    assert records.count_lookups(D, res)[0] == 6
+
+
+def test_spf_plus_all_and_neutral() -> None:
+    plus = records.check_spf(D, [IP], FakeResolver({(D, "TXT"): ["v=spf1 +all"]}))
+    assert plus.status == "critical" and "+all" in plus.summary
+    neutral = records.check_spf(D, [IP], FakeResolver({(D, "TXT"): [f"v=spf1 ip4:{IP} ?all"]}))
+    assert neutral.status == "warning"
+
+
+def test_spf_dns_failure_is_unknown() -> None:
+    assert records.check_spf(D, [IP], FakeResolver({(D, "TXT"): TIMEOUT})).status == "unknown"
+
+
+def _key(bits: int) -> rsa.RSAPrivateKey:
+    if bits < 1024:  # cryptography refuses to make these; openssl still does
+        pem = subprocess.run(["openssl", "genrsa", str(bits)], check=True,
+                             capture_output=True).stdout
+        key = serialization.load_pem_private_key(pem, None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return key
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def _txt(key: rsa.RSAPrivateKey, extra: str = "") -> str:
+    der = key.public_key().public_bytes(serialization.Encoding.DER,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    return f"v=DKIM1; k=rsa;{extra} p={base64.b64encode(der).decode()}"
+
+
+def _pem(key: rsa.RSAPrivateKey, path: Path) -> str:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return str(path)
+
+
+NAME = f"mail._domainkey.{D}"
+
+
+def test_dkim_key_sizes_and_test_mode(tmp_path: Path) -> None:
+    k2048 = _key(2048)
+    ok = records.check_dkim("mail", D, FakeResolver({(NAME, "TXT"): [_txt(k2048)]}),
+                            _pem(k2048, tmp_path / "k.pem"))
+    assert (ok.id, ok.target, ok.status) == ("dkim.record", NAME, "ok")
+    assert ok.details["bits"] == 2048 and ok.details["matches_local_key"] is True
+    small = records.check_dkim("mail", D, FakeResolver({(NAME, "TXT"): [_txt(_key(1024))]}))
+    assert small.status == "warning"
+    tiny = records.check_dkim("mail", D, FakeResolver({(NAME, "TXT"): [_txt(_key(512))]}))
+    assert tiny.status == "critical" and tiny.details["bits"] == 512
+    test = records.check_dkim("mail", D, FakeResolver({(NAME, "TXT"): [_txt(k2048, " t=y;")]}))
+    assert test.status == "info"
+
+
+def test_dkim_key_not_matching_the_local_key(tmp_path: Path) -> None:
+    published, local = _key(2048), _key(2048)
+    r = records.check_dkim("mail", D, FakeResolver({(NAME, "TXT"): [_txt(published)]}),
+                           _pem(local, tmp_path / "local.pem"))
+    assert r.status == "critical" and r.details["matches_local_key"] is False
+
+
+def test_dkim_missing_revoked_and_garbage() -> None:
+    assert records.check_dkim("mail", D, FakeResolver()).status == "critical"
+    revoked = FakeResolver({(NAME, "TXT"): ["v=DKIM1; k=rsa; p="]})
+    assert "revoked" in records.check_dkim("mail", D, revoked).summary
+    garbage = FakeResolver({(NAME, "TXT"): ["v=DKIM1; k=rsa; p=bm90IGEga2V5"]})
+    assert records.check_dkim("mail", D, garbage).status == "critical"
+    assert records.check_dkim("mail", D, FakeResolver({(NAME, "TXT"): TIMEOUT})).status \
+        == "unknown"
+
+
+def test_dmarc_states() -> None:
+    none = records.check_dmarc(D, FakeResolver())
+    assert (none.id, none.target, none.status) == ("dmarc.record", D, "warning")
+    assert f"_dmarc.{D}. TXT" in none.advice[0]
+    no_rua = records.check_dmarc(D, FakeResolver({(f"_dmarc.{D}", "TXT"):
+                                                  ["v=DMARC1; p=reject"]}))
+    assert no_rua.status == "info" and "rua" in no_rua.summary
+    good = records.check_dmarc(D, FakeResolver({(f"_dmarc.{D}", "TXT"): [
+        f"v=DMARC1; p=quarantine; rua=mailto:d@{D}"]}))
+    assert good.status == "ok"
+    failing = records.check_dmarc(D, FakeResolver({(f"_dmarc.{D}", "TXT"): TIMEOUT}))
+    assert failing.status == "unknown"
+
+
+def test_mx() -> None:
+    assert records.check_mx(D, FakeResolver({(D, "MX"): ["10 mail.example.com"]})).status == "ok"
+    assert records.check_mx(D, FakeResolver()).status == "warning"
+    assert records.check_mx(D, FakeResolver({(D, "MX"): TIMEOUT})).status == "unknown"
