@@ -122,11 +122,11 @@ def render(data: dict[str, Any]) -> str:
         state = {True: "on hold", False: "gone", None: "?"}[h["on_hold"]]
         out.append(f"  {h['queue_id']:<12} {_when(h['when'])}  {state:<7} "
                    f"reason={h['reason']} source={h['source'] or '-'} from=<{h['sender']}>")
+        if h["on_hold"] is not False:
+            out.append(f"  {'':<12} release: {h['release']}   delete: {h['delete']}")
     if still:
-        out += ["  release one: postsuper -H QUEUEID   (then `postqueue -i QUEUEID` sends it now)",
-                "  delete one:  postsuper -d QUEUEID",
-                "  release these: postsuper "
-                + " ".join(f"-H {h['queue_id']}" for h in still[:50])]
+        out += ["  (a released message waits in the deferred queue; "
+                "`postqueue -i QUEUEID` sends it now)"]
     lh = data["last_hour"]
     out += ["", f"Last hour: {lh['messages']} messages inspected"]
     for fid, n in lh["findings"].items():
