@@ -105,6 +105,11 @@ def default_checks(services: Services) -> list[Check]:
     from postwarden.milter import forms, ratelimit
 
     checks: list[Check] = []
+    # authentication (issue 3): DKIM and SPF store results in ctx.memo, DMARC reads them.
+    from postwarden.milter import dkim_check, dmarc_check, spf_check
+
+    checks += [dkim_check.DkimCheck(services.config.dkim), spf_check.SpfCheck(),
+               dmarc_check.dmarc_check]
     # forms (source key -> memo) before the history signals, then the score, then limits.
     checks += [forms.forms_check, ratelimit.history_check, forms.suspicion_check,
                ratelimit.limit_check]
@@ -115,5 +120,10 @@ def default_fixers(services: Services) -> list[Fixer]:
     from postwarden.milter import activity
 
     fixers: list[Fixer] = []
+    # authentication (issue 3): the From rewrite first, the signer signs the result.
+    from postwarden.milter import dkim_sign, from_rewrite
+
+    fixers += [from_rewrite.FromRewriter(services.config),
+               dkim_sign.DkimSigner(services.config, services.clock)]
     fixers += [activity.record_activity]  # last: records the final decision per source
     return fixers

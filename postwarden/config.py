@@ -155,11 +155,64 @@ class PolicyConfig:
     )
 
 
+_FIX_ORIGINS = ("local", "submission", "internal")
+
+
+def _origins(values: Any) -> str | None:
+    for v in values:
+        if v not in _FIX_ORIGINS:
+            return f"{v!r} is not an origin; use some of {', '.join(_FIX_ORIGINS)}"
+    return None
+
+
+def _address_or_empty(value: Any) -> str | None:
+    local, at, domain = value.rpartition("@")
+    if value and (not at or not local or "." not in domain or " " in value):
+        return "must be an address such as 'noreply@example.com'"
+    return None
+
+
+def _readable_file(value: Any) -> str | None:
+    if not os.access(value, os.R_OK):
+        return "cannot read this file (missing, or not readable by this user)"
+    return None
+
+
+@dataclass
+class DkimKey:
+    """One signing key: the algorithm (RSA or Ed25519) is read from the key file."""
+
+    domain: str = field(default="", metadata=_check(lambda v: None if "." in v else
+                                                    "must be a domain such as 'example.com'"))
+    selector: str = field(default="", metadata=_check(lambda v: None if v else
+                                                      "must name the selector"))
+    key_file: str = field(default="", metadata=_check(_readable_file))
+
+    def __post_init__(self) -> None:
+        if not (self.domain and self.selector and self.key_file):
+            raise ConfigError("every [[dkim.keys]] entry needs domain, selector and key_file")
+
+
 @dataclass
 class DkimConfig:
     """DKIM presence, alignment, verification and (opt-in) signing. Owner: issue 3."""
 
     verify: bool = True
+    sign: bool = False
+    sign_origins: list[str] = field(default_factory=lambda: list(_FIX_ORIGINS),
+                                    metadata=_check(_origins))
+    keys: list[DkimKey] = field(default_factory=list)
+    sign_headers: list[str] = field(default_factory=lambda: [
+        "from", "reply-to", "subject", "date", "to", "cc", "message-id", "in-reply-to",
+        "references", "mime-version", "content-type", "content-transfer-encoding",
+        "list-unsubscribe", "list-unsubscribe-post", "sender",
+    ], metadata=_check(lambda v: None if "from" in [h.lower() for h in v] else
+                       "must include 'from' (RFC 6376 5.4)"))
+
+    def __post_init__(self) -> None:
+        if self.sign and not self.keys:
+            raise ConfigError("dkim.sign = true needs at least one [[dkim.keys]] entry "
+                              "(domain, selector, key_file); see packaging/postwarden.toml")
 
 
 @dataclass
@@ -167,6 +220,15 @@ class FromRewriteConfig:
     """Rewrite a foreign From that would fail DMARC (opt-in). Owner: issue 3."""
 
     enabled: bool = False
+    origins: list[str] = field(default_factory=lambda: ["local", "internal"],
+                               metadata=_check(_origins))
+    address: str = field(default="", metadata=_check(_address_or_empty))
+    site_name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.enabled and not self.address:
+            raise ConfigError("from_rewrite.enabled = true needs from_rewrite.address, an "
+                              "address in your domain such as 'noreply@example.com'")
 
 
 FORM_SIGNALS = ("many_rcpts", "many_domains", "foreign_from", "reply_to_differs",

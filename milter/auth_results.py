@@ -1,0 +1,104 @@
+"""Per-message authentication results, shared between checks through `ctx.memo`.
+
+The DKIM and SPF checks store what they found here; the DMARC check, the From
+rewrite and the signer read it, so nothing is evaluated twice for one message.
+The From domain's DMARC record is fetched once per message (`dmarc_for`) even
+though DKIM (adkim), SPF (aspf) and DMARC all need it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.utils import getaddresses
+from typing import TYPE_CHECKING
+
+from postwarden.config import Config
+from postwarden.dmarc_record import DmarcLookup, lookup
+from postwarden.message import Message, domain_of
+from postwarden.orgdomain import aligned, normalize
+
+if TYPE_CHECKING:
+    from postwarden.milter.pipeline import CheckContext
+
+DKIM = "auth.dkim"  # list[DkimSignature], in header order
+SPF = "auth.spf"  # SpfOutcome
+DMARC_RECORDS = "auth.dmarc"  # dict[domain, DmarcLookup]
+CHANGES = "fix.changes"  # list[HeaderChange] made by fixers so far (the signer reads it)
+MIN_RSA_BITS = 1024  # RFC 8301: verifiers must not accept smaller keys
+
+
+@dataclass(frozen=True)
+class DkimSignature:
+    """One DKIM-Signature header and what verifying it gave.
+
+    status: pass | fail | permerror | temperror | unverified (verification off).
+    """
+
+    domain: str
+    selector: str
+    algorithm: str
+    status: str
+    key_type: str = ""  # rsa | ed25519 | "" (key not fetched)
+    key_bits: int = 0
+    error: str = ""
+
+    @property
+    def counts(self) -> bool:
+        """Would a receiver take this signature as a DKIM pass?"""
+        if self.key_type == "rsa" and 0 < self.key_bits < MIN_RSA_BITS:
+            return False
+        return self.status in ("pass", "unverified")
+
+
+@dataclass(frozen=True)
+class SpfOutcome:
+    """SPF as receivers will see it, for every configured sending IP.
+
+    result is the worst over the IPs (a receiver may see any of them);
+    identity is `mailfrom`, or `helo` for the null sender.
+    """
+
+    domain: str
+    identity: str
+    result: str
+    per_ip: tuple[tuple[str, str], ...] = ()
+    explanation: str = ""
+
+
+def from_domains(msg: Message) -> list[str]:
+    """Distinct domains of all From addresses, in order (RFC 7489 6.6.1)."""
+    out: list[str] = []
+    for _, addr in getaddresses(msg.header_all("From")):
+        d = domain_of(addr)
+        if d and d not in out:
+            out.append(d)
+    return out
+
+
+def our_domains(cfg: Config) -> set[str]:
+    """Domains this host sends for: [host] domains and the [[dkim.keys]] domains."""
+    return {normalize(d) for d in cfg.host.domains} | {normalize(k.domain)
+                                                       for k in cfg.dkim.keys}
+
+
+def is_ours(cfg: Config, domain: str) -> bool:
+    """Same organizational domain as one of ours (relaxed alignment)."""
+    return any(aligned(domain, d) for d in our_domains(cfg))
+
+
+def dmarc_for(ctx: CheckContext, domain: str) -> DmarcLookup:
+    """The DMARC record for `domain`, looked up at most once per message."""
+    cache: dict[str, DmarcLookup] = ctx.memo.setdefault(DMARC_RECORDS, {})
+    found = cache.get(domain)
+    if found is None:
+        found = lookup(ctx.services.resolver, domain, ctx.budget)
+        cache[domain] = found
+    return found
+
+
+def alignment_mode(ctx: CheckContext, domain: str, tag: str) -> str:
+    """`adkim`/`aspf` of the domain's DMARC record; relaxed when unknown."""
+    rec = dmarc_for(ctx, domain).record
+    if rec is None:
+        return "r"
+    return rec.adkim if tag == "adkim" else rec.aspf

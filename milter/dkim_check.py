@@ -1,0 +1,194 @@
+"""DKIM as a receiver will see it: present, aligned with From, valid, strong key.
+
+Every DKIM-Signature counts, including one a signer before postwarden in the
+milter chain added. Keys come through the shared Resolver (TTL cache, message
+budget). Findings: dkim.missing, dkim.unaligned, dkim.invalid, dkim.weak_key,
+dkim.temperror. On temperror (DNS timeout, budget spent) the signature is
+`temperror`, never `fail`: the finding says so and mail goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dkim
+from dkim.util import InvalidTagValueList, parse_tag_value
+
+from postwarden.config import DkimConfig
+from postwarden.dns import Budget, Resolver
+from postwarden.findings import Finding, Severity
+from postwarden.message import Message
+from postwarden.milter.auth_results import (
+    DKIM,
+    MIN_RSA_BITS,
+    DkimSignature,
+    alignment_mode,
+    from_domains,
+)
+from postwarden.milter.pipeline import CheckContext
+from postwarden.orgdomain import aligned
+
+MAX_SIGNATURES = 8  # more are not verified (each may cost a DNS lookup)
+GOOD_RSA_BITS = 2048
+
+_quiet = logging.getLogger("postwarden.dkimpy")
+_quiet.addHandler(logging.NullHandler())
+_quiet.propagate = False
+
+
+class _KeyFetcher:
+    """dkimpy's `dnsfunc`, through our Resolver; remembers a temporary failure."""
+
+    def __init__(self, resolver: Resolver, budget: Budget) -> None:
+        self.resolver, self.budget = resolver, budget
+        self.temperror = ""
+        self.missing = False
+
+    def __call__(self, name: bytes | str, timeout: int = 5) -> bytes | None:
+        qname = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+        self.temperror, self.missing = "", False
+        answer = self.resolver.txt(qname.rstrip("."), self.budget)
+        if answer.failed:
+            self.temperror = answer.error or "DNS failure"
+            return None
+        keys = [r for r in answer.records if "p=" in r] if answer.ok else []
+        if not keys:
+            self.missing = True
+            return None
+        return keys[0].encode("utf-8", "replace")
+
+
+def _tags(value: str) -> dict[str, str]:
+    raw = value.encode("utf-8", "surrogateescape")
+    parsed = parse_tag_value(raw)
+    return {k.decode("ascii", "replace"): v.decode("utf-8", "replace")
+            for k, v in parsed.items()}
+
+
+def verify_one(d: dkim.DKIM, idx: int, tags: dict[str, str], fetch: _KeyFetcher
+               ) -> DkimSignature:
+    domain, selector = tags.get("d", "").lower(), tags.get("s", "")
+    alg = tags.get("a", "")
+    keyname = f"{selector}._domainkey.{domain}"
+    try:
+        ok = d.verify(idx=idx, dnsfunc=fetch)
+    except dkim.ValidationError as e:
+        return DkimSignature(domain, selector, alg, "fail", _ktype(d), d.keysize or 0, str(e))
+    except dkim.DKIMException as e:
+        return DkimSignature(domain, selector, alg, "permerror", error=str(e))
+    if ok:
+        return DkimSignature(domain, selector, alg, "pass", _ktype(d), d.keysize or 0)
+    if fetch.temperror:
+        return DkimSignature(domain, selector, alg, "temperror",
+                             error=f"key {keyname}: {fetch.temperror}")
+    if fetch.missing:
+        return DkimSignature(domain, selector, alg, "permerror",
+                             error=f"no key published at {keyname}")
+    if getattr(d, "pk", None) is None:
+        return DkimSignature(domain, selector, alg, "permerror",
+                             error=f"the key at {keyname} cannot be used")
+    return DkimSignature(domain, selector, alg, "fail", _ktype(d), d.keysize or 0,
+                         "signature does not match the headers")
+
+
+def _ktype(d: dkim.DKIM) -> str:
+    k = getattr(d, "ktag", b"") or b""
+    return k.decode("ascii", "replace") if isinstance(k, bytes) else str(k)
+
+
+def evaluate(msg: Message, ctx: CheckContext, verify: bool) -> list[DkimSignature]:
+    """Every signature's result, in header order (DKIM-Signature values only)."""
+    values = msg.header_all("DKIM-Signature")
+    results: list[DkimSignature] = []
+    d: dkim.DKIM | None = None
+    fetch = _KeyFetcher(ctx.services.resolver, ctx.budget)
+    for idx, value in enumerate(values):
+        try:
+            tags = _tags(value)
+        except InvalidTagValueList as e:
+            results.append(DkimSignature("", "", "", "permerror", error=f"unparsable: {e}"))
+            continue
+        domain, selector = tags.get("d", "").lower(), tags.get("s", "")
+        if not verify or idx >= MAX_SIGNATURES:
+            results.append(DkimSignature(domain, selector, tags.get("a", ""), "unverified"))
+            continue
+        if d is None:
+            d = dkim.DKIM(msg.raw(), logger=_quiet, minkey=0)
+        results.append(verify_one(d, idx, tags, fetch))
+    return results
+
+
+def _sig_name(s: DkimSignature) -> str:
+    return f"d={s.domain or '?'} s={s.selector or '?'}"
+
+
+def check_dkim(msg: Message, ctx: CheckContext, cfg: DkimConfig) -> list[Finding]:
+    sigs = evaluate(msg, ctx, cfg.verify)
+    ctx.memo[DKIM] = sigs
+    domains = from_domains(msg)
+    shown = domains[0] if domains else "your domain"
+    if not sigs:
+        ctx.summary["dkim"] = "none"
+        return [Finding(
+            "dkim.missing", Severity.WARNING,
+            f"no DKIM signature; sign with a key of {shown} (OpenDKIM before postwarden in "
+            f"the milter list, or [dkim] sign = true) and publish it at "
+            f"SELECTOR._domainkey.{shown}",
+            {"from_domain": shown})]
+    out: list[Finding] = []
+    modes = {dom: alignment_mode(ctx, dom, "adkim") for dom in domains}
+    unaligned = [dom for dom in domains
+                 if not any(aligned(s.domain, dom, modes[dom]) for s in sigs)]
+    if unaligned:
+        dom = unaligned[0]
+        strict = modes[dom] == "s"
+        signers = ",".join(sorted({s.domain for s in sigs if s.domain})) or "?"
+        out.append(Finding(
+            "dkim.unaligned", Severity.WARNING,
+            f"DKIM signed by d={signers}, which does not align with the From domain {dom}"
+            f"{' (its DMARC record asks adkim=s: exact domain)' if strict else ''}; "
+            f"sign with a key of {dom if strict else 'the domain of ' + dom}",
+            {"from_domain": dom, "signers": signers, "adkim": modes[dom]}))
+    bad = [s for s in sigs if s.status in ("fail", "permerror")]
+    if bad:
+        s = bad[0]
+        out.append(Finding(
+            "dkim.invalid", Severity.ERROR,
+            f"DKIM signature {_sig_name(s)} does not verify ({s.error}); check that the "
+            f"key published at {s.selector}._domainkey.{s.domain} matches the signer's "
+            "private key and that nothing changes the message after signing",
+            {"signatures": [_sig_name(b) for b in bad], "error": s.error}))
+    weak = [s for s in sigs if s.key_type == "rsa" and 0 < s.key_bits < GOOD_RSA_BITS]
+    if weak:
+        s = min(weak, key=lambda w: w.key_bits)
+        sev = Severity.ERROR if s.key_bits < MIN_RSA_BITS else Severity.WARNING
+        verdict = "receivers ignore it" if sev is Severity.ERROR else "RFC 8301 asks 2048"
+        out.append(Finding(
+            "dkim.weak_key", sev,
+            f"DKIM key {s.selector}._domainkey.{s.domain} has only {s.key_bits} bits "
+            f"({verdict}); generate a 2048-bit RSA key, publish it under a new selector "
+            "and sign with it",
+            {"bits": s.key_bits, "key": f"{s.selector}._domainkey.{s.domain}"}))
+    good = any(s.counts and all(aligned(s.domain, dom, modes[dom]) for dom in domains)
+               for s in sigs)
+    temp = [s for s in sigs if s.status == "temperror"]
+    if temp and not good:
+        s = temp[0]
+        out.append(Finding(
+            "dkim.temperror", Severity.WARNING,
+            f"DKIM signature {_sig_name(s)} not verified: {s.error}; check the DNS "
+            "resolver postwarden uses ([dns] nameservers)",
+            {"error": s.error}))
+    ctx.summary["dkim"] = ("pass" if good and cfg.verify else "unverified" if good
+                           else "temperror" if temp else "fail")
+    return out
+
+
+class DkimCheck:
+    """The pipeline's DKIM check; keeps its config section."""
+
+    def __init__(self, cfg: DkimConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, msg: Message, ctx: CheckContext) -> list[Finding]:
+        return check_dkim(msg, ctx, self.cfg)

@@ -1,0 +1,208 @@
+"""DKIM signing fixer: RSA-SHA256 and Ed25519-SHA256, relaxed/relaxed.
+
+Canonicalization and header selection are dkimpy's; the private-key operation
+goes through the `cryptography` package, because dkimpy's own pure-Python RSA
+costs about 6.7 ms per 2048-bit signature here against 0.26 ms for OpenSSL
+(measured in tests/test_dkim_sign.py). Signs only when no aligned valid
+signature exists, never twice with the same d=/s=, and over the headers as they
+will be after the fixers before it (the From rewrite) changed them. Relaxed
+header canonicalization keeps the signature valid whatever folding Postfix
+applies; Received and Return-Path are never signed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dkim
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
+from dkim.canonicalization import CanonicalizationPolicy
+
+from postwarden.config import Config, DkimKey
+from postwarden.findings import Finding
+from postwarden.log import log
+from postwarden.message import Message
+from postwarden.milter.auth_results import (
+    CHANGES,
+    DKIM,
+    DkimSignature,
+    alignment_mode,
+    from_domains,
+)
+from postwarden.milter.pipeline import CheckContext, HeaderChange
+from postwarden.orgdomain import aligned, normalize
+from postwarden.policy import REJECT, TEMPFAIL, Decision
+
+CANON = b"relaxed/relaxed"
+_NEVER = {"received", "return-path", "dkim-signature", "bcc"}
+
+
+class KeyError_(ValueError):
+    """A key file that cannot be used; the text says why and what to do."""
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    domain: str
+    selector: str
+    algorithm: bytes  # b"rsa-sha256" | b"ed25519-sha256"
+    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+    bits: int
+
+    def sign(self, digest: bytes) -> bytes:
+        """Sign the SHA-256 digest of the canonicalized headers (RFC 6376, RFC 8463)."""
+        if isinstance(self.key, rsa.RSAPrivateKey):
+            return self.key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+        return self.key.sign(digest)
+
+
+def load_key(spec: DkimKey, min_bits: int = 1024) -> SigningKey:
+    """PEM RSA or Ed25519 key, or dknewkey's base64 Ed25519 seed."""
+    try:
+        with open(spec.key_file, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise KeyError_(f"cannot read {spec.key_file}: {e.strerror}") from None
+    key: object
+    if b"-----BEGIN" in data:
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as e:
+            raise KeyError_(f"{spec.key_file} is not a usable PEM private key ({e})") from None
+    else:
+        try:
+            seed = base64.b64decode(data.strip(), validate=True)
+            key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+        except ValueError:
+            raise KeyError_(f"{spec.key_file}: neither a PEM key nor a base64 Ed25519 seed "
+                            "(make one with `openssl genpkey -algorithm ed25519`)") from None
+    domain, selector = normalize(spec.domain), spec.selector
+    if isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size < min_bits:
+            raise KeyError_(f"{spec.key_file} is a {key.key_size}-bit RSA key; receivers "
+                            "ignore keys under 1024 bits: generate a 2048-bit key")
+        return SigningKey(domain, selector, b"rsa-sha256", key, key.key_size)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return SigningKey(domain, selector, b"ed25519-sha256", key, 256)
+    raise KeyError_(f"{spec.key_file}: only RSA and Ed25519 keys can sign DKIM")
+
+
+def apply_changes(headers: list[tuple[str, str]], changes: list[HeaderChange]
+                  ) -> list[tuple[str, str]]:
+    """The header list after Postfix applies `changes` (libmilter semantics)."""
+    out = list(headers)
+    for ch in changes:
+        if ch.op == "add":
+            out.append((ch.name, ch.value))
+        elif ch.op == "insert":
+            out.insert(max(0, min(ch.index, len(out))), (ch.name, ch.value))
+        elif ch.op == "change":
+            seen = 0
+            for i, (name, _) in enumerate(out):
+                if name.lower() == ch.name.lower():
+                    seen += 1
+                    if seen == ch.index:
+                        if ch.value.strip():
+                            out[i] = (name, ch.value)
+                        else:
+                            del out[i]
+                        break
+            else:
+                if ch.value.strip():  # libmilter: changing a missing header adds it
+                    out.append((ch.name, ch.value))
+    return out
+
+
+def signed_header_names(headers: list[tuple[str, str]], wanted: list[str]) -> list[bytes]:
+    """Each wanted header as often as it occurs, plus one more `from` (no second From)."""
+    names = [h.lower() for h in wanted if h.lower() not in _NEVER]
+    present = [n.lower() for n, _ in headers]
+    out: list[bytes] = []
+    for n in dict.fromkeys(names):
+        out += [n.encode("ascii")] * present.count(n)
+    out.append(b"from")
+    return out
+
+
+def make_signature(raw: bytes, key: SigningKey, include: list[bytes], now: int) -> str:
+    """The DKIM-Signature value (leading space, LF-folded) for the message bytes."""
+    headers, body = dkim.rfc822_parse(raw)
+    canon = CanonicalizationPolicy.from_c_value(CANON)
+    bodyhash = base64.b64encode(hashlib.sha256(canon.canonicalize_body(body)).digest())
+    fields = [
+        (b"v", b"1"), (b"a", key.algorithm), (b"c", CANON),
+        (b"d", key.domain.encode("ascii")), (b"s", key.selector.encode("ascii")),
+        (b"t", str(now).encode("ascii")), (b"h", b":".join(include)),
+        (b"bh", bodyhash), (b"b", b"0" * 60),  # placeholder folds b= onto its own line
+    ]
+    namelen = len(b"DKIM-Signature")
+    value = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=namelen)
+    value = dkim.RE_BTAG.sub(b"\\1", value)
+    h = hashlib.sha256()
+    dkim.hash_headers(h, canon, canon.canonicalize_headers(headers), include,
+                      (b"DKIM-Signature", b" " + value), dict(fields))
+    fields[-1] = (b"b", base64.b64encode(key.sign(h.digest())))
+    final = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=namelen)
+    text: str = final.decode("ascii")
+    return " " + text.replace("\r\n", "\n")
+
+
+class DkimSigner:
+    """The signing fixer; keys are loaded once per config (load errors logged once)."""
+
+    def __init__(self, cfg: Config, clock: Callable[[], float] = time.time) -> None:
+        self.cfg, self.clock = cfg, clock
+        self.keys: list[SigningKey] = []
+        if not cfg.dkim.sign:
+            return
+        for spec in cfg.dkim.keys:
+            try:
+                k = load_key(spec)
+            except KeyError_ as e:
+                log.error(f"dkim: key {spec.selector}._domainkey.{spec.domain} not used: {e}")
+                continue
+            if k.bits < 2048 and k.algorithm == b"rsa-sha256":
+                log.warning(f"dkim: key {spec.key_file} has {k.bits} bits; RFC 8301 asks "
+                            "2048: generate a new key under a new selector")
+            self.keys.append(k)
+
+    def keys_for(self, domain: str, mode: str) -> list[SigningKey]:
+        """Keys of the From domain itself, else (relaxed) of its organizational domain."""
+        exact = [k for k in self.keys if k.domain == domain]
+        if exact or mode == "s":
+            return exact
+        return [k for k in self.keys if aligned(k.domain, domain, "r")]
+
+    def __call__(self, msg: Message, ctx: CheckContext, findings: list[Finding],
+                 decision: Decision) -> list[HeaderChange]:
+        if (not self.keys or msg.origin.value not in self.cfg.dkim.sign_origins
+                or decision.action in (REJECT, TEMPFAIL) or msg.body_truncated):
+            return []
+        before: list[HeaderChange] = ctx.memo.get(CHANGES, [])
+        headers = apply_changes(msg.headers, before)
+        probe = Message(headers=headers)
+        domains = from_domains(probe)
+        if len(domains) != 1 or len(probe.from_addresses) != 1:
+            return []  # no From or several: DMARC cannot pass whatever we sign
+        domain = domains[0]
+        mode = alignment_mode(ctx, domain, "adkim")
+        existing: list[DkimSignature] = ctx.memo.get(DKIM, [])
+        if any(s.counts and aligned(s.domain, domain, mode) for s in existing):
+            return []
+        keys = [k for k in self.keys_for(domain, mode)
+                if not any(s.domain == k.domain and s.selector == k.selector for s in existing)]
+        if not keys:
+            return []
+        raw = Message(headers=headers, body=msg.body).raw()
+        include = signed_header_names(headers, self.cfg.dkim.sign_headers)
+        now = int(self.clock())
+        changes = [HeaderChange("insert", "DKIM-Signature", make_signature(raw, k, include, now),
+                                0) for k in keys]
+        ctx.summary["signed"] = "+".join(f"{k.domain}/{k.selector}" for k in keys)
+        ctx.memo[CHANGES] = before + changes
+        return changes

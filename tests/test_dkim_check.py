@@ -1,0 +1,191 @@
+"""The DKIM check: missing, unaligned, invalid, weak key, temperror; results in memo."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from pathlib import Path
+
+import pytest
+from auth_fakes import FakeResolver, context, ed25519_key, message, rsa_key
+from cryptography.hazmat.primitives import serialization
+
+from postwarden.config import DkimConfig, DkimKey
+from postwarden.findings import Severity
+from postwarden.message import Message
+from postwarden.milter.auth_results import DKIM
+from postwarden.milter.dkim_check import DkimCheck
+from postwarden.milter.dkim_sign import load_key, make_signature, signed_header_names
+
+
+def signed(tmp: Path, domain: str = "example.com", selector: str = "sel", bits: int = 2048,
+           msg: Message | None = None, ed: bool = False) -> tuple[Message, str]:
+    """The message signed by d=domain (whatever its From says), and the key's TXT record."""
+    if ed:
+        path, txt = ed25519_key(tmp)
+    elif bits < 1024:  # cryptography will not generate these; openssl still does
+        path = tmp / "weak.key"
+        subprocess.run(["openssl", "genrsa", "-out", str(path), str(bits)], check=True,
+                       capture_output=True)
+        key = serialization.load_pem_private_key(path.read_bytes(), None)
+        der = key.public_key().public_bytes(serialization.Encoding.DER,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+        txt = f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+    else:
+        path, txt = rsa_key(tmp, bits, f"{domain}-{bits}.key")
+    key = load_key(DkimKey(domain, selector, str(path)), min_bits=0)
+    msg = msg or message(f"Alice <alice@{domain}>")
+    include = signed_header_names(msg.headers, ["from", "to", "subject", "date"])
+    value = make_signature(msg.raw(), key, include, 1700000000)
+    out = Message(queue_id=msg.queue_id, origin=msg.origin, mail_from=msg.mail_from,
+                  headers=[("DKIM-Signature", value), *msg.headers], body=msg.body)
+    return out, txt
+
+
+def ids(findings: list) -> list[str]:  # type: ignore[type-arg]
+    return [f.id for f in findings]
+
+
+def test_missing() -> None:
+    ctx = context(FakeResolver())
+    out = DkimCheck(DkimConfig())(message(), ctx)
+    assert ids(out) == ["dkim.missing"]
+    assert "sign with a key of example.com" in out[0].text
+    assert ctx.memo[DKIM] == [] and ctx.summary["dkim"] == "none"
+
+
+@pytest.mark.parametrize("ed", [False, True])
+def test_valid_aligned_signature_gives_no_finding(tmp_path: Path, ed: bool) -> None:
+    msg, txt = signed(tmp_path, ed=ed)
+    res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
+    ctx = context(res)
+    assert DkimCheck(DkimConfig())(msg, ctx) == []
+    (sig,) = ctx.memo[DKIM]
+    assert (sig.domain, sig.selector, sig.status) == ("example.com", "sel", "pass")
+    assert sig.key_type == ("ed25519" if ed else "rsa")
+    assert ctx.summary["dkim"] == "pass"
+
+
+def test_subdomain_signer_is_aligned_relaxed_not_strict(tmp_path: Path) -> None:
+    msg, txt = signed(tmp_path, domain="mail.example.com",
+                      msg=message("Alice <alice@mail.example.com>"))
+    msg.headers = [(k, v.replace("alice@mail.example.com", "alice@example.com"))
+                   if k == "From" else (k, v) for k, v in msg.headers]
+    res = FakeResolver({("sel._domainkey.mail.example.com", "TXT"): [txt]})
+    # From changed after signing: invalid, but the alignment verdict is what we test here
+    out = DkimCheck(DkimConfig())(msg, context(res))
+    assert "dkim.unaligned" not in ids(out)
+    res = FakeResolver({("sel._domainkey.mail.example.com", "TXT"): [txt],
+                        ("_dmarc.example.com", "TXT"): ["v=DMARC1; p=reject; adkim=s"]})
+    out = DkimCheck(DkimConfig())(msg, context(res))
+    assert "dkim.unaligned" in ids(out)
+    f = next(f for f in out if f.id == "dkim.unaligned")
+    assert f.data["adkim"] == "s" and "adkim=s" in f.text
+
+
+def test_other_domain_signature_is_unaligned(tmp_path: Path) -> None:
+    base = message("Alice <alice@example.com>")
+    msg, txt = signed(tmp_path, domain="example.net", msg=base)
+    res = FakeResolver({("sel._domainkey.example.net", "TXT"): [txt]})
+    ctx = context(res)
+    out = DkimCheck(DkimConfig())(msg, ctx)
+    assert ids(out) == ["dkim.unaligned"]
+    assert out[0].data["signers"] == "example.net"
+    assert ctx.memo[DKIM][0].status == "pass"
+    assert ctx.summary["dkim"] == "fail"
+
+
+def test_body_changed_after_signing_is_invalid(tmp_path: Path) -> None:
+    msg, txt = signed(tmp_path)
+    msg.body += b"appended by a footer\r\n"
+    res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
+    ctx = context(res)
+    out = DkimCheck(DkimConfig())(msg, ctx)
+    assert ids(out) == ["dkim.invalid"]
+    assert out[0].severity is Severity.ERROR
+    assert "body hash" in out[0].data["error"]
+    assert ctx.memo[DKIM][0].status == "fail"
+
+
+def test_wrong_published_key_is_invalid(tmp_path: Path) -> None:
+    msg, _ = signed(tmp_path)
+    _, other = rsa_key(tmp_path, 2048, "other.key")
+    res = FakeResolver({("sel._domainkey.example.com", "TXT"): [other]})
+    out = DkimCheck(DkimConfig())(msg, context(res))
+    assert ids(out) == ["dkim.invalid"]
+    assert "does not match" in out[0].data["error"]
+
+
+def test_missing_key_is_invalid(tmp_path: Path) -> None:
+    msg, _ = signed(tmp_path)
+    ctx = context(FakeResolver())
+    out = DkimCheck(DkimConfig())(msg, ctx)
+    assert ids(out) == ["dkim.invalid"]
+    assert "no key published at sel._domainkey.example.com" in out[0].text
+    assert ctx.memo[DKIM][0].status == "permerror"
+
+
+@pytest.mark.parametrize(("bits", "severity"), [(1024, Severity.WARNING),
+                                                (512, Severity.ERROR)])
+def test_weak_keys(tmp_path: Path, bits: int, severity: Severity) -> None:
+    msg, txt = signed(tmp_path, bits=bits)
+    res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
+    ctx = context(res)
+    out = DkimCheck(DkimConfig())(msg, ctx)
+    weak = [f for f in out if f.id == "dkim.weak_key"]
+    assert len(weak) == 1 and weak[0].severity is severity
+    assert weak[0].data["bits"] == bits
+    assert ctx.memo[DKIM][0].status == "pass"
+    assert ctx.memo[DKIM][0].counts is (bits >= 1024)
+
+
+def test_dns_failure_is_temperror_not_invalid(tmp_path: Path) -> None:
+    msg, _ = signed(tmp_path)
+    res = FakeResolver()
+    res.failing.add("sel._domainkey.example.com")
+    ctx = context(res)
+    out = DkimCheck(DkimConfig())(msg, ctx)
+    assert ids(out) == ["dkim.temperror"]
+    assert ctx.memo[DKIM][0].status == "temperror"
+    assert ctx.summary["dkim"] == "temperror"
+
+
+def test_spent_budget_is_temperror_without_a_query(tmp_path: Path) -> None:
+    msg, txt = signed(tmp_path)
+    res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
+    out = DkimCheck(DkimConfig())(msg, context(res, budget=-1.0))
+    assert ids(out) == ["dkim.temperror"]
+    assert res.queries == 0
+
+
+def test_key_is_fetched_once_then_cached(tmp_path: Path) -> None:
+    msg, txt = signed(tmp_path)
+    res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
+    for _ in range(3):
+        assert DkimCheck(DkimConfig())(msg, context(res)) == []
+    assert res.asked.count(("sel._domainkey.example.com", "TXT")) == 1
+
+
+def test_verification_off_checks_presence_and_alignment_only(tmp_path: Path) -> None:
+    msg, _ = signed(tmp_path)
+    msg.body += b"tampered\r\n"
+    res = FakeResolver()
+    ctx = context(res)
+    assert DkimCheck(DkimConfig(verify=False))(msg, ctx) == []
+    assert ctx.memo[DKIM][0].status == "unverified"
+    assert ctx.summary["dkim"] == "unverified"
+    assert not any(rt == "TXT" and "_domainkey" in n for n, rt in res.asked)
+
+
+def test_unparsable_signature_is_invalid() -> None:
+    msg = message(extra=[("DKIM-Signature", " this is not a tag list")])
+    out = DkimCheck(DkimConfig())(msg, context(FakeResolver()))
+    assert "dkim.invalid" in ids(out)
+
+
+def test_no_from_skips_alignment(tmp_path: Path) -> None:
+    msg, txt = signed(tmp_path)
+    msg.headers = [(k, v) for k, v in msg.headers if k != "From"]
+    res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
+    out = DkimCheck(DkimConfig())(msg, context(res))
+    assert "dkim.unaligned" not in ids(out)

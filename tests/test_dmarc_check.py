@@ -1,0 +1,157 @@
+"""The receiver's DMARC verdict from the DKIM and SPF results (RFC 7489 cases)."""
+
+from __future__ import annotations
+
+import pytest
+from auth_fakes import FakeResolver, config, context, message
+
+from postwarden.findings import Severity
+from postwarden.milter.auth_results import DKIM, SPF, DkimSignature, SpfOutcome
+from postwarden.milter.dmarc_check import dmarc_check
+from postwarden.milter.pipeline import CheckContext
+
+
+def ctx_with(dmarc: dict[str, str], spf: SpfOutcome | None = None,
+             sigs: list[DkimSignature] | None = None, **host: object) -> CheckContext:
+    res = FakeResolver({(f"_dmarc.{d}", "TXT"): [t] for d, t in dmarc.items()})
+    ctx = context(res, config(**host))
+    if spf is not None:
+        ctx.memo[SPF] = spf
+    ctx.memo[DKIM] = sigs or []
+    return ctx
+
+
+def spf(domain: str, result: str = "pass", identity: str = "mailfrom") -> SpfOutcome:
+    return SpfOutcome(domain, identity, result, (("192.0.2.25", result),))
+
+
+def sig(domain: str, status: str = "pass", bits: int = 2048) -> DkimSignature:
+    return DkimSignature(domain, "s", "rsa-sha256", status, "rsa", bits)
+
+
+REJECT = {"example.com": "v=DMARC1; p=reject"}
+
+
+@pytest.mark.parametrize(("evidence", "passes"), [
+    ({"spf": spf("example.com")}, True),
+    ({"sigs": [sig("example.com")]}, True),
+    ({"spf": spf("bounce.example.com")}, True),                 # relaxed SPF alignment
+    ({"sigs": [sig("mail.example.com")]}, True),                # relaxed DKIM alignment
+    ({"spf": spf("example.net")}, False),                       # unaligned SPF pass
+    ({"sigs": [sig("example.net")]}, False),                    # unaligned DKIM pass
+    ({"spf": spf("example.com", "softfail")}, False),
+    ({"sigs": [sig("example.com", "fail")]}, False),
+    ({"sigs": [sig("example.com", bits=512)]}, False),          # RFC 8301: key too small
+    ({"spf": spf("example.com", "fail"), "sigs": [sig("example.com")]}, True),  # either
+    ({"spf": spf("mail.example.com", identity="helo")}, True),  # null sender: HELO identity
+    ({"sigs": [sig("example.com", "unverified")]}, True),       # verification switched off
+    ({}, False),
+])
+def test_pass_or_fail(evidence: dict[str, object], passes: bool) -> None:
+    ctx = ctx_with(REJECT, **evidence)  # type: ignore[arg-type]
+    out = dmarc_check(message(), ctx)
+    assert ctx.summary["dmarc"] == ("pass" if passes else "fail")
+    assert [f.id for f in out] == ([] if passes else ["dmarc.fail"])
+
+
+@pytest.mark.parametrize(("record", "evidence"), [
+    ("v=DMARC1; p=reject; aspf=s", {"spf": spf("bounce.example.com")}),
+    ("v=DMARC1; p=reject; adkim=s", {"sigs": [sig("mail.example.com")]}),
+])
+def test_strict_alignment_fails_for_subdomains(record: str, evidence: dict[str, object]) -> None:
+    ctx = ctx_with({"example.com": record}, **evidence)  # type: ignore[arg-type]
+    assert [f.id for f in dmarc_check(message(), ctx)] == ["dmarc.fail"]
+
+
+@pytest.mark.parametrize(("policy", "severity", "words"), [
+    ("reject", Severity.CRITICAL, "will be rejected at the receiver"),
+    ("quarantine", Severity.ERROR, "spam folder"),
+    ("none", Severity.WARNING, "no DMARC policy"),
+])
+def test_fail_severity_and_data_follow_the_policy(policy: str, severity: Severity,
+                                                  words: str) -> None:
+    ctx = ctx_with({"example.com": f"v=DMARC1; p={policy}; pct=100"})
+    (f,) = dmarc_check(message(), ctx)
+    assert f.id == "dmarc.fail" and f.severity is severity
+    assert f.data["policy"] == policy and f.data["record_at"] == "example.com"
+    assert f"publishes p={policy}" in f.text and words in f.text
+
+
+def test_reject_is_the_most_severe_finding() -> None:
+    ctx = ctx_with(REJECT)
+    (f,) = dmarc_check(message(), ctx)
+    assert f.severity == max(Severity)
+
+
+def test_subdomain_inherits_sp_from_the_organizational_domain() -> None:
+    ctx = ctx_with({"example.com": "v=DMARC1; p=reject; sp=quarantine"})
+    (f,) = dmarc_check(message("N <news@lists.example.com>"), ctx)
+    assert f.data["policy"] == "quarantine" and f.data["record_at"] == "example.com"
+
+
+def test_no_dmarc_record() -> None:
+    ctx = ctx_with({}, spf=spf("example.com"))
+    out = dmarc_check(message(), ctx)
+    assert [f.id for f in out] == ["dmarc.none"]
+    assert "_dmarc.example.com" in out[0].text
+    assert ctx.summary["dmarc"] == "none"
+
+
+def test_missing_from() -> None:
+    ctx = ctx_with(REJECT, spf=spf("example.com"))
+    out = dmarc_check(message(None), ctx)
+    assert [f.id for f in out] == ["dmarc.no_from"]
+
+
+def test_from_without_address() -> None:
+    ctx = ctx_with(REJECT, spf=spf("example.com"))
+    assert [f.id for f in dmarc_check(message("undisclosed-recipients:;"), ctx)] == \
+        ["dmarc.no_from"]
+
+
+def test_multiple_from_evaluates_every_domain() -> None:
+    ctx = ctx_with({"example.com": "v=DMARC1; p=reject", "example.net": "v=DMARC1; p=none"},
+                   spf=spf("example.com"))
+    out = dmarc_check(message("A <a@example.com>, B <b@example.net>"), ctx)
+    assert [f.id for f in out] == ["dmarc.multiple_from", "dmarc.fail"]
+    assert out[1].data["domain"] == "example.net"
+
+
+def test_two_from_headers_same_domain() -> None:
+    ctx = ctx_with(REJECT, spf=spf("example.com"))
+    out = dmarc_check(message(["A <a@example.com>", "B <b@example.com>"]), ctx)
+    assert [f.id for f in out] == ["dmarc.multiple_from"]
+
+
+def test_record_temperror() -> None:
+    res = FakeResolver()
+    res.failing.add("_dmarc.example.com")
+    ctx = context(res, config())
+    ctx.memo[SPF] = spf("example.com")
+    out = dmarc_check(message(), ctx)
+    assert [f.id for f in out] == ["dmarc.temperror"]
+    assert ctx.summary["dmarc"] == "temperror"
+
+
+def test_evidence_temperror_gives_no_verdict() -> None:
+    ctx = ctx_with(REJECT, spf=spf("example.com", "temperror"))
+    assert [f.id for f in dmarc_check(message(), ctx)] == ["dmarc.temperror"]
+
+
+def test_record_fetched_once_per_message() -> None:
+    ctx = ctx_with(REJECT, spf=spf("example.com"))
+    res = ctx.services.resolver
+    dmarc_check(message(), ctx)
+    dmarc_check(message(), ctx)
+    assert res.asked.count(("_dmarc.example.com", "TXT")) == 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("domains", "advice"), [
+    (["example.com"], "sign it with a key of example.com"),
+    (["example.org"], "not a domain of this host"),
+    ([], "if example.com is not yours"),
+])
+def test_advice_depends_on_whose_domain_it_is(domains: list[str], advice: str) -> None:
+    ctx = ctx_with(REJECT, domains=domains)
+    (f,) = dmarc_check(message(), ctx)
+    assert advice in f.text
