@@ -50,7 +50,7 @@ def gather(config_dir: str = "") -> PostfixFacts:
     """Read main.cf values, master.cf services and -o overrides. OSError/CalledProcessError
     propagate: the caller reports the audit unknown."""
     main: dict[str, str] = {}
-    for line in _postconf(list(PARAMS), config_dir).splitlines():
+    for line in _postconf(["-x", *PARAMS], config_dir).splitlines():
         k, sep, v = line.partition(" = ")
         if sep:
             main[k.strip()] = v.strip()
