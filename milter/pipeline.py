@@ -113,6 +113,10 @@ def default_checks(services: Services) -> list[Check]:
     # forms (source key -> memo) before the history signals, then the score, then limits.
     checks += [forms.forms_check, ratelimit.history_check, forms.suspicion_check,
                ratelimit.limit_check]
+    # self-check's automatic reaction (issue 5): form mail while L1/L2-listed.
+    from postwarden.checks import reaction
+
+    checks += [reaction.listed_form_check]
     return checks
 
 
