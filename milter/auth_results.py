@@ -86,6 +86,15 @@ def is_ours(cfg: Config, domain: str) -> bool:
     return any(aligned(domain, d) for d in our_domains(cfg))
 
 
+def foreign(cfg: Config, domain: str) -> bool:
+    """Known not to be ours: our domains are configured and this is none of them."""
+    return bool(our_domains(cfg)) and not is_ours(cfg, domain)
+
+
+FOREIGN_FIX = ("use a From address of your own domain ([from_rewrite] does it) and put the "
+               "visitor's address in Reply-To")
+
+
 def dmarc_for(ctx: CheckContext, domain: str) -> DmarcLookup:
     """The DMARC record for `domain`, looked up at most once per message."""
     cache: dict[str, DmarcLookup] = ctx.memo.setdefault(DMARC_RECORDS, {})

@@ -20,9 +20,11 @@ from postwarden.findings import Finding, Severity
 from postwarden.message import Message
 from postwarden.milter.auth_results import (
     DKIM,
+    FOREIGN_FIX,
     MIN_RSA_BITS,
     DkimSignature,
     alignment_mode,
+    foreign,
     from_domains,
 )
 from postwarden.milter.pipeline import CheckContext
@@ -129,12 +131,14 @@ def check_dkim(msg: Message, ctx: CheckContext, cfg: DkimConfig) -> list[Finding
     shown = domains[0] if domains else "your domain"
     if not sigs:
         ctx.summary["dkim"] = "none"
-        return [Finding(
-            "dkim.missing", Severity.WARNING,
-            f"no DKIM signature; sign with a key of {shown} (OpenDKIM before postwarden in "
-            f"the milter list, or [dkim] sign = true) and publish it at "
-            f"SELECTOR._domainkey.{shown}",
-            {"from_domain": shown})]
+        if domains and foreign(ctx.services.config, shown):
+            text = (f"no DKIM signature, and the From domain {shown} is not one of this "
+                    f"host's domains, so only its owner could sign for it: {FOREIGN_FIX}")
+        else:
+            text = (f"no DKIM signature; sign with a key of {shown} (OpenDKIM before "
+                    f"postwarden in the milter list, or [dkim] sign = true) and publish it at "
+                    f"SELECTOR._domainkey.{shown}")
+        return [Finding("dkim.missing", Severity.WARNING, text, {"from_domain": shown})]
     out: list[Finding] = []
     modes = {dom: alignment_mode(ctx, dom, "adkim") for dom in domains}
     unaligned = [dom for dom in domains

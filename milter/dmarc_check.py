@@ -15,6 +15,7 @@ from postwarden.findings import Finding, Severity
 from postwarden.message import Message
 from postwarden.milter.auth_results import (
     DKIM,
+    FOREIGN_FIX,
     SPF,
     DkimSignature,
     SpfOutcome,
@@ -56,8 +57,7 @@ def _fix(domain: str, ours: bool | None) -> str:
     """ours: the domain is one of ours (True), foreign (False), unknown (None)."""
     own = (f"sign it with a key of {domain} ([dkim] sign, or OpenDKIM before postwarden) "
            f"or send it with an envelope sender in {domain} whose SPF covers this host")
-    foreign = ("send with a From address of your own domain (turn on [from_rewrite]) "
-               "and keep the visitor's address in Reply-To")
+    foreign = FOREIGN_FIX
     if ours is None:
         return f"{own}; if {domain} is not yours, {foreign}"
     return own if ours else f"{domain} is not a domain of this host: {foreign}"

@@ -31,10 +31,12 @@ from postwarden.findings import Finding, Severity
 from postwarden.message import Message
 from postwarden.milter.auth_results import (
     DKIM,
+    FOREIGN_FIX,
     SPF,
     DkimSignature,
     SpfOutcome,
     alignment_mode,
+    foreign,
     from_domains,
 )
 from postwarden.milter.pipeline import CheckContext
@@ -202,12 +204,16 @@ def check_spf(msg: Message, ctx: CheckContext, cache: SpfCache) -> list[Finding]
             dkim_ok = any(s.counts and aligned(s.domain, dom, alignment_mode(ctx, dom, "adkim"))
                           for s in sigs)
             exact = " (its DMARC record asks aspf=s: exact domain)" if mode == "s" else ""
+            if foreign(ctx.services.config, dom):
+                fix = f"{dom} is not one of this host's domains: {FOREIGN_FIX}"
+            else:
+                fix = (f"send with an envelope sender in {dom} (sendmail -f, PHP mail() fifth "
+                       f"argument) or sign with a key of {dom}")
             out.append(Finding(
                 "spf.unaligned", Severity.INFO if dkim_ok else Severity.WARNING,
                 f"envelope sender domain {o.domain} does not align with the From domain "
                 f"{dom}{exact}, so SPF cannot make DMARC pass"
-                f"{'; DKIM does' if dkim_ok else ''}; send with an envelope sender in "
-                f"{dom} (sendmail -f, PHP mail() fifth argument) or sign with a key of {dom}",
+                f"{'; DKIM does' if dkim_ok else ''}; {fix}",
                 {"mail_from_domain": o.domain, "from_domain": dom, "aspf": mode}))
             break
     return out

@@ -189,3 +189,14 @@ def test_no_from_skips_alignment(tmp_path: Path) -> None:
     res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
     out = DkimCheck(DkimConfig())(msg, context(res))
     assert "dkim.unaligned" not in ids(out)
+
+
+@pytest.mark.parametrize(("domains", "advice"), [
+    (["example.org"], "not one of this host's domains"),
+    (["example.com"], "sign with a key of example.com"),
+    ([], "sign with a key of example.com"),
+])
+def test_missing_advice_depends_on_whose_domain_it_is(domains: list[str], advice: str) -> None:
+    from auth_fakes import config
+    (f,) = DkimCheck(DkimConfig())(message(), context(FakeResolver(), config(domains=domains)))
+    assert advice in f.text

@@ -191,3 +191,10 @@ def test_unaligned_is_info_when_dkim_already_aligns() -> None:
     ctx.memo[DKIM] = [DkimSignature("example.com", "s", "rsa-sha256", "pass", "rsa", 2048)]
     out = SpfCheck()(message("A <a@example.com>", mail_from="b@example.net"), ctx)
     assert [(f.id, f.severity) for f in out] == [("spf.unaligned", Severity.INFO)]
+
+
+def test_unaligned_foreign_from_advises_a_from_of_our_own() -> None:
+    res = FakeResolver({("example.com", "TXT"): ["v=spf1 ip4:192.0.2.25 -all"]})
+    out, _ = run(res, "www-data@example.com", "V <visitor@example.net>", domains=["example.com"])
+    assert "example.net is not one of this host's domains" in out[0].text
+    assert "[from_rewrite]" in out[0].text
