@@ -81,12 +81,12 @@ class PostwardenMilter(Milter.Base):
         self.failed = False
         self.body_parts, self.body_size = [], 0
         self.msg = Message(
-            client_name=self.client_name,
+            client_name=_valid(self.client_name),
             client_addr=self.client_addr,
             client_port=self.client_port,
-            daemon_name=self.daemon_name,
-            auth_user=self.getsymval("{auth_authen}") or "",
-            mail_from=strip_brackets(mailfrom),
+            daemon_name=_valid(self.daemon_name),
+            auth_user=_valid(self.getsymval("{auth_authen}") or ""),
+            mail_from=_valid(strip_brackets(mailfrom)),
         )
         return Milter.CONTINUE
 
@@ -94,7 +94,7 @@ class PostwardenMilter(Milter.Base):
     @guarded
     def envrcpt(self, rcpt: str, *params: str) -> int:
         if self.msg is not None:
-            self.msg.rcpts.append(strip_brackets(rcpt))
+            self.msg.rcpts.append(_valid(strip_brackets(rcpt)))
         return Milter.CONTINUE
 
     @Milter.noreply
@@ -200,6 +200,12 @@ class PostwardenMilter(Milter.Base):
     @Milter.nocallback
     def unknown(self, cmd: str) -> int:
         return Milter.CONTINUE
+
+
+def _valid(text: str) -> str:
+    """Envelope and macro values as valid Unicode (pymilter decodes invalid UTF-8 to
+    surrogates); header values keep theirs, DKIM needs their exact bytes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _reply_text(reason: str) -> str:

@@ -80,6 +80,31 @@ def _drop_privileges(cfg: Config) -> None:
     os.setuid(pw.pw_uid)
 
 
+MAX_COMMAND_SIZE = 1024 * 1024
+
+
+def _raise_max_data_size() -> None:
+    """libmilter drops the connection on a command over 64 KB, and Postfix sends a
+    header (up to header_size_limit, 100 KB by default) as one command. pymilter does
+    not expose smfi_setmaxdatasize, so call it in the already-loaded libmilter."""
+    import ctypes
+    import ctypes.util
+
+    for name in ("libmilter.so.1.0.1", "libmilter.so.1.0.2", "libmilter.so.1.0",
+                 ctypes.util.find_library("milter")):
+        if not name:
+            continue
+        try:
+            lib = ctypes.CDLL(name)
+            lib.smfi_setmaxdatasize.argtypes = [ctypes.c_size_t]
+            lib.smfi_setmaxdatasize(MAX_COMMAND_SIZE)
+            return
+        except (OSError, AttributeError):
+            continue
+    log.warning("cannot raise libmilter's 64 KB command limit: a header over 64 KB "
+                "ends that milter session (Postfix then applies default_action)")
+
+
 def _register() -> None:
     libmilter.set_connect_callback(Milter.connect_callback)
     libmilter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
@@ -120,6 +145,7 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
 
     libmilter.setconn(_prepare_socket(cfg))
     libmilter.settimeout(600)
+    _raise_max_data_size()
     _register()
     libmilter.opensocket(True)
     _fix_socket_owner(cfg)

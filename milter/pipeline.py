@@ -84,8 +84,9 @@ class Inspector:
                 findings.extend(check(msg, ctx))
             except Exception as e:  # one broken check must not stop the mail
                 name = getattr(check, "__name__", type(check).__name__)
-                log.error(f"check {name} failed: {type(e).__name__}: {e}; "
-                          "message accepted by this check (fail open)", msg.queue_id)
+                log.limited(f"check|{name}|{type(e).__name__}", "error",
+                            f"check {name} failed: {type(e).__name__}: {e}; "
+                            "message accepted by this check (fail open)", msg.queue_id)
                 findings.append(Finding("internal.error", Severity.ERROR,
                                         f"check {name} failed", {"check": name}))
         decision = decide(findings, msg.origin, cfg.mode, cfg.policy)
@@ -95,8 +96,9 @@ class Inspector:
                 changes.extend(fixer(msg, ctx, findings, decision))
             except Exception as e:
                 name = getattr(fixer, "__name__", type(fixer).__name__)
-                log.error(f"fix {name} failed: {type(e).__name__}: {e}; "
-                          "message left unchanged by it", msg.queue_id)
+                log.limited(f"fix|{name}|{type(e).__name__}", "error",
+                            f"fix {name} failed: {type(e).__name__}: {e}; "
+                            "message left unchanged by it", msg.queue_id)
         return Verdict(findings, decision, changes, ctx.summary)
 
 

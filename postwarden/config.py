@@ -72,7 +72,7 @@ def _socket(value: Any) -> str | None:
         return None
     if value.startswith(("inet:", "inet6:")):
         spec = value.split(":", 1)[1]
-        port, _, host = spec.partition("@")
+        port = spec.partition("@")[0]
         if port.isdigit() and 0 < int(port) < 65536:
             return None
     return "must be 'unix:/path/to/socket' or 'inet:PORT@HOST' (e.g. 'inet:8894@127.0.0.1')"
@@ -148,10 +148,12 @@ class PolicyConfig:
             "dmarc.fail": "hold",
             "ratelimit.exceeded": "hold",
             "form.suspicious": "hold",
+            "uceprotect.listed_form": "hold",
         }
     )
     hold_in_monitor: list[str] = field(
-        default_factory=lambda: ["ratelimit.exceeded", "form.suspicious"]
+        default_factory=lambda: ["ratelimit.exceeded", "form.suspicious",
+                                 "uceprotect.listed_form"]
     )
 
 
@@ -433,7 +435,7 @@ def _build(cls: type[T], data: Any, where: str, prefix: str) -> T:
         name = prefix + key
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
             raise ConfigError(
                 f"{where}: unknown key {name!r}{hint}; see packaging/postwarden.toml for every key"
             )

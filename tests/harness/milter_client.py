@@ -122,9 +122,9 @@ class MilterClient:
             self._step(b"R", _z(f"<{r}>"), 0x08, 0x8000)
         for name, value in headers:
             self._step(b"L", _z(name, value), 0x20, 0x80)
-        self._step(b"N", b"", 0x40, 0x100000)
+        self._step(b"N", b"", 0x40, 0x40000)
         for i in range(0, len(body), 65535):
-            self._step(b"B", body[i:i + 65535], 0x10, 0x10000)
+            self._step(b"B", body[i:i + 65535], 0x10, 0x80000)
         if "E" in m:
             self.macros(b"E", m["E"])
         self.sock.sendall(_packet(b"E"))
