@@ -8,6 +8,8 @@ import pwd
 
 import pytest
 from form_messages import form_message
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from postwarden import dns
 from postwarden.config import Config, DnsConfig, FormsConfig, from_dict
@@ -217,3 +219,26 @@ def test_weights_are_configurable_and_zero_disables() -> None:
     off = cfg_with(forms={"weights": {"many_rcpts": 0, "many_domains": 0, "foreign_from": 0,
                                       "many_urls": 0, "url_shortener": 0}})
     assert "form.suspicious" not in ids_of(form_message(**SPAMMY), off)  # type: ignore[arg-type]
+
+
+# --- robustness ---------------------------------------------------------------------------
+
+_names = st.sampled_from(["From", "Reply-To", "X-PHP-Originating-Script", "X-Mailer",
+                          "Content-Type", "Content-Transfer-Encoding", "Received", "To"])
+_values = st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")
+                                    .decode("utf-8", "surrogateescape"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(headers=st.lists(st.tuples(_names, _values), max_size=8), body=st.binary(max_size=600),
+       sender=st.text(max_size=40), rcpts=st.lists(st.text(max_size=30), max_size=6),
+       origin=st.sampled_from(list(Origin)), auth=st.text(max_size=20))
+def test_any_message_gets_a_clean_source_key(headers: list[tuple[str, str]], body: bytes,
+                                             sender: str, rcpts: list[str], origin: Origin,
+                                             auth: str) -> None:
+    msg = Message(origin=origin, mail_from=sender, rcpts=rcpts, auth_user=auth,
+                  headers=headers, body=body, client_addr="127.0.0.1")
+    found, ctx = run_forms(msg)
+    key = ctx.summary["source"]
+    assert key and all(c.isprintable() and not c.isspace() for c in key)
+    assert all(f.id.startswith("form.") for f in found)
