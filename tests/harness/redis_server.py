@@ -31,7 +31,8 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                redis.Redis(port=self.port, socket_timeout=0.5).ping()
+                with redis.Redis(port=self.port, socket_timeout=0.5) as client:
+                    client.ping()
                 return
             except redis.RedisError:
                 if self.proc.poll() is not None:
@@ -47,4 +48,5 @@ class RedisServer:
         self.proc = None
 
     def flush(self) -> None:
-        redis.Redis(port=self.port).flushall()
+        with redis.Redis(port=self.port) as client:
+            client.flushall()
