@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from fixtures import RCPT, SENDER, message, postwarden_settings, selfcheck_always, zones  # noqa: E402
 from peers import (  # noqa: E402
     DOMAIN,
     SELECTOR,
@@ -46,7 +47,6 @@ from peers import (  # noqa: E402
     PostwardenPeer,
     RspamdPeer,
     make_key,
-    public_key_txt,
 )
 from procstat import cpu_seconds  # noqa: E402
 from smtpsink import SmtpSink  # noqa: E402
@@ -55,59 +55,9 @@ from harness import HarnessError, need  # noqa: E402
 from harness.knot import DnsServer  # noqa: E402
 from harness.postfix import Postfix  # noqa: E402
 from harness.redis_server import RedisServer  # noqa: E402
-from postwarden import config as pwconfig  # noqa: E402
 
-SENDER, RCPT = f"bench@{DOMAIN}", "rcpt@example.org"
-HOST_IP = "192.0.2.25"
 ALL_VARIANTS = ["none", "noop", "postwarden", "postwarden-sign", "postwarden-redis",
                 "postwarden-selfcheck", "opendkim", "dkimpy-milter", "rspamd"]
-HUGE = 1_000_000_000  # rate limits evaluated on every message, never exceeded
-
-
-def message(size: int, n: int = 0) -> bytes:
-    """A plain outbound message of about `size` bytes (headers included)."""
-    head = (f"From: Bench <{SENDER}>\r\nTo: <{RCPT}>\r\nSubject: benchmark message\r\n"
-            f"Date: Fri, 27 Nov 2026 12:00:00 +0000\r\nMessage-ID: <bench.{n}@{DOMAIN}>\r\n"
-            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n")
-    line = ("The quarterly figures are attached below; see https://www.example.com/report "
-            "for details.\r\n")
-    body = "Hello,\r\n\r\n"
-    while len(head) + len(body) + len(line) <= size:
-        body += line
-    return (head + body).encode()
-
-
-def postwarden_settings(dns_port: int, workdir: Path, extra: dict[str, Any]) -> dict[str, Any]:
-    """Monitor mode, every per-message check on, fixture DNS, nothing ever held."""
-    limits = [dataclasses.asdict(lim) for lim in pwconfig.RateLimitConfig().limits]
-    for lim in limits:
-        lim["rate"], lim["burst"] = HUGE, HUGE
-    settings: dict[str, Any] = {
-        "mode": "monitor",
-        "host": {"ips": [HOST_IP], "hostname": f"mail.{DOMAIN}", "domains": [DOMAIN]},
-        "dns": {"nameservers": ["127.0.0.1"], "port": dns_port, "timeout": 1.0},
-        "store": {"backend": "sqlite", "path": str(workdir / "state.db")},
-        "log": {"target": "stderr"},
-        # monitor mode holds nothing, so every message reaches the sink
-        "policy": {"hold_in_monitor": []},
-        "forms": {"enabled": True},
-        "ratelimit": {"enabled": True, "limits": limits},
-        "dkim": {"verify": True},
-        "selfcheck": {"periodic": False},
-    }
-    for key, value in extra.items():
-        settings[key] = dict(settings.get(key, {}), **value)
-    return settings
-
-
-def zones(key: Path) -> dict[str, str]:
-    return {
-        DOMAIN: (f'@ TXT "v=spf1 ip4:{HOST_IP} -all"\n'
-                 '_dmarc TXT "v=DMARC1; p=quarantine; adkim=r; aspf=r"\n'
-                 f"@ MX 10 mail\nmail A {HOST_IP}\n"
-                 f'{SELECTOR}._domainkey TXT "v=DKIM1; k=rsa; p={public_key_txt(key)}"\n'),
-        "example.org": '@ TXT "v=spf1 -all"\n@ MX 10 mail\nmail A 198.51.100.7\n',
-    }
 
 
 class BenchPostfix(Postfix):
@@ -190,7 +140,7 @@ class Bench:
             self.started.append(redis)
             extra = {"store": {"backend": "redis", "redis_url": redis.url}}
         elif v == "postwarden-selfcheck":
-            extra = {"selfcheck": _selfcheck_always(self.postfix)}
+            extra = {"selfcheck": selfcheck_always(self.postfix.conf)}
         elif v != "postwarden":
             raise SystemExit(f"unknown variant {v!r}; known: {', '.join(ALL_VARIANTS)}")
         return PostwardenPeer(d, v, postwarden_settings(self.dns.port, d, extra))
@@ -254,16 +204,6 @@ class Bench:
 def _children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
-
-
-def _selfcheck_always(postfix: Postfix) -> dict[str, Any]:
-    """The periodic self-check back to back (interval 1 s) for the whole run."""
-    fields = {f.name for f in dataclasses.fields(pwconfig.SelfcheckConfig)}
-    sc: dict[str, Any] = {"periodic": True, "interval": 1, "postfix_config_dir": str(postfix.conf),
-                          "query_timeout": 1.0, "run_timeout": 5.0}
-    if "startup_delay" in fields:
-        sc["startup_delay"] = 0
-    return {k: v for k, v in sc.items() if k in fields}
 
 
 # -- reporting -------------------------------------------------------------------------

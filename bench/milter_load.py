@@ -1,0 +1,177 @@
+"""Milter-protocol load driver: no MTA, N messages over C connections to a milter.
+
+Starts fixture DNS and the milter under test (postwarden by default, with the same
+settings as bench/run.py), then C worker processes each open one milter session per
+message (like Postfix with one message per SMTP session: connect, macros, envelope,
+headers, body, end-of-message) through the test harness's MilterClient. Prints
+msgs/s, per-message latency p50/p99 (first byte sent -> end-of-message reply) and
+the milter's RSS after warm-up and at the end.
+
+    .venv/bin/python bench/milter_load.py -n 20000 -c 10             # as fast as it goes
+    .venv/bin/python bench/milter_load.py -n 12000 -c 4 --rate 200   # paced: latency
+    .venv/bin/python bench/milter_load.py -n 100000 -c 10            # RSS over 100k
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from fixtures import RCPT, SENDER, message, postwarden_settings, selfcheck_always, zones  # noqa: E402
+from peers import NoopPeer, Peer, PostwardenPeer, make_key  # noqa: E402
+from procstat import cpu_seconds, rss_kib  # noqa: E402
+
+from harness.knot import DnsServer  # noqa: E402
+from harness.milter_client import MilterClient  # noqa: E402
+
+TARGETS = ("postwarden", "postwarden-sign", "postwarden-selfcheck", "noop")
+
+
+def split_message(data: bytes) -> tuple[list[tuple[str, str]], bytes]:
+    """Headers as Postfix sends them with leading space (name, " value"), and the body."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    headers = []
+    for line in head.decode().split("\r\n"):
+        name, _, value = line.partition(":")
+        headers.append((name, value))
+    return headers, body
+
+
+def worker(socket: str, count: int, rate: float, size: int, start_at: float, wid: int,
+           out: Any) -> None:
+    """One connection per message, `count` messages, paced to `rate`/s if rate > 0."""
+    headers, body = split_message(message(size))
+    lat: list[float] = []
+    errors = 0
+    while time.time() < start_at:
+        time.sleep(0.001)
+    t0 = time.perf_counter()
+    for i in range(count):
+        if rate > 0:
+            due = t0 + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        s = time.perf_counter()
+        qid = f"{wid:02X}{i:08X}"
+        try:
+            with MilterClient(socket, timeout=30) as c:
+                c.negotiate()
+                reply = c.message(
+                    ("127.0.0.1", 40000 + wid), "client.example.net", SENDER, [RCPT],
+                    headers, body,
+                    macros={"C": {"j": "mail.example.com", "{daemon_name}": "smtpd",
+                                  "{daemon_port}": "25"},
+                            "M": {"i": qid, "{mail_addr}": SENDER}})
+            if reply.code not in (b"a", b"c"):
+                errors += 1
+        except OSError:
+            errors += 1
+        lat.append(time.perf_counter() - s)
+    out.put((lat, errors))
+
+
+def drive(socket: str, n: int, conns: int, rate: float, size: int) -> tuple[float, list[float],
+                                                                          int]:
+    """Run n messages over `conns` processes; (seconds, latencies, errors)."""
+    q: multiprocessing.Queue[Any] = multiprocessing.Queue()
+    start_at = time.time() + 0.3
+    per = [n // conns + (1 if i < n % conns else 0) for i in range(conns)]
+    procs = [multiprocessing.Process(target=worker, args=(socket, per[i], rate / conns, size,
+                                                          start_at, i, q)) for i in range(conns)]
+    for p in procs:
+        p.start()
+    results = [q.get() for _ in procs]
+    seconds = time.time() - start_at
+    for p in procs:
+        p.join()
+    lat = [x for r in results for x in r[0]]
+    return seconds, lat, sum(r[1] for r in results)
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(p / 100 * len(s)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", "--messages", type=int, default=20000)
+    ap.add_argument("-c", "--connections", type=int, default=10)
+    ap.add_argument("--rate", type=float, default=0, help="total msgs/s (0: unpaced)")
+    ap.add_argument("--size", type=int, default=4, help="message size in KB")
+    ap.add_argument("--warmup", type=int, default=1000, help="messages before measuring")
+    ap.add_argument("--target", choices=TARGETS, default="postwarden")
+    ap.add_argument("--socket", help="drive an already running milter here instead")
+    ap.add_argument("--pid", type=int, help="with --socket: its PID, for RSS and CPU")
+    args = ap.parse_args(argv)
+
+    base = Path(tempfile.mkdtemp(prefix="postwarden-load-"))
+    os.chmod(base, 0o755)
+    dns = DnsServer(base / "knot")
+    peer: Peer | None = None
+    try:
+        if args.socket:
+            socket, pid = args.socket, args.pid
+        else:
+            key = make_key(base / "keys")
+            for name, records in zones(key).items():
+                dns.zone(name, records)
+            dns.start()
+            peer = make_target(args.target, base / args.target, dns.port, key)
+            peer.start()
+            socket, pid = f"unix:{peer.socket_path}", peer.pids()[0]
+        size = args.size * 1024
+        drive(socket, args.warmup, args.connections, 0, size)
+        rss0 = rss_kib(pid) if pid else 0
+        cpu0 = cpu_seconds([pid]) if pid else 0.0
+        seconds, lat, errors = drive(socket, args.messages, args.connections, args.rate, size)
+        cpu1 = cpu_seconds([pid]) if pid else 0.0
+        rss1 = rss_kib(pid) if pid else 0
+        n = args.messages
+        print(f"target={args.target if not args.socket else args.socket} messages={n} "
+              f"connections={args.connections} size={args.size}KB "
+              f"rate={'unpaced' if not args.rate else f'{args.rate:g}/s'}")
+        print(f"throughput {n / seconds:.0f} msgs/s  errors {errors}")
+        print(f"latency p50 {1000 * statistics.median(lat):.2f} ms  "
+              f"p99 {1000 * pct(lat, 99):.2f} ms  max {1000 * max(lat):.2f} ms")
+        if pid:
+            growth = 100 * (rss1 - rss0) / rss0 if rss0 else 0.0
+            print(f"milter CPU {1000 * (cpu1 - cpu0) / n:.2f} ms/msg  "
+                  f"RSS {rss0 / 1024:.1f} MiB after warm-up -> {rss1 / 1024:.1f} MiB "
+                  f"after {n} messages ({growth:+.1f} %)")
+        return 1 if errors else 0
+    finally:
+        if peer is not None:
+            peer.stop()
+        dns.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def make_target(target: str, directory: Path, dns_port: int, key: Path) -> Peer:
+    if target == "noop":
+        return NoopPeer(directory)
+    extra: dict[str, Any] = {"outbound": {"internal_networks": ["127.0.0.0/8"]}}
+    if target == "postwarden-sign":
+        extra["dkim"] = {"sign": True, "keys": [{"domain": "example.com", "selector": "bench",
+                                                  "key_file": str(key)}]}
+    if target == "postwarden-selfcheck":
+        extra["selfcheck"] = selfcheck_always(Path("/etc/postfix"))
+    directory.mkdir(parents=True, exist_ok=True)
+    return PostwardenPeer(directory, target, postwarden_settings(dns_port, directory, extra))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
