@@ -212,6 +212,7 @@ def test_redis_recovers_after_restart(redis_server: RedisServer) -> None:
     finally:
         redis_server.start()
     assert s.rate_take("k", 1, 60.0, 5.0, T0).allowed  # same object works again
+    s.close()
 
 
 def test_sqlite_unusable_path_is_store_error(tmp_path: Path) -> None:
