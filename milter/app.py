@@ -72,7 +72,7 @@ class PostwardenMilter(Milter.Base):
         self.client_name = hostname or ""
         if isinstance(hostaddr, tuple) and len(hostaddr) >= 2:
             self.client_addr, self.client_port = str(hostaddr[0]), int(hostaddr[1])
-        self.daemon_name = self.getsymval("{daemon_name}") or ""
+        self.daemon_name = self._macro("{daemon_name}")
         return Milter.CONTINUE
 
     @Milter.noreply
@@ -85,7 +85,7 @@ class PostwardenMilter(Milter.Base):
             client_addr=self.client_addr,
             client_port=self.client_port,
             daemon_name=_valid(self.daemon_name),
-            auth_user=_valid(self.getsymval("{auth_authen}") or ""),
+            auth_user=self._macro("{auth_authen}"),
             mail_from=_valid(strip_brackets(mailfrom)),
         )
         return Milter.CONTINUE
@@ -120,7 +120,7 @@ class PostwardenMilter(Milter.Base):
         msg, inspector = self.msg, current.inspector
         if msg is None or inspector is None:
             return Milter.ACCEPT
-        msg.queue_id = self.getsymval("i") or "NOQUEUE"
+        msg.queue_id = self._macro("i") or "NOQUEUE"
         cfg = inspector.services.config
         msg.origin = classify(cfg.outbound, msg.client_addr, msg.client_port,
                               msg.daemon_name, msg.auth_user)
@@ -141,6 +141,13 @@ class PostwardenMilter(Milter.Base):
             return Milter.ACCEPT
         _log_verdict(msg, verdict, cfg.mode)
         return self._act(msg, verdict, inspector)
+
+    def _macro(self, name: str) -> str:
+        """A macro's value; pymilter raises on one that is not valid UTF-8."""
+        try:
+            return self.getsymval(name) or ""
+        except UnicodeDecodeError:
+            return "?"
 
     def _apply_changes(self, verdict: Verdict) -> None:
         for ch in verdict.changes:

@@ -148,3 +148,12 @@ def test_missing_multiple_and_garbage_from(fuzz_milter: MilterProcess) -> None:
         check_outcome(fuzz_milter, *send(fuzz_milter, headers, b"x\r\n"))
     summaries = [line for line in fuzz_milter.lines() if "origin=" in line]
     assert all(re.search(r"hdr_from=<[^ ]*>", s) for s in summaries)
+
+
+@pytest.mark.e2e
+def test_odd_macro_values(fuzz_milter: MilterProcess) -> None:
+    headers = [("From", "alice@example.com")]
+    for daemon, auth in (("\udcff\udcfe", "alice"), ("ORIGINATING", "\udcffuser"),
+                         ("", "x" * 1000), ("ORIGINATING", " ")):
+        check_outcome(fuzz_milter, *send(fuzz_milter, headers, b"x\r\n", macros={
+            "C": {"{daemon_name}": daemon}, "M": {"{auth_authen}": auth}}))
