@@ -9,7 +9,6 @@ though DKIM (adkim), SPF (aspf) and DMARC all need it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email.utils import getaddresses
 from typing import TYPE_CHECKING
 
 from postwarden.config import Config
@@ -68,7 +67,7 @@ class SpfOutcome:
 def from_domains(msg: Message) -> list[str]:
     """Distinct domains of all From addresses, in order (RFC 7489 6.6.1)."""
     out: list[str] = []
-    for _, addr in getaddresses(msg.header_all("From")):
+    for addr in msg.from_addresses:  # parsed once per distinct From (message.py)
         d = domain_of(addr)
         if d and d not in out:
             out.append(d)

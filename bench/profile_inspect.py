@@ -1,0 +1,104 @@
+"""Where postwarden's time goes: cProfile of the milter's per-message work.
+
+Builds the Inspector exactly as the daemon does (daemon.build_inspector, real
+resolver on fixture Knot DNS, SQLite store) and runs what `eom` runs for each
+message: origin, Inspector.inspect, the summary line and the log call. The DNS
+cache is warm after the first message, as on a running server.
+
+    .venv/bin/python bench/profile_inspect.py [-n 3000] [--sign] [--top 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from fixtures import RCPT, SENDER, message, postwarden_settings, zones  # noqa: E402
+from milter_load import split_message  # noqa: E402
+from peers import make_key  # noqa: E402
+
+from harness.knot import DnsServer  # noqa: E402
+from harness.milterproc import toml_dumps  # noqa: E402
+from postwarden import config as pwconfig  # noqa: E402
+from postwarden.log import log  # noqa: E402
+from postwarden.message import Message  # noqa: E402
+from postwarden.milter.app import summary_line  # noqa: E402
+from postwarden.milter.daemon import build_inspector  # noqa: E402
+from postwarden.milter.origin import classify  # noqa: E402
+from postwarden.store import open_store  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", type=int, default=3000)
+    ap.add_argument("--size", type=int, default=4, help="KB")
+    ap.add_argument("--sign", action="store_true", help="DKIM signing on (RSA 2048)")
+    ap.add_argument("--top", type=int, default=25)
+    args = ap.parse_args(argv)
+    base = Path(tempfile.mkdtemp(prefix="postwarden-prof-"))
+    os.chmod(base, 0o755)
+    dns = DnsServer(base / "knot")
+    try:
+        key = make_key(base / "keys")
+        for name, records in zones(key).items():
+            dns.zone(name, records)
+        dns.start()
+        extra: dict[str, object] = {}
+        if args.sign:
+            extra["dkim"] = {"sign": True, "keys": [{"domain": "example.com",
+                                                      "selector": "bench",
+                                                      "key_file": str(key)}]}
+        settings = postwarden_settings(dns.port, base, extra)  # type: ignore[arg-type]
+        settings["socket"] = f"unix:{base}/p.sock"
+        (base / "p.toml").write_text(toml_dumps(settings))
+        cfg = pwconfig.load(base / "p.toml")
+        devnull = open(os.devnull, "w")
+        # the summary lines are formatted and written (and flushed), to nowhere
+        log.setup("stderr", cfg.log.facility, cfg.log.repeat_interval, stream=devnull)
+        inspector = build_inspector(cfg, open_store(cfg.store))
+        headers, body = split_message(message(args.size * 1024))
+
+        def one(i: int) -> None:
+            msg = Message(client_name="client.example.net", client_addr="127.0.0.1",
+                          client_port=40000, daemon_name="smtpd", mail_from=SENDER,
+                          rcpts=[RCPT], headers=list(headers), body=body,
+                          queue_id=f"{i:010X}")
+            msg.origin = classify(cfg.outbound, msg.client_addr, msg.client_port,
+                                  msg.daemon_name, msg.auth_user)
+            verdict = inspector.inspect(msg)
+            log.info(summary_line(msg, verdict, cfg.mode), msg.queue_id)
+
+        one(0)  # warm the DNS cache
+        t = time.perf_counter()
+        for i in range(1, args.n + 1):
+            one(i)
+        plain = (time.perf_counter() - t) / args.n
+        prof = cProfile.Profile()
+        prof.enable()
+        for i in range(args.n + 1, 2 * args.n + 1):
+            one(i)
+        prof.disable()
+        print(f"{1000 * plain:.3f} ms per message without the profiler "
+              f"({args.size} KB{', signing' if args.sign else ''})\n")
+        stats = pstats.Stats(prof)
+        stats.sort_stats("cumulative").print_stats(args.top)
+        stats.sort_stats("tottime").print_stats(args.top)
+        return 0
+    finally:
+        dns.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
