@@ -28,7 +28,7 @@ from postwarden.milter.auth_results import (
     from_domains,
 )
 from postwarden.milter.pipeline import CheckContext
-from postwarden.orgdomain import aligned
+from postwarden.orgdomain import aligned, org_domain
 
 MAX_SIGNATURES = 8  # more are not verified (each may cost a DNS lookup)
 GOOD_RSA_BITS = 2048
@@ -193,6 +193,7 @@ class DkimCheck:
 
     def __init__(self, cfg: DkimConfig) -> None:
         self.cfg = cfg
+        org_domain("example.com")  # load the Public Suffix List now, not on the first message
 
     def __call__(self, msg: Message, ctx: CheckContext) -> list[Finding]:
         return check_dkim(msg, ctx, self.cfg)
