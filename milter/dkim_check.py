@@ -115,7 +115,12 @@ def evaluate(msg: Message, ctx: CheckContext, verify: bool) -> list[DkimSignatur
             results.append(DkimSignature(domain, selector, tags.get("a", ""), "unverified"))
             continue
         if d is None:
-            d = dkim.DKIM(msg.raw(), logger=_quiet, minkey=0)
+            try:
+                d = dkim.DKIM(msg.raw(), logger=_quiet, minkey=0)
+            except dkim.DKIMException as e:  # headers dkimpy cannot parse: no signature holds
+                results.append(DkimSignature(domain, selector, tags.get("a", ""), "permerror",
+                                             error=f"message cannot be parsed: {e}"))
+                continue
         results.append(verify_one(d, idx, tags, fetch))
     return results
 
@@ -128,16 +133,17 @@ def check_dkim(msg: Message, ctx: CheckContext, cfg: DkimConfig) -> list[Finding
     sigs = evaluate(msg, ctx, cfg.verify)
     ctx.memo[DKIM] = sigs
     domains = from_domains(msg)
-    shown = domains[0] if domains else "your domain"
+    shown = domains[0] if domains else ""
     if not sigs:
         ctx.summary["dkim"] = "none"
-        if domains and foreign(ctx.services.config, shown):
+        if shown and foreign(ctx.services.config, shown):
             text = (f"no DKIM signature, and the From domain {shown} is not one of this "
                     f"host's domains, so only its owner could sign for it: {FOREIGN_FIX}")
         else:
-            text = (f"no DKIM signature; sign with a key of {shown} (OpenDKIM before "
-                    f"postwarden in the milter list, or [dkim] sign = true) and publish it at "
-                    f"SELECTOR._domainkey.{shown}")
+            key = (f"a key of {shown} and publish it at SELECTOR._domainkey.{shown}" if shown
+                   else "a key of the From domain")
+            text = (f"no DKIM signature; sign with {key} (OpenDKIM before postwarden in the "
+                    "milter list, or [dkim] sign = true)")
         return [Finding("dkim.missing", Severity.WARNING, text, {"from_domain": shown})]
     out: list[Finding] = []
     modes = {dom: alignment_mode(ctx, dom, "adkim") for dom in domains}
@@ -151,7 +157,7 @@ def check_dkim(msg: Message, ctx: CheckContext, cfg: DkimConfig) -> list[Finding
             "dkim.unaligned", Severity.WARNING,
             f"DKIM signed by d={signers}, which does not align with the From domain {dom}"
             f"{' (its DMARC record asks adkim=s: exact domain)' if strict else ''}; "
-            f"sign with a key of {dom if strict else 'the domain of ' + dom}",
+            f"sign with a key of {dom}{'' if strict else ' or of its organizational domain'}",
             {"from_domain": dom, "signers": signers, "adkim": modes[dom]}))
     bad = [s for s in sigs if s.status in ("fail", "permerror")]
     if bad:

@@ -200,3 +200,14 @@ def test_missing_advice_depends_on_whose_domain_it_is(domains: list[str], advice
     from auth_fakes import config
     (f,) = DkimCheck(DkimConfig())(message(), context(FakeResolver(), config(domains=domains)))
     assert advice in f.text
+
+
+def test_headers_dkimpy_cannot_parse_make_the_signature_permerror() -> None:
+    msg = message(extra=[("DKIM-Signature", " v=1; a=rsa-sha256; d=example.com; s=s; h=from; "
+                                             "bh=AAAA; b=AAAA")])
+    msg.headers.append(("n\udcfd\udce9", " bad name"))
+    ctx = context(FakeResolver())
+    out = DkimCheck(DkimConfig())(msg, ctx)
+    assert [f.id for f in out] == ["dkim.invalid"]
+    assert ctx.memo[DKIM][0].status == "permerror"
+    assert "cannot be parsed" in ctx.memo[DKIM][0].error
