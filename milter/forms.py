@@ -47,7 +47,7 @@ class Source:
     markers: tuple[str, ...] = ()
 
 
-def _clean(text: str, limit: int = 200) -> str:
+def clean_key(text: str, limit: int = 200) -> str:
     """Source keys go into log lines and store keys: no spaces or control characters."""
     return "".join(c if c.isprintable() and not c.isspace() else "_" for c in text)[:limit]
 
@@ -78,9 +78,9 @@ def identify(msg: Message, cfg: FormsConfig) -> Source:
     marks = markers(msg)
     php = _PHP_HEADER.match(msg.header("X-PHP-Originating-Script") or "")
     if php:
-        return Source(f"php:{php.group(1)}:{_clean(php.group(2))}", "php", True, marks)
+        return Source(f"php:{php.group(1)}:{clean_key(php.group(2))}", "php", True, marks)
     if msg.auth_user:
-        user = _clean(msg.auth_user)
+        user = clean_key(msg.auth_user)
         return Source(f"sasl:{user}", "sasl", user in cfg.form_sasl_users or bool(marks), marks)
     local_part = msg.mail_from.rsplit("@", 1)[0].lower() if msg.mail_from else ""
     if msg.origin is Origin.LOCAL:
@@ -91,13 +91,13 @@ def identify(msg: Message, cfg: FormsConfig) -> Source:
                 form = name in cfg.web_users or local_part in cfg.web_users or bool(marks)
                 return Source(f"uid:{m.group(1)}", "uid", form, marks)
         if local_part in cfg.web_users:
-            return Source(f"user:{_clean(local_part)}", "user", True, marks)
+            return Source(f"user:{clean_key(local_part)}", "user", True, marks)
     if marks:
-        return Source(f"{marks[0]}:{_clean(msg.mail_from.lower()) or '<>'}", marks[0], True,
+        return Source(f"{marks[0]}:{clean_key(msg.mail_from.lower()) or '<>'}", marks[0], True,
                       marks)
     if msg.origin is Origin.LOCAL:
-        return Source(f"sender:{_clean(msg.mail_from.lower()) or '<>'}", "sender", False)
-    return Source(f"ip:{_clean(msg.client_addr) or 'unknown'}", "ip", False)
+        return Source(f"sender:{clean_key(msg.mail_from.lower()) or '<>'}", "sender", False)
+    return Source(f"ip:{clean_key(msg.client_addr) or 'unknown'}", "ip", False)
 
 
 def weights(cfg: FormsConfig) -> dict[str, int]:

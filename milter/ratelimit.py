@@ -23,7 +23,14 @@ from postwarden.config import LimitConfig
 from postwarden.findings import Finding, Severity
 from postwarden.log import log
 from postwarden.message import Message
-from postwarden.milter.forms import MEMO_SOURCE, Source, add_signal, body_text, score
+from postwarden.milter.forms import (
+    MEMO_SOURCE,
+    Source,
+    add_signal,
+    body_text,
+    clean_key,
+    score,
+)
 from postwarden.milter.pipeline import CheckContext
 from postwarden.store import StoreError
 
@@ -112,7 +119,8 @@ def key_for(limit: LimitConfig, msg: Message, source: Source | None) -> str:
         value = msg.client_addr
     else:
         value = msg.from_domain
-    return f"{limit.name}:{value}" if value else ""
+    # Keys come from headers too (From domain): keep them printable, valid Unicode.
+    return f"{limit.name}:{clean_key(value)}" if value else ""
 
 
 def limit_check(msg: Message, ctx: CheckContext) -> list[Finding]:
