@@ -49,8 +49,10 @@ class StoreHealth:
     def failed(self, e: StoreError, what: str) -> None:
         with self._lock:
             self._down = True
-        log.limited(_LOG_KEY, "error", f"store unavailable: {e}; {what} not enforced "
-                    "(fail open) until it returns")
+        # One line per condition (locked, full, read-only, gone), not one per message.
+        cause = re.sub(r"[\d.:/]+", "", str(e))[-60:]
+        log.limited(f"{_LOG_KEY}|{cause}", "error", f"store unavailable: {e}; {what} not "
+                    "enforced (fail open) until it returns")
 
     def ok(self) -> None:
         if not self._down:

@@ -217,8 +217,11 @@ def test_redis_recovers_after_restart(redis_server: RedisServer) -> None:
 
 def test_sqlite_unusable_path_is_store_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
+    s = SqliteStore(tmp_path / "file" / "state.db")  # like Redis: retried, not fatal
     with pytest.raises(StoreError):
-        SqliteStore(tmp_path / "file" / "state.db")
+        s.rate_take("k", 1, 1.0, 1.0, T0)
+    with pytest.raises(StoreError):
+        s.record_event(T0, "local/accept", "uid:0", "")
 
 
 def test_open_store_picks_backend(tmp_path: Path, redis_server: RedisServer) -> None:

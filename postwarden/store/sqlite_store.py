@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,7 +34,8 @@ from postwarden.store.base import (
 
 T = TypeVar("T")
 PRUNE_EVERY = 500  # writes between clean-ups of expired rows
-BUSY_TIMEOUT_MS = 5000
+BUSY_TIMEOUT_MS = 250  # a locked file must not hold mail up: fail open instead
+REOPEN_EVERY = 2.0  # seconds between tries to open a file that could not be opened
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS buckets (
@@ -59,37 +61,73 @@ class SqliteStore(Store):
         self.path = str(path)
         self._lock = threading.Lock()
         self._writes = 0
+        self._db: sqlite3.Connection | None = None
+        self._next_try = 0.0
+        self._last_error = ""
+        with self._lock:
+            try:
+                self._connection()
+            except StoreError:
+                pass  # retried by the first operation; it reports the error then
+
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection, or one more try to open it (at most every few seconds,
+        so a store that cannot be opened costs mail nothing); StoreError meanwhile."""
+        if self._db is not None:
+            return self._db
+        now = time.monotonic()
+        if now < self._next_try:
+            raise StoreError(self._last_error)
+        db = None
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                       isolation_level=None, check_same_thread=False)
-            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                 isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as e:
-            raise StoreError(f"sqlite {self.path}: {e}") from None
+            if db is not None:
+                db.close()
+            self._next_try = now + REOPEN_EVERY
+            self._last_error = f"sqlite {self.path}: {e}"
+            raise StoreError(self._last_error) from None
+        self._db = db
+        return db
+
+    @staticmethod
+    def _rollback(db: sqlite3.Connection) -> None:
+        """Leave no transaction open after a failure (a full disk can fail COMMIT), or
+        every later BEGIN fails and the store never recovers."""
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction; every sqlite error becomes StoreError."""
         with self._lock:
+            db = self._connection()
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
+                db.execute("BEGIN IMMEDIATE")
+                yield db
+                db.execute("COMMIT")
             except sqlite3.Error as e:
+                self._rollback(db)
                 raise StoreError(f"sqlite {self.path}: {e}") from None
+            except BaseException:
+                self._rollback(db)
+                raise
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._lock:
+            db = self._connection()
             try:
-                return fn(self._db)
+                return fn(db)
             except sqlite3.Error as e:
                 raise StoreError(f"sqlite {self.path}: {e}") from None
 
@@ -179,7 +217,11 @@ class SqliteStore(Store):
 
     def close(self) -> None:
         with self._lock:
+            db, self._db = self._db, None
+            self._next_try = float("inf")  # closed for good
+            if db is None:
+                return
             try:
-                self._db.close()
+                db.close()
             except sqlite3.Error as e:
                 raise StoreError(f"sqlite {self.path}: {e}") from None
