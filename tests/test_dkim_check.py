@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from auth_fakes import FakeResolver, context, ed25519_key, message, rsa_key
 from cryptography.hazmat.primitives import serialization
 
+from auth_fakes import FakeResolver, context, ed25519_key, message, rsa_key
 from postwarden.config import DkimConfig, DkimKey
 from postwarden.findings import Severity
 from postwarden.message import Message

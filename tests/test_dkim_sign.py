@@ -9,8 +9,8 @@ from pathlib import Path
 
 import dkim
 import pytest
-from auth_fakes import FakeResolver, context, ed25519_key, message, rsa_key, signing_config
 
+from auth_fakes import FakeResolver, context, ed25519_key, message, rsa_key, signing_config
 from postwarden.config import DkimKey
 from postwarden.findings import Finding, Severity
 from postwarden.log import log

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from auth_fakes import FakeResolver, config, context, message
 
+from auth_fakes import FakeResolver, config, context, message
 from postwarden.findings import Severity
 from postwarden.milter.auth_results import DKIM, SPF, DkimSignature, SpfOutcome
 from postwarden.milter.dmarc_check import dmarc_check

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from auth_fakes import FakeResolver
 
+from auth_fakes import FakeResolver
 from postwarden.dmarc_record import RecordError, lookup, parse
 
 

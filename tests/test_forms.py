@@ -7,10 +7,10 @@ import os
 import pwd
 
 import pytest
-from form_messages import form_message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from form_messages import form_message
 from postwarden import dns
 from postwarden.config import Config, DnsConfig, FormsConfig, from_dict
 from postwarden.findings import Finding

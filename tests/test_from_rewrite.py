@@ -7,8 +7,8 @@ from email.utils import getaddresses
 from pathlib import Path
 
 import pytest
-from auth_fakes import FakeResolver, config, context, message, rsa_key, signing_config
 
+from auth_fakes import FakeResolver, config, context, message, rsa_key, signing_config
 from postwarden.config import Config
 from postwarden.findings import Finding, Severity
 from postwarden.message import Origin

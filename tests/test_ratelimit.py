@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from form_messages import form_message
 
+from form_messages import form_message
 from postwarden import dns
 from postwarden.config import Config, DnsConfig, LimitConfig, from_dict
 from postwarden.log import log

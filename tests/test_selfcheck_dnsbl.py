@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from selfcheck_fakes import SERVFAIL, TIMEOUT, FakeResolver, healthy, rev
 
 from postwarden.blocklists import (
     DEFAULT_LISTS,
@@ -14,6 +13,7 @@ from postwarden.blocklists import (
     parse_uceprotect_txt,
 )
 from postwarden.checks import dnsbl
+from selfcheck_fakes import SERVFAIL, TIMEOUT, FakeResolver, healthy, rev
 
 IP = "192.0.2.25"
 SEV = {"l1": "critical", "l2": "warning", "l3": "info"}

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from selfcheck_fakes import TIMEOUT, FakeResolver
-
 from postwarden.checks import rdns
+from selfcheck_fakes import TIMEOUT, FakeResolver
 
 IP = "192.0.2.25"
 PTR = "25.2.0.192.in-addr.arpa"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from selfcheck_fakes import FakeResolver
 
 from postwarden import config as configmod
 from postwarden.checks import reaction as mod
@@ -13,6 +12,7 @@ from postwarden.checks.periodic import reaction
 from postwarden.dns import Budget
 from postwarden.message import Message
 from postwarden.milter.pipeline import CheckContext, Services
+from selfcheck_fakes import FakeResolver
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from selfcheck_fakes import TIMEOUT, FakeResolver
 
 from postwarden.checks import records
+from selfcheck_fakes import TIMEOUT, FakeResolver
 
 IP = "192.0.2.25"
 D = "example.com"

@@ -6,14 +6,13 @@ import json
 import time
 from pathlib import Path
 
-from selfcheck_fakes import FakeResolver, healthy, rev
-
 from postwarden import config as configmod
 from postwarden.blocklists import lists_for
 from postwarden.checks import report as rep
 from postwarden.checks.postfix_audit import PostfixFacts
 from postwarden.checks.runner import RunInputs, Selection, Targets, run
 from postwarden.store.sqlite_store import SqliteStore
+from selfcheck_fakes import FakeResolver, healthy, rev
 
 IPS = ["192.0.2.25", "192.0.2.26"]
 DOMAINS = ["example.com", "example.net", "example.org"]

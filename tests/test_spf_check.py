@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from auth_fakes import FakeResolver, config, context, message
 
+from auth_fakes import FakeResolver, config, context, message
 from postwarden.findings import Severity
 from postwarden.milter.auth_results import DKIM, SPF, DkimSignature
 from postwarden.milter.spf_check import SpfCheck

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from auth_fakes import FakeResolver, config
 
+from auth_fakes import FakeResolver, config
 from postwarden.log import log
 from postwarden.message import Message, Origin
 from postwarden.milter.pipeline import Inspector, Services, default_checks, default_fixers

@@ -16,6 +16,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from harness.dns_dropper import DnsDropper
+from harness.knot import DnsServer
+from harness.postfix import Postfix
 from selfcheck_world import (
     IP,
     L1,
@@ -28,10 +32,6 @@ from selfcheck_world import (
     status_of,
     write_config,
 )
-
-from harness.dns_dropper import DnsDropper
-from harness.knot import DnsServer
-from harness.postfix import Postfix
 
 pytestmark = pytest.mark.e2e
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)

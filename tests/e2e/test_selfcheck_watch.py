@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from selfcheck_world import IP, L1, L2, L3, TXT, World, selfcheck, write_config
 
 from harness.knot import DnsServer
 from harness.postfix import Postfix
 from harness.sink import Sink
+from selfcheck_world import IP, L1, L2, L3, TXT, World, selfcheck, write_config
 
 pytestmark = pytest.mark.e2e
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
