@@ -9,6 +9,7 @@ Resolver, store and clock are passed in.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from postwarden import hostinfo
 from postwarden.blocklists import lists_for
 from postwarden.checks import activity, checklist, dnsbl, escalation, postfix_audit, rdns, records
 from postwarden.checks.report import CheckResult, Report
@@ -71,19 +73,10 @@ def detect_targets(cfg: Config, ips: Sequence[str] = (), domains: Sequence[str] 
                    facts: postfix_audit.PostfixFacts | None = None,
                    resolver: Resolver | None = None) -> Targets:
     """Command line first, then [host], then postconf (and the HELO name's addresses)."""
-    main = facts.main if facts else {}
-    hostname = cfg.host.hostname
-    if not hostname:
-        helo = main.get("smtp_helo_name", "")
-        hostname = main.get("myhostname", "") if helo in ("", "$myhostname") else helo
-    dom = list(domains) or list(cfg.host.domains) or (
-        [main["mydomain"]] if main.get("mydomain") else [])
-    addrs = list(ips) or list(cfg.host.ips)
-    if not addrs and hostname and resolver is not None:
-        a, aaaa = resolver.addresses(hostname)
-        addrs = [x for x in (*a.records, *aaaa.records)
-                 if ipaddress.ip_address(x).is_global]
-    return Targets(addrs, dom, hostname)
+    host = dataclasses.replace(cfg.host, ips=list(ips) or list(cfg.host.ips),
+                               domains=list(domains) or list(cfg.host.domains))
+    facts_ = hostinfo.detect(host, facts.main if facts else {}, resolver)
+    return Targets(list(facts_.ips), list(facts_.domains), facts_.hostname)
 
 
 def targets_for(cfg: Config, resolver: Resolver, ips: Sequence[str] = (),

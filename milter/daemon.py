@@ -22,7 +22,7 @@ import Milter
 import milter as libmilter
 
 from postwarden import config as configmod
-from postwarden import dns
+from postwarden import dns, hostinfo
 from postwarden.config import Config, ConfigError
 from postwarden.log import log
 from postwarden.milter.app import PostwardenMilter, current
@@ -33,7 +33,15 @@ NAME = "postwarden"
 
 
 def build_inspector(cfg: Config, store: Store | None) -> Inspector:
-    services = Services(config=cfg, resolver=dns.from_config(cfg.dns), store=store)
+    resolver = dns.from_config(cfg.dns)
+    facts = hostinfo.fill(cfg.host, resolver, cfg.selfcheck.postfix_config_dir)
+    if facts.detected:
+        log.info(f"host: ips={','.join(cfg.host.ips) or 'none'} hostname={cfg.host.hostname} "
+                 f"domains={','.join(cfg.host.domains) or 'none'} "
+                 f"(detected: {','.join(facts.detected)}; set [host] to override)")
+    if not cfg.host.ips:
+        log.warning("no public sending IP found: SPF cannot be judged; set [host] ips")
+    services = Services(config=cfg, resolver=resolver, store=store)
     return Inspector(services, default_checks(services), default_fixers(services))
 
 
