@@ -111,3 +111,51 @@ def test_audit_flags_a_broken_private_postfix(dns_server: DnsServer, postfix: Po
     assert "postconf -e 'milter_default_action = accept'" in advice
     assert "non_smtpd_milters = $smtpd_milters" in advice
     assert code == 2
+
+
+def test_automatic_reaction_holds_form_mail_only_while_listed(
+        dns_server: DnsServer, postfix: Postfix, sink: Sink,
+        start_milter: Callable[..., Any], tmp_path: Path) -> None:
+    from harness.php import run_php
+
+    _world({L1: 0, L2: 5, L3: 61}).publish(dns_server)
+    milter = start_milter({"selfcheck": {
+        "interval": 2, "startup_delay": 0.5, "query_timeout": 0.5,
+        "hold_forms_when_listed": True,
+        "postfix_config_dir": str(postfix.conf), "php_ini": ["/nonexistent/php.ini"],
+        "lists_remove": ["zen.spamhaus.org", "b.barracudacentral.org", "bl.spamcop.net",
+                         "psbl.surriel.com", "bl.mailspike.net", "all.s5h.net",
+                         "all.spamrats.com", "ix.dnsbl.manitu.net", "truncate.gbudb.net",
+                         "dnsbl.dronebl.org"]}})
+    milter.wait_line(r"automatic reaction ON", timeout=30)
+
+    def form_mail() -> str:
+        script = tmp_path / f"form-{uuid.uuid4().hex[:8]}.php"  # a fresh source: no limit hit
+        marker = uuid.uuid4().hex
+        script.write_text(f"<?php\nmail('owner@example.org', 'Contact', 'Hi {marker}', "
+                          "'From: webmaster@example.com');\n")
+        run_php(script, postfix.conf)
+        return marker
+
+    listed_marker = form_mail()
+    mid = uuid.uuid4().hex
+    postfix.sendmail(f"From: cron@example.com\nTo: ops@example.net\nSubject: t\n"
+                     f"Message-ID: <{mid}@example.com>\n\nbackup ok {mid}\n".encode(),
+                     "cron@example.com", ["ops@example.net"])
+    hold = milter.wait_line(r"hold: reason=[^ ]*uceprotect\.listed_form", timeout=20)
+    held_qid = hold.split("]: ", 1)[1].split(":", 1)[0]
+    postfix.wait_queue(lambda es: any(e["queue_id"] == held_qid and e["queue_name"] == "hold"
+                                      for e in es))
+    deadline = time.monotonic() + 20
+    while not sink.find(mid):  # ordinary local mail is not held
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert not sink.find(listed_marker)
+
+    _world({}).publish(dns_server)
+    milter.wait_line(r"automatic reaction OFF", timeout=30)
+    free_marker = form_mail()
+    deadline = time.monotonic() + 20
+    while not sink.find(free_marker):
+        assert time.monotonic() < deadline, milter.lines()[-10:]
+        time.sleep(0.2)
