@@ -7,9 +7,12 @@ shows up as an `internal.error` finding), and the summary line is always built.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +34,14 @@ CFG = config(domains=["example.com"])
 SERVICES = Services(config=CFG, resolver=RESOLVER, store=SqliteStore(_tmp / "state.db"))
 INSPECTOR = Inspector(SERVICES, default_checks(SERVICES), default_fixers(SERVICES))
 RUNS = {"n": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cleanup() -> Iterator[None]:
+    yield
+    print(f"\ngenerated messages inspected: {RUNS['n']}")
+    SERVICES.store.close()  # type: ignore[union-attr]
+    shutil.rmtree(_tmp, ignore_errors=True)
 
 
 def _text(b: bytes) -> str:
