@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dns.resolver
 
-from harness import HarnessError, free_port, need
+from harness import HarnessError, free_port, need, stop_process
 
 _CONF = """\
 server:
@@ -114,13 +114,7 @@ class DnsServer:
         raise HarnessError("Knot DNS did not serve the expected zone in time")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
     def restart(self) -> None:

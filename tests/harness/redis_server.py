@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis
 
-from harness import HarnessError, free_port, need
+from harness import HarnessError, free_port, need, stop_process
 
 
 class RedisServer:
@@ -42,9 +42,7 @@ class RedisServer:
                            + (self.dir / "redis.log").read_text()[-2000:])
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        stop_process(self.proc)
         self.proc = None
 
     def flush(self) -> None:

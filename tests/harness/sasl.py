@@ -6,7 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from harness import HarnessError, need
+from harness import HarnessError, need, stop_process
 
 _CONF = """\
 base_dir = {d}/run
@@ -62,11 +62,5 @@ class Dovecot:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
