@@ -33,6 +33,18 @@ def _children() -> dict[int, list[int]]:
     return kids
 
 
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (zombies included until reaped)."""
+    return _children().get(pid, [])
+
+
+def command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def tree(pid: int) -> list[int]:
     kids, out, todo = _children(), [], [pid]
     while todo:

@@ -23,6 +23,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -48,7 +49,7 @@ from peers import (  # noqa: E402
     RspamdPeer,
     make_key,
 )
-from procstat import cpu_seconds  # noqa: E402
+from procstat import children, command, cpu_seconds  # noqa: E402
 from smtpsink import SmtpSink  # noqa: E402
 
 from harness import HarnessError, need  # noqa: E402
@@ -68,8 +69,29 @@ class BenchPostfix(Postfix):
 
     def write_config(self, extra_main: str | None = None) -> None:
         super().write_config(extra_main)
+        # No maillog_file: at hundreds of messages a second, Postfix's postlogd
+        # (a unix-dgram service of master) can fill its queue across a reload, and
+        # master then blocks forever writing its own log line (seen here twice).
         self.postconf("-e", f"smtpd_milters = {self.milters}",
-                      f"non_smtpd_milters = {self.milters}")
+                      f"non_smtpd_milters = {self.milters}",
+                      *([] if os.environ.get("BENCH_MAILLOG") else ["maillog_file ="]))
+
+    def reload(self) -> None:
+        """SIGHUP to master, as `postfix reload` ends up doing, minus its 2 s of checks."""
+        self.write_config()
+        pid = self.master_pid()
+        if pid is None:
+            raise HarnessError("Postfix master is not running")
+        old = {c for c in children(pid) if command(c) in ("smtpd", "cleanup")}
+        os.kill(pid, signal.SIGHUP)
+        # Until the old generation's smtpd and cleanup processes are gone, an idle
+        # one still accepts work with the old milter list.
+        deadline = time.monotonic() + 20
+        while old & set(children(pid)):
+            if time.monotonic() > deadline:
+                raise HarnessError("Postfix children did not exit after a reload")
+            time.sleep(0.05)
+        self.wait_banner(self.smtp_port)
 
 
 @dataclass
@@ -95,7 +117,6 @@ class Bench:
     dump: Path | None = None
     peers: dict[str, Peer] = field(default_factory=dict)
     started: list[Any] = field(default_factory=list)
-    log_offset: int = 0
 
     def __post_init__(self) -> None:
         self.dns = DnsServer(self.base / "knot")
@@ -170,6 +191,8 @@ class Bench:
                         f"127.0.0.1:{self.postfix.smtp_port}"], check=True, timeout=600)
 
     def deliver(self, data: bytes, n: int) -> float:
+        if n <= 0:
+            return 0.0
         base = self.sink.count
         start = time.monotonic()
         self.inject(data, n)
@@ -188,17 +211,11 @@ class Bench:
         seconds = self.deliver(data, n)
         pf1, m1 = cpu_seconds([master]), cpu_seconds(milter_pids)
         pf = pf1 - pf0 + ((_children_cpu() - ch0) if self.sendmail else 0.0)  # sendmail+postdrop
-        self.check_log(variant)
+        if variant != "none" and n >= 100 and m1 - m0 <= 0:
+            # a milter Postfix cannot reach (default_action=accept) would fake a fast run
+            raise HarnessError(f"{variant} used no CPU for {n} messages: Postfix did not "
+                               "reach it (see the milter's log in the work directory)")
         return Run(variant, size, n, seconds, pf, m1 - m0)
-
-    def check_log(self, variant: str) -> None:
-        """A milter Postfix could not reach (default_action=accept) would fake a fast run."""
-        text = self.postfix.log_text()
-        new, self.log_offset = text[self.log_offset:], len(text)
-        bad = [line for line in new.splitlines()
-               if "milter" in line.lower() and ("warning" in line or "error" in line)]
-        if bad:
-            raise HarnessError(f"{variant}: Postfix could not use the milter: {bad[0]}")
 
 
 def _children_cpu() -> float:
@@ -264,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sendmail", action="store_true", help="inject with the sendmail command")
     ap.add_argument("--json", type=Path, help="also write the runs and the table as JSON here")
     ap.add_argument("--dump", type=Path, help="let smtp-sink append every message to this file")
+    ap.add_argument("--warmup", type=int, default=None,
+                    help="messages sent (not timed) after each reload; default n/10")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args(argv)
     variants = args.variants.split(",")
@@ -272,8 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (2 if args.quick else 5)
     n = args.messages or (200 if args.quick else 500)
     sizes = [int(s) * 1024 for s in (args.sizes or ("4" if args.quick else "4,100")).split(",")]
-    warmup = max(args.sessions, n // 10)
+    warmup = args.warmup if args.warmup is not None else max(args.sessions, n // 10)
 
+    # SIGTERM (a test's timeout, Ctrl-C from a supervisor) still stops every process
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     base = Path(tempfile.mkdtemp(prefix="postwarden-bench-"))
     os.chmod(base, 0o755)
     bench = Bench(base, args.sessions, args.sendmail, variants, args.dump)

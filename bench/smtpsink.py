@@ -61,6 +61,10 @@ class SmtpSink:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise HarnessError(f"smtp-sink has {self.count} messages, waited for {n}")
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise HarnessError(f"smtp-sink exited {self.proc.returncode} after "
+                                       f"{self.count} messages (can user nobody write "
+                                       f"{self.dump}?)")
                 self.cond.wait(min(left, 0.5))
             return time.monotonic()
 
