@@ -15,7 +15,12 @@ from postwarden.findings import Severity
 from postwarden.message import Message
 from postwarden.milter.auth_results import DKIM
 from postwarden.milter.dkim_check import DkimCheck
-from postwarden.milter.dkim_sign import load_key, make_signature, signed_header_names
+from postwarden.milter.dkim_sign import (
+    body_hash,
+    load_key,
+    make_signature,
+    signed_header_names,
+)
 
 
 def signed(tmp: Path, domain: str = "example.com", selector: str = "sel", bits: int = 2048,
@@ -36,7 +41,7 @@ def signed(tmp: Path, domain: str = "example.com", selector: str = "sel", bits: 
     key = load_key(DkimKey(domain, selector, str(path)), min_bits=0)
     msg = msg or message(f"Alice <alice@{domain}>")
     include = signed_header_names(msg.headers, ["from", "to", "subject", "date"])
-    value = make_signature(msg.raw(), key, include, 1700000000)
+    value = make_signature(msg.raw_headers(), body_hash(msg.body), key, include, 1700000000)
     out = Message(queue_id=msg.queue_id, origin=msg.origin, mail_from=msg.mail_from,
                   headers=[("DKIM-Signature", value), *msg.headers], body=msg.body)
     return out, txt
