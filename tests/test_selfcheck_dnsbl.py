@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from postwarden.blocklists import PUBLIC_RESOLVERS, (
+from postwarden.blocklists import (
     DEFAULT_LISTS,
+    PUBLIC_RESOLVERS,
     SPAMHAUS_ZEN,
     UCEPROTECT,
     by_zone,
