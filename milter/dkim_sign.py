@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,9 +72,14 @@ def load_key(spec: DkimKey, min_bits: int = 1024) -> SigningKey:
     """PEM RSA or Ed25519 key, or dknewkey's base64 Ed25519 seed."""
     try:
         with open(spec.key_file, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
             data = f.read()
     except OSError as e:
         raise KeyError_(f"cannot read {spec.key_file}: {e.strerror}") from None
+    if mode & stat.S_IROTH:
+        raise KeyError_(f"{spec.key_file} is readable by every user of this host, so anyone "
+                        "could sign as your domain: refused; run `chmod 640` on it (group "
+                        "postwarden) or `chmod 600`")
     key: object
     if b"-----BEGIN" in data:
         try:

@@ -87,6 +87,7 @@ def rsa_key(tmp: Path, bits: int = 2048, name: str = "rsa.key") -> tuple[Path, s
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                        serialization.PrivateFormat.TraditionalOpenSSL,
                                        serialization.NoEncryption()))
+    path.chmod(0o600)
     pub = key.public_key().public_bytes(serialization.Encoding.DER,
                                         serialization.PublicFormat.SubjectPublicKeyInfo)
     return path, f"v=DKIM1; k=rsa; p={base64.b64encode(pub).decode()}"
@@ -104,6 +105,7 @@ def ed25519_key(tmp: Path, name: str = "ed.key", pem: bool = False) -> tuple[Pat
         seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                  serialization.NoEncryption())
         path.write_bytes(base64.b64encode(seed) + b"\n")
+    path.chmod(0o600)
     pub = key.public_key().public_bytes(serialization.Encoding.Raw,
                                         serialization.PublicFormat.Raw)
     return path, f"v=DKIM1; k=ed25519; p={base64.b64encode(pub).decode()}"

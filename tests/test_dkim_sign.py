@@ -197,6 +197,7 @@ def test_apply_changes_semantics() -> None:
 def test_load_key_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.key"
     bad.write_text("not a key at all!")
+    bad.chmod(0o600)
     with pytest.raises(KeyError_, match="neither a PEM key"):
         load_key(DkimKey("example.com", "s", str(bad)))
     with pytest.raises(KeyError_, match="cannot read"):
@@ -208,6 +209,7 @@ def test_load_key_errors(tmp_path: Path) -> None:
 def test_unusable_key_is_skipped_with_one_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.key"
     bad.write_text("garbage")
+    bad.chmod(0o600)
     buf = io.StringIO()
     log.setup("stderr", stream=buf)
     try:
@@ -231,3 +233,12 @@ def test_relaxed_body_equals_dkimpy(parts: list[bytes]) -> None:
     body = b"".join(parts)
     policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
     assert relaxed_body(body) == policy.canonicalize_body(body)
+
+
+def test_a_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    path, _ = rsa_key(tmp_path)
+    path.chmod(0o644)
+    with pytest.raises(KeyError_, match="readable by every user"):
+        load_key(DkimKey("example.com", "sel", str(path)))
+    path.chmod(0o640)  # group-readable (group postwarden) is fine
+    assert load_key(DkimKey("example.com", "sel", str(path))).bits == 2048

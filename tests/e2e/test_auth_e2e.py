@@ -66,6 +66,7 @@ def _ed25519(path: Path) -> str:
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                        serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption()))
+    path.chmod(0o600)
     pub = key.public_key().public_bytes(serialization.Encoding.Raw,
                                         serialization.PublicFormat.Raw)
     return _txt(f"v=DKIM1; k=ed25519; p={base64.b64encode(pub).decode()}")
