@@ -88,6 +88,12 @@ class PostwardenMilter(Milter.Base):
             auth_user=self._macro("{auth_authen}"),
             mail_from=_valid(strip_brackets(mailfrom)),
         )
+        # Known from here on: inbound mail is not collected, only passed through.
+        inspector = current.inspector
+        if inspector is not None:
+            m = self.msg
+            m.origin = classify(inspector.services.config.outbound, m.client_addr,
+                                m.client_port, m.daemon_name, m.auth_user)
         return Milter.CONTINUE
 
     @Milter.noreply
@@ -100,14 +106,14 @@ class PostwardenMilter(Milter.Base):
     @Milter.noreply
     @guarded
     def header(self, name: str, value: str) -> int:
-        if self.msg is not None:
+        if self.msg is not None and self.msg.origin is not Origin.INBOUND:
             self.msg.headers.append((name, value))
         return Milter.CONTINUE
 
     @Milter.noreply
     @guarded
     def body(self, chunk: bytes) -> int:
-        if self.msg is not None:
+        if self.msg is not None and self.msg.origin is not Origin.INBOUND:
             if self.body_size + len(chunk) <= MAX_BODY:
                 self.body_parts.append(chunk)
             else:
@@ -122,9 +128,7 @@ class PostwardenMilter(Milter.Base):
             return Milter.ACCEPT
         msg.queue_id = self._macro("i") or "NOQUEUE"
         cfg = inspector.services.config
-        msg.origin = classify(cfg.outbound, msg.client_addr, msg.client_port,
-                              msg.daemon_name, msg.auth_user)
-        if msg.origin is Origin.INBOUND:
+        if msg.origin is Origin.INBOUND:  # classified at MAIL FROM
             if cfg.outbound.log_inbound:
                 log.info(f"origin=inbound from=<{msg.mail_from}> not inspected", msg.queue_id)
             return Milter.ACCEPT
