@@ -11,6 +11,7 @@ from __future__ import annotations
 from postwarden.checks.periodic import reaction
 from postwarden.findings import Finding, Severity
 from postwarden.message import Message
+from postwarden.milter.forms import MEMO_SOURCE
 from postwarden.milter.pipeline import CheckContext
 
 FINDING = "uceprotect.listed_form"
@@ -19,7 +20,7 @@ FINDING = "uceprotect.listed_form"
 def listed_form_check(msg: Message, ctx: CheckContext) -> list[Finding]:
     if not reaction.active:
         return []
-    source = ctx.memo.get("source")
+    source = ctx.memo.get(MEMO_SOURCE)
     if source is None or not getattr(source, "form", False):
         return []
     return [Finding(FINDING, Severity.WARNING,

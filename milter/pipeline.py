@@ -104,32 +104,27 @@ class Inspector:
 
 def default_checks(services: Services) -> list[Check]:
     """Every per-message check, in the order their memo dependencies need."""
-    from postwarden.milter import forms, ratelimit
-
-    checks: list[Check] = []
-    # authentication (issue 3): DKIM and SPF store results in ctx.memo, DMARC reads them.
-    from postwarden.milter import dkim_check, dmarc_check, spf_check
-
-    checks += [dkim_check.DkimCheck(services.config.dkim), spf_check.SpfCheck(),
-               dmarc_check.dmarc_check]
-    # forms (source key -> memo) before the history signals, then the score, then limits.
-    checks += [forms.forms_check, ratelimit.history_check, forms.suspicion_check,
-               ratelimit.limit_check]
-    # self-check's automatic reaction (issue 5): form mail while L1/L2-listed.
+    # Imported here: the check modules import this one for CheckContext.
     from postwarden.checks import reaction
+    from postwarden.milter import dkim_check, dmarc_check, forms, ratelimit, spf_check
 
-    checks += [reaction.listed_form_check]
-    return checks
+    return [
+        # DKIM and SPF leave their results in ctx.memo; DMARC reads them.
+        dkim_check.DkimCheck(services.config.dkim), spf_check.SpfCheck(),
+        dmarc_check.dmarc_check,
+        # the source key (memo) first, then history signals, the score, the limits.
+        forms.forms_check, ratelimit.history_check, forms.suspicion_check,
+        ratelimit.limit_check,
+        # the self-check's automatic reaction: form mail while L1/L2-listed.
+        reaction.listed_form_check,
+    ]
 
 
 def default_fixers(services: Services) -> list[Fixer]:
-    from postwarden.milter import activity
+    """After the decision: the From rewrite, then the signer signs the result, then
+    the event is recorded with the final action."""
+    from postwarden.milter import activity, dkim_sign, from_rewrite
 
-    fixers: list[Fixer] = []
-    # authentication (issue 3): the From rewrite first, the signer signs the result.
-    from postwarden.milter import dkim_sign, from_rewrite
-
-    fixers += [from_rewrite.FromRewriter(services.config),
-               dkim_sign.DkimSigner(services.config, services.clock)]
-    fixers += [activity.record_activity]  # last: records the final decision per source
-    return fixers
+    return [from_rewrite.FromRewriter(services.config),
+            dkim_sign.DkimSigner(services.config, services.clock),
+            activity.record_activity]
