@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import random
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -49,22 +51,47 @@ def split_message(data: bytes) -> tuple[list[tuple[str, str]], bytes]:
     return headers, body
 
 
+def arrival_times(count: int, rate: float, phase: float, poisson: bool, seed: int) -> list[float]:
+    """Offsets (s) at which one worker starts its messages.
+
+    Even pacing is shifted by `phase` of one interval so C workers interleave instead
+    of firing together (C messages at once every C/rate seconds is a burst, not
+    `rate`/s). Poisson arrivals are the harsher, realistic case: random gaps, bursts
+    included.
+    """
+    if rate <= 0:
+        return [0.0] * count
+    if not poisson:
+        return [(i + phase) / rate for i in range(count)]
+    rnd = random.Random(seed)
+    t, out = 0.0, []
+    for _ in range(count):
+        t += rnd.expovariate(rate)
+        out.append(t)
+    return out
+
+
 def worker(socket: str, count: int, rate: float, size: int, start_at: float, wid: int,
-           out: Any) -> None:
-    """One connection per message, `count` messages, paced to `rate`/s if rate > 0."""
+           phase: float, poisson: bool, out: Any) -> None:
+    """One connection per message, `count` messages, paced to `rate`/s if rate > 0.
+
+    Latency runs from the due time (or the start, unpaced) to the end-of-message
+    reply, so a message that had to wait for the worker's previous one counts its wait.
+    """
     headers, body = split_message(message(size))
     lat: list[float] = []
     errors = 0
+    due_at = arrival_times(count, rate, phase, poisson, seed=wid)
     while time.time() < start_at:
         time.sleep(0.001)
     t0 = time.perf_counter()
     for i in range(count):
         if rate > 0:
-            due = t0 + i / rate
+            due = t0 + due_at[i]
             delay = due - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-        s = time.perf_counter()
+        s = min(time.perf_counter(), t0 + due_at[i]) if rate > 0 else time.perf_counter()
         qid = f"{wid:02X}{i:08X}"
         try:
             with MilterClient(socket, timeout=30) as c:
@@ -83,14 +110,15 @@ def worker(socket: str, count: int, rate: float, size: int, start_at: float, wid
     out.put((lat, errors))
 
 
-def drive(socket: str, n: int, conns: int, rate: float, size: int) -> tuple[float, list[float],
-                                                                          int]:
+def drive(socket: str, n: int, conns: int, rate: float, size: int,
+          poisson: bool = False) -> tuple[float, list[float], int]:
     """Run n messages over `conns` processes; (seconds, latencies, errors)."""
     q: multiprocessing.Queue[Any] = multiprocessing.Queue()
     start_at = time.time() + 0.3
     per = [n // conns + (1 if i < n % conns else 0) for i in range(conns)]
     procs = [multiprocessing.Process(target=worker, args=(socket, per[i], rate / conns, size,
-                                                          start_at, i, q)) for i in range(conns)]
+                                                          start_at, i, i / conns, poisson,
+                                                          q)) for i in range(conns)]
     for p in procs:
         p.start()
     results = [q.get() for _ in procs]
@@ -99,6 +127,25 @@ def drive(socket: str, n: int, conns: int, rate: float, size: int) -> tuple[floa
         p.join()
     lat = [x for r in results for x in r[0]]
     return seconds, lat, sum(r[1] for r in results)
+
+
+def sample_rss(pid: int, out: list[tuple[float, int]], stop: threading.Event) -> None:
+    """RSS every half second: a leak climbs steadily, a cache filling up levels off."""
+    t0 = time.monotonic()
+    while not stop.wait(0.5):
+        out.append((time.monotonic() - t0, rss_kib(pid)))
+
+
+def by_tenth(samples: list[tuple[float, int]]) -> list[int]:
+    """The last RSS sample at or before each tenth of the run's duration."""
+    if not samples:
+        return []
+    end = samples[-1][0]
+    picks = []
+    for k in range(1, 11):
+        upto = [r for t, r in samples if t <= end * k / 10]
+        picks.append(upto[-1] if upto else samples[0][1])
+    return picks
 
 
 def pct(values: list[float], p: float) -> float:
@@ -111,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", "--messages", type=int, default=20000)
     ap.add_argument("-c", "--connections", type=int, default=10)
     ap.add_argument("--rate", type=float, default=0, help="total msgs/s (0: unpaced)")
+    ap.add_argument("--poisson", action="store_true",
+                    help="with --rate: random (Poisson) arrivals instead of even pacing")
     ap.add_argument("--size", type=int, default=4, help="message size in KB")
     ap.add_argument("--warmup", type=int, default=1000, help="messages before measuring")
     ap.add_argument("--target", choices=TARGETS, default="postwarden")
@@ -137,13 +186,23 @@ def main(argv: list[str] | None = None) -> int:
         drive(socket, args.warmup, args.connections, 0, size)
         rss0 = rss_kib(pid) if pid else 0
         cpu0 = cpu_seconds([pid]) if pid else 0.0
-        seconds, lat, errors = drive(socket, args.messages, args.connections, args.rate, size)
+        samples: list[tuple[float, int]] = []
+        stop = threading.Event()
+        sampler = threading.Thread(target=sample_rss, args=(pid, samples, stop), daemon=True)
+        if pid:
+            sampler.start()
+        seconds, lat, errors = drive(socket, args.messages, args.connections, args.rate, size,
+                                       args.poisson)
+        stop.set()
+        if pid:
+            sampler.join()
         cpu1 = cpu_seconds([pid]) if pid else 0.0
         rss1 = rss_kib(pid) if pid else 0
         n = args.messages
         print(f"target={args.target if not args.socket else args.socket} messages={n} "
               f"connections={args.connections} size={args.size}KB "
-              f"rate={'unpaced' if not args.rate else f'{args.rate:g}/s'}")
+              f"rate={'unpaced' if not args.rate else f'{args.rate:g}/s'}"
+              f"{' poisson' if args.rate and args.poisson else ''}")
         print(f"throughput {n / seconds:.0f} msgs/s  errors {errors}")
         print(f"latency p50 {1000 * statistics.median(lat):.2f} ms  "
               f"p99 {1000 * pct(lat, 99):.2f} ms  max {1000 * max(lat):.2f} ms")
@@ -152,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"milter CPU {1000 * (cpu1 - cpu0) / n:.2f} ms/msg  "
                   f"RSS {rss0 / 1024:.1f} MiB after warm-up -> {rss1 / 1024:.1f} MiB "
                   f"after {n} messages ({growth:+.1f} %)")
+            print("RSS by tenth of the run (MiB): "
+                  + " ".join(f"{r / 1024:.1f}" for r in by_tenth(samples)))
         return 1 if errors else 0
     finally:
         if peer is not None:
