@@ -27,6 +27,7 @@ from postwarden.config import Config, ConfigError
 from postwarden.log import log
 from postwarden.milter.app import PostwardenMilter, current
 from postwarden.milter.pipeline import Inspector, Services, default_checks, default_fixers
+from postwarden.milter.ratelimit import health
 from postwarden.store import Store, StoreError, open_store
 
 NAME = "postwarden"
@@ -181,6 +182,7 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
              f"config={cfg.source}")
     while not stop.is_set() and worker.is_alive():
         stop.wait(0.5)
+        _flush_events(store)
         if reload_requested.is_set():
             reload_requested.clear()
             _reload(config_path, log_stderr, store)
@@ -191,8 +193,23 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     libmilter.stop()
     worker.join(timeout=10)
     if store is not None:
-        store.close()
+        try:
+            store.close()
+        except StoreError as e:
+            log.warning(f"stopping: activity events since the last write are lost: {e}")
     return 0
+
+
+def _flush_events(store: Store | None) -> None:
+    """Write the activity events queued by the last half second's messages."""
+    if store is None:
+        return
+    try:
+        store.flush_events()
+    except StoreError as e:
+        health.failed(e, "activity recording")
+    else:
+        health.ok()
 
 
 def _reload(config_path: str | None, log_stderr: bool, store: Store | None) -> None:

@@ -9,10 +9,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from harness.redis_server import RedisServer
 from postwarden.config import StoreConfig
 from postwarden.store import HoldRecord, Store, StoreError, open_store
+from postwarden.store.base import EVENT_BATCH, gcra
 from postwarden.store.redis_store import RedisStore
 from postwarden.store.sqlite_store import SqliteStore
 
@@ -94,6 +97,30 @@ def test_simulated_hour_admits_at_most_rate_plus_burst(store: Store) -> None:
     admitted = sum(store.rate_take("src", 1, window / rate, burst, T0 + 10 * i).allowed
                    for i in range(360))  # one try every 10 s for an hour
     assert burst + rate - 1 <= admitted <= burst + rate
+
+
+# Gaps in tenths of an interval: most land mid-interval, where an off-by-a-little
+# comparison shows.
+_steps = st.lists(st.tuples(st.integers(0, 30), st.sampled_from([1.0, 2.0, 3.0, 7.0])),
+                  min_size=1, max_size=40)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=_steps, interval=st.sampled_from([1.0, 7.5, 180.0]),
+       burst=st.sampled_from([1.0, 5.0, 50.0]))
+def test_backends_follow_the_gcra_model(store: Store, steps: list[tuple[float, float]],
+                                        interval: float, burst: float) -> None:
+    """Every backend answers exactly what gcra() says, step by step (the SQLite upsert
+    and the Redis script each re-implement it)."""
+    key, now, tat = f"model{next(_prefix)}", T0, T0
+    for tenths, cost in steps:
+        now += tenths * interval / 10
+        tat, want = gcra(tat, now, cost, interval, burst)
+        got = store.rate_take(key, cost, interval, burst, now)
+        assert got.allowed == want.allowed
+        assert got.used == pytest.approx(want.used, abs=1e-6)
+        assert got.retry_after == pytest.approx(want.retry_after, abs=1e-6)
 
 
 def test_keys_are_independent(store: Store) -> None:
@@ -198,8 +225,9 @@ def test_redis_unreachable_is_store_error() -> None:
     s = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)  # lazy: no error yet
     with pytest.raises(StoreError):
         s.rate_take("k", 1, 1.0, 1.0, T0)
+    s.record_event(T0, "local/accept", "uid:0", "")  # queued: no round trip yet
     with pytest.raises(StoreError):
-        s.record_event(T0, "local/accept", "uid:0", "")
+        s.flush_events()
 
 
 def test_redis_recovers_after_restart(redis_server: RedisServer) -> None:
@@ -220,8 +248,37 @@ def test_sqlite_unusable_path_is_store_error(tmp_path: Path) -> None:
     s = SqliteStore(tmp_path / "file" / "state.db")  # like Redis: retried, not fatal
     with pytest.raises(StoreError):
         s.rate_take("k", 1, 1.0, 1.0, T0)
+    s.record_event(T0, "local/accept", "uid:0", "")
     with pytest.raises(StoreError):
-        s.record_event(T0, "local/accept", "uid:0", "")
+        s.flush_events()
+
+
+def test_events_queued_through_an_outage_are_written_after_it(
+        redis_server: RedisServer) -> None:
+    s = RedisStore(redis_server.url, prefix="outage:", timeout=0.5)
+    redis_server.stop()
+    try:
+        for i in range(3):
+            s.record_event(T0 + i, "local/accept", "uid:0", "")
+        with pytest.raises(StoreError):
+            s.flush_events()
+    finally:
+        redis_server.start()
+    s.record_event(T0 + 3, "local/accept", "uid:0", "")
+    assert [e.when for e in s.events(T0 - 1)] == [T0 + 3, T0 + 2, T0 + 1, T0]
+    s.close()
+
+
+def test_a_full_batch_is_written_without_waiting_for_a_flush(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "s.db")
+    reader = SqliteStore(tmp_path / "s.db")  # another process's view: `postwarden status`
+    for i in range(EVENT_BATCH - 1):
+        s.record_event(T0 + i, "local/accept", "uid:0", "")
+    assert reader.events(T0 - 1) == []
+    s.record_event(T0 + EVENT_BATCH, "local/accept", "uid:0", "")
+    assert len(reader.events(T0 - 1)) == EVENT_BATCH
+    s.close()
+    reader.close()
 
 
 def test_open_store_picks_backend(tmp_path: Path, redis_server: RedisServer) -> None:

@@ -9,11 +9,14 @@ time only through their own (NTP-synced) clocks.
 from __future__ import annotations
 
 import abc
+import threading
 from dataclasses import dataclass
 
 EVENT_RETENTION = 8 * 86400  # the self-check reports 7 days of activity
 HOLD_RETENTION = 30 * 86400
 SELFCHECK_KEEP = 1000
+EVENT_BATCH = 200  # queued events written in one transaction / one round trip
+MAX_PENDING = 20000  # events kept in memory while the backend is down; older are dropped
 
 
 class StoreError(Exception):
@@ -101,6 +104,16 @@ def decayed(value: float, updated: float, now: float, half_life: float) -> float
 
 
 class Store(abc.ABC):
+    """Events are queued and written in batches: the activity record is statistics,
+    so a message should not wait for its own transaction or round trip. The daemon
+    flushes twice a second, readers in the same process flush first, and a failed
+    batch stays queued (up to MAX_PENDING) for the next try."""
+
+    def __init__(self) -> None:
+        self._pending: list[EventRecord] = []
+        self._pending_lock = threading.Lock()
+        self.events_dropped = 0
+
     # --- hold reasons -------------------------------------------------------
     @abc.abstractmethod
     def record_hold(self, rec: HoldRecord) -> None:
@@ -133,13 +146,43 @@ class Store(abc.ABC):
         """
 
     # --- events, for status and the self-check's activity report --------------
-    @abc.abstractmethod
     def record_event(self, when: float, kind: str, source: str, findings: str) -> None:
-        """One inspected message (kind: origin/action), for status and activity.7d."""
+        """Queue one inspected message (kind: origin/action) for status and activity.7d.
+
+        Raises StoreError only when it had to write a full batch and could not.
+        """
+        with self._pending_lock:
+            self._pending.append(EventRecord(when, kind, source, findings))
+            full = len(self._pending) >= EVENT_BATCH
+        if full:
+            self.flush_events()
+
+    def flush_events(self) -> None:
+        """Write the queued events; on failure they stay queued and StoreError is raised."""
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            self._write_events(batch)
+        except StoreError:
+            with self._pending_lock:
+                kept = batch + self._pending
+                self.events_dropped += max(0, len(kept) - MAX_PENDING)
+                self._pending = kept[-MAX_PENDING:]
+            raise
 
     @abc.abstractmethod
+    def _write_events(self, batch: list[EventRecord]) -> None:
+        """Append events atomically (all or none), pruning those past EVENT_RETENTION."""
+
     def events(self, since: float, limit: int = 10000) -> list[EventRecord]:
         """Events newer than `since`, newest first (kept EVENT_RETENTION seconds)."""
+        self.flush_events()
+        return self._read_events(since, limit)
+
+    @abc.abstractmethod
+    def _read_events(self, since: float, limit: int) -> list[EventRecord]: ...
 
     def activity(self, since: float) -> dict[str, Activity]:
         """Per-source counts of messages, form messages, holds and rate-limit hits."""

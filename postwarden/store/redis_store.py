@@ -76,6 +76,7 @@ return seq
 
 class RedisStore(Store):
     def __init__(self, url: str, prefix: str = "postwarden:", timeout: float = 0.5) -> None:
+        super().__init__()
         self.prefix = prefix
         try:
             self._r: Any = redis.Redis.from_url(
@@ -145,12 +146,15 @@ class RedisStore(Store):
                                 args=[repr(now), repr(amount), repr(half_life)]))
 
     # --- events -----------------------------------------------------------------
-    def record_event(self, when: float, kind: str, source: str, findings: str) -> None:
-        self._call(self._append, keys=[self._k("events"), self._k("seq")],
-                   args=[when, json.dumps([kind, source, findings]),
-                         when - EVENT_RETENTION, MAX_EVENTS])
+    def _write_events(self, batch: list[EventRecord]) -> None:
+        pipe = self._r.pipeline(transaction=True)
+        for e in batch:
+            self._append(keys=[self._k("events"), self._k("seq")],
+                         args=[e.when, json.dumps([e.kind, e.source, e.findings]),
+                               e.when - EVENT_RETENTION, MAX_EVENTS], client=pipe)
+        self._call(pipe.execute)
 
-    def events(self, since: float, limit: int = 10000) -> list[EventRecord]:
+    def _read_events(self, since: float, limit: int) -> list[EventRecord]:
         rows = self._call(self._r.zrevrangebyscore, self._k("events"), "+inf",
                           f"({since}", start=0, num=limit, withscores=True)
         out = []
@@ -172,7 +176,10 @@ class RedisStore(Store):
         return sorted(runs, key=lambda r: r.when, reverse=True)[:limit]
 
     def close(self) -> None:
-        self._call(self._r.close)
+        try:
+            self.flush_events()
+        finally:
+            self._call(self._r.close)
 
 
 def _safe_url(url: str) -> str:

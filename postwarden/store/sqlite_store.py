@@ -33,6 +33,15 @@ from postwarden.store.base import (
 )
 
 T = TypeVar("T")
+# gcra() in one upsert: the bucket moves only if the cost fits (unqualified columns
+# in DO UPDATE are the stored row's), RETURNING says whether it did.
+_TAKE = """
+INSERT INTO buckets(key, tat, interval, burst) VALUES (:key, :now + :cost * :iv, :iv, :burst)
+ON CONFLICT(key) DO UPDATE SET tat = max(tat, :now) + :cost * :iv,
+                               interval = :iv, burst = :burst
+WHERE max(tat, :now) + :cost * :iv - :now - :burst * :iv <= 1e-9
+RETURNING tat
+"""
 PRUNE_EVERY = 500  # writes between clean-ups of expired rows
 BUSY_TIMEOUT_MS = 250  # a locked file must not hold mail up: fail open instead
 REOPEN_EVERY = 2.0  # seconds between tries to open a file that could not be opened
@@ -62,6 +71,7 @@ CREATE TABLE IF NOT EXISTS selfcheck (
 
 class SqliteStore(Store):
     def __init__(self, path: str | Path) -> None:
+        super().__init__()
         self.path = str(path)
         self._lock = threading.Lock()
         self._writes = 0
@@ -137,9 +147,23 @@ class SqliteStore(Store):
                 raise StoreError(f"sqlite {self.path}: {e}") from None
 
     def _maybe_prune(self, db: sqlite3.Connection, now: float) -> None:
+        """Inside a write transaction: every PRUNE_EVERY writes, expired rows go too."""
         self._writes += 1
-        if self._writes % PRUNE_EVERY:
-            return
+        if self._writes % PRUNE_EVERY == 0:
+            self._prune_rows(db, now)
+
+    def _prune_alone(self, db: sqlite3.Connection, now: float) -> None:
+        """The same clean-up in its own transaction, after an autocommit write; a
+        failure only delays it (the next write reports a broken store)."""
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            self._prune_rows(db, now)
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            self._rollback(db)
+
+    @staticmethod
+    def _prune_rows(db: sqlite3.Connection, now: float) -> None:
         db.execute("DELETE FROM events WHERE at < ?", (now - EVENT_RETENTION,))
         db.execute("DELETE FROM holds WHERE at < ?", (now - HOLD_RETENTION,))
         db.execute("DELETE FROM buckets WHERE tat < ?", (now,))
@@ -162,16 +186,29 @@ class SqliteStore(Store):
     # --- rate limits ------------------------------------------------------------
     def rate_take(self, key: str, cost: float, interval: float, burst: float,
                   now: float) -> RateResult:
-        with self._tx() as db:
-            row = db.execute("SELECT tat FROM buckets WHERE key = ?", (key,)).fetchone()
-            tat, result = gcra(row[0] if row else now, now, cost, interval, burst)
-            if result.allowed:
-                db.execute("INSERT INTO buckets(key, tat, interval, burst) VALUES (?, ?, ?, ?) "
-                           "ON CONFLICT(key) DO UPDATE SET tat = excluded.tat, "
-                           "interval = excluded.interval, burst = excluded.burst",
-                           (key, tat, interval, burst))
-                self._maybe_prune(db, now)
-            return result
+        """One statement (itself a transaction): the hot path's only write.
+
+        The upsert updates the bucket only if the cost fits (gcra()'s arithmetic in
+        SQL) and returns the new TAT; no row back means denied, and only then is the
+        bucket read again to say by how much.
+        """
+        args = {"key": key, "now": now, "cost": cost, "iv": interval, "burst": burst}
+        if (cost - burst) * interval <= 1e-9:  # could fit: an empty bucket admits it
+            with self._lock:
+                db = self._connection()
+                try:
+                    row = db.execute(_TAKE, args).fetchone()
+                except sqlite3.Error as e:
+                    self._rollback(db)
+                    raise StoreError(f"sqlite {self.path}: {e}") from None
+                if row is not None:
+                    self._writes += 1
+                    if self._writes % PRUNE_EVERY == 0:
+                        self._prune_alone(db, now)
+                    return RateResult(True, (row[0] - now) / interval, burst, 0.0)
+        row = self._read(lambda db: db.execute("SELECT tat FROM buckets WHERE key = ?",
+                                               (key,)).fetchone())
+        return gcra(row[0] if row else now, now, cost, interval, burst)[1]
 
     def buckets(self, now: float, limit: int = 50) -> list[BucketState]:
         rows = self._read(lambda db: db.execute(
@@ -194,13 +231,13 @@ class SqliteStore(Store):
             return value
 
     # --- events -----------------------------------------------------------------
-    def record_event(self, when: float, kind: str, source: str, findings: str) -> None:
+    def _write_events(self, batch: list[EventRecord]) -> None:
         with self._tx() as db:
-            db.execute("INSERT INTO events(at, kind, source, findings) VALUES (?, ?, ?, ?)",
-                       (when, kind, source, findings))
-            self._maybe_prune(db, when)
+            db.executemany("INSERT INTO events(at, kind, source, findings) VALUES (?, ?, ?, ?)",
+                           [(e.when, e.kind, e.source, e.findings) for e in batch])
+            self._maybe_prune(db, batch[-1].when)
 
-    def events(self, since: float, limit: int = 10000) -> list[EventRecord]:
+    def _read_events(self, since: float, limit: int) -> list[EventRecord]:
         rows = self._read(lambda db: db.execute(
             "SELECT at, kind, source, findings FROM events WHERE at > ? "
             "ORDER BY at DESC, id DESC LIMIT ?", (since, limit)).fetchall())
@@ -221,6 +258,12 @@ class SqliteStore(Store):
         return [SelfcheckRun(*r) for r in rows]
 
     def close(self) -> None:
+        try:
+            self.flush_events()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
         with self._lock:
             db, self._db = self._db, None
             self._next_try = float("inf")  # closed for good
