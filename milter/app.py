@@ -225,6 +225,8 @@ def _reply_text(reason: str) -> str:
 
 def _addr(a: str) -> str:
     """Addresses in the log never carry spaces or control characters."""
+    if a.isascii() and a.isprintable() and " " not in a:  # the usual case
+        return a[:254]
     return "".join(c for c in a if c.isprintable() and not c.isspace())[:254]
 
 

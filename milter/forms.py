@@ -49,6 +49,8 @@ class Source:
 
 def clean_key(text: str, limit: int = 200) -> str:
     """Source keys go into log lines and store keys: no spaces or control characters."""
+    if text.isascii() and text.isprintable() and " " not in text:  # the usual case
+        return text[:limit]
     return "".join(c if c.isprintable() and not c.isspace() else "_" for c in text)[:limit]
 
 

@@ -36,10 +36,17 @@ def classify(
         return Origin.SUBMISSION
     if client_port == 0 and (client_addr in _LOOPBACK or client_addr == ""):
         return Origin.LOCAL if cfg.local_is_outbound else Origin.INBOUND
+    if _is_internal(client_addr, tuple(cfg.internal_networks)):
+        return Origin.INTERNAL
+    return Origin.INBOUND
+
+
+@lru_cache(maxsize=4096)
+def _is_internal(client_addr: str, nets: tuple[str, ...]) -> bool:
+    """Per address and network list: parsing the address cost more than the rest of
+    classify (the same web servers and relays connect again and again)."""
     try:
         addr = ipaddress.ip_address(client_addr)
     except ValueError:
-        return Origin.INBOUND
-    if any(addr in net for net in _networks(tuple(cfg.internal_networks))):
-        return Origin.INTERNAL
-    return Origin.INBOUND
+        return False
+    return any(addr in net for net in _networks(nets))

@@ -10,6 +10,7 @@ Shared by the milter and the self-check; DNS only through the Resolver.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
 from postwarden.dns import Budget, Resolver
@@ -61,6 +62,7 @@ class DmarcLookup:
         return self.record.p
 
 
+@lru_cache(maxsize=1024)
 def parse(text: str) -> DmarcRecord:
     """Parse one TXT string; RecordError if it is not a DMARC record at all.
 

@@ -41,6 +41,13 @@ class Logger:
         self._repeat_interval = 600.0
         self._seen: dict[str, tuple[float, int]] = {}
         self.clock: Callable[[], float] = time.monotonic
+        self._tag = ""
+        self._retag()
+        os.register_at_fork(after_in_child=self._retag)
+
+    def _retag(self) -> None:
+        """`postwarden[PID]: `, kept rather than asking the kernel on every line."""
+        self._tag = f"{IDENT}[{os.getpid()}]: "
 
     def setup(self, target: str = "stderr", facility: str = "mail",
               repeat_interval: float = 600.0, stream: TextIO | None = None) -> None:
@@ -57,7 +64,7 @@ class Logger:
             syslog.syslog(_PRIORITIES.get(level, syslog.LOG_INFO), text)
             return
         with self._lock:
-            self._stream.write(f"{IDENT}[{os.getpid()}]: {text}\n")
+            self._stream.write(f"{self._tag}{text}\n")
             self._stream.flush()
 
     def line(self, level: str, text: str, queue_id: str | None = None) -> None:

@@ -37,17 +37,28 @@ class Message:
     body: bytes = b""
     body_truncated: bool = False
 
+    _by_name: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False,
+                                           compare=False)
+    _indexed: int = field(default=-1, init=False, repr=False, compare=False)
+
+    def _index(self) -> dict[str, list[str]]:
+        """Stripped values by lower-case name, built once per message: the checks ask
+        for From, DKIM-Signature and friends a dozen times. Headers are only ever
+        appended (while they arrive), so a changed length means a stale index."""
+        if self._indexed != len(self.headers):
+            index: dict[str, list[str]] = {}
+            for k, v in self.headers:
+                index.setdefault(k.lower(), []).append(v.strip())
+            self._by_name, self._indexed = index, len(self.headers)
+        return self._by_name
+
     def header(self, name: str) -> str | None:
         """First value of a header, without the leading space; None if absent."""
-        lname = name.lower()
-        for k, v in self.headers:
-            if k.lower() == lname:
-                return v.strip()
-        return None
+        values = self._index().get(name.lower())
+        return values[0] if values else None
 
     def header_all(self, name: str) -> list[str]:
-        lname = name.lower()
-        return [v.strip() for k, v in self.headers if k.lower() == lname]
+        return list(self._index().get(name.lower(), ()))
 
     @property
     def from_addresses(self) -> list[str]:

@@ -27,6 +27,7 @@ def _list() -> PublicSuffixList:
         return _psl
 
 
+@lru_cache(maxsize=4096)
 def normalize(domain: str) -> str:
     """Lower case, no trailing dot, IDNs as A-labels when they can be encoded."""
     d = domain.strip().rstrip(".").lower()
