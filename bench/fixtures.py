@@ -53,7 +53,8 @@ def postwarden_settings(dns_port: int, workdir: Path, extra: dict[str, Any]) -> 
         "selfcheck": {"periodic": False},
     }
     for key, value in extra.items():
-        settings[key] = dict(settings.get(key, {}), **value)
+        settings[key] = dict(settings.get(key, {}), **value) if isinstance(value, dict) \
+            else value
     return settings
 
 

@@ -38,7 +38,8 @@ from procstat import cpu_seconds, rss_kib  # noqa: E402
 from harness.knot import DnsServer  # noqa: E402
 from harness.milter_client import MilterClient  # noqa: E402
 
-TARGETS = ("postwarden", "postwarden-sign", "postwarden-selfcheck", "noop")
+TARGETS = ("postwarden", "postwarden-unpinned", "postwarden-sign", "postwarden-selfcheck",
+           "noop")
 
 
 def split_message(data: bytes) -> tuple[list[tuple[str, str]], bytes]:
@@ -230,6 +231,8 @@ def make_target(target: str, directory: Path, dns_port: int, key: Path) -> Peer:
                                                   "key_file": str(key)}]}
     if target == "postwarden-selfcheck":
         extra["selfcheck"] = selfcheck_always(Path("/etc/postfix"))
+    if target == "postwarden-unpinned":
+        extra["pin_cpu"] = False
     directory.mkdir(parents=True, exist_ok=True)
     return PostwardenPeer(directory, target, postwarden_settings(dns_port, directory, extra))
 

@@ -57,8 +57,9 @@ from harness.knot import DnsServer  # noqa: E402
 from harness.postfix import Postfix  # noqa: E402
 from harness.redis_server import RedisServer  # noqa: E402
 
-ALL_VARIANTS = ["none", "noop", "postwarden", "postwarden-sign", "postwarden-redis",
-                "postwarden-selfcheck", "opendkim", "dkimpy-milter", "rspamd"]
+ALL_VARIANTS = ["none", "noop", "postwarden", "postwarden-unpinned", "postwarden-sign",
+                "postwarden-redis", "postwarden-selfcheck", "opendkim", "dkimpy-milter",
+                "rspamd"]
 
 
 class BenchPostfix(Postfix):
@@ -162,6 +163,8 @@ class Bench:
             extra = {"store": {"backend": "redis", "redis_url": redis.url}}
         elif v == "postwarden-selfcheck":
             extra = {"selfcheck": selfcheck_always(self.postfix.conf)}
+        elif v == "postwarden-unpinned":  # what pin_cpu buys
+            extra = {"pin_cpu": False}
         elif v != "postwarden":
             raise SystemExit(f"unknown variant {v!r}; known: {', '.join(ALL_VARIANTS)}")
         return PostwardenPeer(d, v, postwarden_settings(self.dns.port, d, extra))

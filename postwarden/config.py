@@ -380,6 +380,7 @@ class Config:
     socket_mode: str = field(default="0660", metadata=_check(_mode_octal))
     socket_group: str = "postfix"
     user: str = ""
+    pin_cpu: bool = True
     mode: str = field(default="monitor", metadata=_check(_one_of("monitor", "enforce")))
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     host: HostConfig = field(default_factory=HostConfig)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SASL_USERS
+from harness.milterproc import MilterProcess
 from harness.php import run_php
 from harness.postfix import Postfix
 from harness.sink import Sink
@@ -122,6 +125,43 @@ def test_internal_network_client_is_outbound(
     _, data = make_message()
     qid = postfix.smtp(data, "app@example.com", ["bob@example.net"])
     assert milter.wait_summary(qid)["origin"] == "internal"
+    sink.wait_for(1)
+
+
+def _thread_cpus(pid: int) -> dict[str, str]:
+    """Each thread's Cpus_allowed_list, from /proc."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                out[task.name] = line.split(":", 1)[1].strip()
+    return out
+
+
+@pytest.mark.e2e
+def test_all_milter_threads_run_on_one_cpu_unless_told_otherwise(
+        postfix: Postfix, sink: Sink, start_milter: Callable[..., MilterProcess]) -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    pinned = start_milter()
+    _, data = make_message()
+    qid = postfix.smtp(data, "alice@example.com", ["bob@example.net"],
+                       login=("alice", SASL_USERS["alice"]))
+    pinned.wait_summary(qid)  # libmilter's connection threads exist by now
+    assert pinned.proc is not None
+    cpus = _thread_cpus(pinned.proc.pid)
+    start = pinned.wait_line(r"starting: ")
+    if len(allowed) >= 2:
+        assert f"cpu={allowed[-1]} " in start
+        assert set(cpus.values()) == {str(allowed[-1])} and len(cpus) >= 2
+    else:  # nothing to choose from: left alone, and said so
+        assert "cpu=any " in start
+    pinned.stop()
+
+    free = start_milter({"pin_cpu": False})
+    assert "cpu=any " in free.wait_line(r"starting: ")
+    assert free.proc is not None
+    ours = _thread_cpus(os.getpid())[str(threading.get_native_id())]
+    assert set(_thread_cpus(free.proc.pid).values()) == {ours}  # what it was given
     sink.wait_for(1)
 
 
