@@ -32,14 +32,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from fixtures import RCPT, SENDER, message, postwarden_settings, selfcheck_always, zones  # noqa: E402
-from peers import NoopPeer, Peer, PostwardenPeer, make_key  # noqa: E402
+from peers import CollectPeer, NoopPeer, Peer, PostwardenPeer, make_key  # noqa: E402
 from procstat import cpu_seconds, rss_kib  # noqa: E402
 
 from harness.knot import DnsServer  # noqa: E402
 from harness.milter_client import MilterClient  # noqa: E402
 
 TARGETS = ("postwarden", "postwarden-unpinned", "postwarden-sign", "postwarden-selfcheck",
-           "noop")
+           "noop", "noop-collect")
 
 
 def split_message(data: bytes) -> tuple[list[tuple[str, str]], bytes]:
@@ -225,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
 def make_target(target: str, directory: Path, dns_port: int, key: Path) -> Peer:
     if target == "noop":
         return NoopPeer(directory)
+    if target == "noop-collect":
+        return CollectPeer(directory)
     extra: dict[str, Any] = {"outbound": {"internal_networks": ["127.0.0.0/8"]}}
     if target == "postwarden-sign":
         extra["dkim"] = {"sign": True, "keys": [{"domain": "example.com", "selector": "bench",

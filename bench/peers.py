@@ -113,6 +113,14 @@ class NoopPeer(Peer):
         return [sys.executable, str(BENCH / "noop_milter.py"), f"unix:{self.socket_path}"]
 
 
+class CollectPeer(Peer):
+    name = "noop-collect"
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(BENCH / "noop_milter.py"), "--collect",
+                f"unix:{self.socket_path}"]
+
+
 class PostwardenPeer(Peer):
     """postwarden through the harness's MilterProcess (the same one the e2e tests use)."""
 

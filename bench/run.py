@@ -41,6 +41,7 @@ from fixtures import RCPT, SENDER, message, postwarden_settings, selfcheck_alway
 from peers import (  # noqa: E402
     DOMAIN,
     SELECTOR,
+    CollectPeer,
     DkimpyPeer,
     NoopPeer,
     OpenDkimPeer,
@@ -57,9 +58,9 @@ from harness.knot import DnsServer  # noqa: E402
 from harness.postfix import Postfix  # noqa: E402
 from harness.redis_server import RedisServer  # noqa: E402
 
-ALL_VARIANTS = ["none", "noop", "postwarden", "postwarden-unpinned", "postwarden-sign",
-                "postwarden-redis", "postwarden-selfcheck", "opendkim", "dkimpy-milter",
-                "rspamd"]
+ALL_VARIANTS = ["none", "noop", "noop-collect", "postwarden", "postwarden-unpinned",
+                "postwarden-sign", "postwarden-redis", "postwarden-selfcheck", "opendkim",
+                "dkimpy-milter", "rspamd"]
 
 
 class BenchPostfix(Postfix):
@@ -147,6 +148,8 @@ class Bench:
         key = {"domain": DOMAIN, "selector": SELECTOR, "key_file": str(self.key)}
         if v == "noop":
             return NoopPeer(d)
+        if v == "noop-collect":
+            return CollectPeer(d)
         if v == "opendkim":
             return OpenDkimPeer(d, self.key)
         if v == "dkimpy-milter":
