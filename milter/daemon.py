@@ -29,6 +29,7 @@ from postwarden.milter.app import PostwardenMilter, current
 from postwarden.milter.pipeline import Inspector, Services, default_checks, default_fixers
 from postwarden.milter.ratelimit import health
 from postwarden.store import Store, StoreError, open_store
+from postwarden.store.base import MAX_PENDING
 
 NAME = "postwarden"
 
@@ -231,6 +232,11 @@ def _flush_events(store: Store | None) -> None:
         store.flush_events()
     except StoreError as e:
         health.failed(e, "activity recording")
+        if store.events_dropped:
+            log.limited("store.events_dropped", "warning",
+                        f"{store.events_dropped} activity events dropped so far while the "
+                        f"store is unavailable (the newest {MAX_PENDING} are kept); "
+                        "`postwarden status` and the self-check will undercount")
     else:
         health.ok()
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from harness.redis_server import RedisServer
 from postwarden.config import StoreConfig
 from postwarden.store import HoldRecord, Store, StoreError, open_store
-from postwarden.store.base import EVENT_BATCH, gcra
+from postwarden.store.base import EVENT_BATCH, MAX_PENDING, gcra
 from postwarden.store.redis_store import RedisStore
 from postwarden.store.sqlite_store import SqliteStore
 
@@ -267,6 +267,24 @@ def test_events_queued_through_an_outage_are_written_after_it(
     s.record_event(T0 + 3, "local/accept", "uid:0", "")
     assert [e.when for e in s.events(T0 - 1)] == [T0 + 3, T0 + 2, T0 + 1, T0]
     s.close()
+
+
+def test_a_down_store_keeps_the_newest_events_and_counts_the_rest(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    s = SqliteStore(tmp_path / "file" / "state.db")
+    failed_writes = 0
+    for i in range(MAX_PENDING + 500):
+        try:
+            s.record_event(T0 + i, "local/accept", "uid:0", "")
+        except StoreError:
+            failed_writes += 1
+    # one try per batch, not one per event once the queue is past a batch
+    assert failed_writes == (MAX_PENDING + 500) // EVENT_BATCH
+    with pytest.raises(StoreError):
+        s.flush_events()  # the daemon's timer: the overflow is counted at each try
+    assert s.events_dropped == 500
+    with pytest.raises(StoreError):
+        s.close()  # says the queued events could not be written
 
 
 def test_a_full_batch_is_written_without_waiting_for_a_flush(tmp_path: Path) -> None:

@@ -153,7 +153,9 @@ class Store(abc.ABC):
         """
         with self._pending_lock:
             self._pending.append(EventRecord(when, kind, source, findings))
-            full = len(self._pending) >= EVENT_BATCH
+            # Every EVENT_BATCH events, not on each one past it: while the backend is
+            # down, messages must not each pay for another failed write.
+            full = len(self._pending) % EVENT_BATCH == 0
         if full:
             self.flush_events()
 
