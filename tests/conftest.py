@@ -105,3 +105,14 @@ def redis_server(e2e_base: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print each public suite's pass/total (tests/suites.py) after pytest's summary."""
+    import suites
+
+    rows = suites.lines()
+    if rows:
+        terminalreporter.section("public test suites")
+        for row in rows:
+            terminalreporter.write_line(row)
