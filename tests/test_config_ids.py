@@ -59,7 +59,7 @@ def test_reload_with_an_unknown_id_keeps_the_running_config(tmp_path: Path) -> N
     current.inspector = running
     log.setup("stderr", stream=buf)
     try:
-        daemon._reload(str(bad), True, None)
+        daemon._reload(str(bad), True, None, running.services.host)
         assert current.inspector is running
     finally:
         current.inspector = old
