@@ -25,8 +25,9 @@ def listed_form_check(msg: Message, ctx: CheckContext) -> list[Finding]:
     if source is None or not source.form:
         return []
     why = ", ".join(str(x) for x in listed)
-    fix = ("" if ctx.services.config.selfcheck.hold_forms_when_listed
-           else "; stop the form, or hold such mail with [selfcheck] hold_forms_when_listed")
+    advice = ("check what the form sends (postqueue -p, the mail log)" if
+              ctx.services.config.selfcheck.hold_forms_when_listed else
+              "stop the form, or hold such mail with [selfcheck] hold_forms_when_listed = true",)
     return [Finding(FINDING, Severity.WARNING,
-                    f"form mail from {source.key} while {why} is listed on UCEPROTECT{fix}",
-                    {"source": source.key, "listed": why})]
+                    f"form mail from {source.key} while {why} is listed on UCEPROTECT",
+                    {"source": source.key, "listed": why}, advice)]

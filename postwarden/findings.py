@@ -41,10 +41,11 @@ _BY_STATUS = {"unknown": Severity.UNKNOWN, "info": Severity.INFO,
 
 @dataclass(frozen=True)
 class Finding:
-    id: str
+    id: str  # registered in postwarden/ids.py
     severity: Severity
-    text: str
+    text: str  # one line: what was seen
     data: dict[str, Any] = field(default_factory=dict)
+    advice: tuple[str, ...] = ()  # what to do, first the most useful step
 
     @property
     def family(self) -> str:

@@ -38,7 +38,7 @@ def test_flags_form_mail_only_while_listed(ctx: CheckContext) -> None:
     ctx.services.host.observe(1000.0, {("192.0.2.25", "l1"): True})
     (f,) = mod.listed_form_check(msg, ctx)
     assert f.id == "uceprotect.listed_form" and "192.0.2.25" in f.text
-    assert "hold_forms_when_listed" in f.text  # the switch is off: say which one holds it
+    assert "hold_forms_when_listed" in f.advice[0]  # the switch is off: name the one that holds
     ctx.memo["source"] = Src("sasl:alice", False)
     assert mod.listed_form_check(msg, ctx) == []
 
@@ -64,3 +64,30 @@ def test_an_ip_no_longer_targeted_is_forgotten() -> None:
     host.observe(2.0, {}, ips=["198.51.100.7"])
     assert host.snapshot().listed() == ()
     assert host.snapshot().last_run == 2.0
+
+
+def test_the_warning_line_carries_the_advice(ctx: CheckContext) -> None:
+    import io
+    import sys
+
+    from postwarden.log import log
+    from postwarden.milter.app import _log_verdict
+    from postwarden.milter.pipeline import Verdict
+    from postwarden.policy import decide
+
+    msg = Message(queue_id="4F9D42A0B1")
+    ctx.memo["source"] = Src("php:/var/www/contact.php", True)
+    ctx.services.host.observe(1000.0, {("192.0.2.25", "l1"): True})
+    findings = mod.listed_form_check(msg, ctx)
+    verdict = Verdict(findings, decide(findings, msg.origin, "monitor",
+                                       ctx.services.config.policy))
+    buf = io.StringIO()
+    log.setup("stderr", stream=buf, repeat_interval=0.0)
+    try:
+        _log_verdict(msg, verdict, "monitor")
+    finally:
+        log.setup("stderr", stream=sys.stderr)
+    out = buf.getvalue()
+    assert "findings=uceprotect.listed_form action=accept would=accept" in out
+    assert "warning: uceprotect.listed_form: form mail from php:/var/www/contact.php while " \
+           "192.0.2.25 (L1) is listed on UCEPROTECT; fix: stop the form" in out
