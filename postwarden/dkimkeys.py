@@ -147,34 +147,18 @@ def parse_key_record(text: str | bytes) -> KeyRecord:
 def _public_key(der: bytes, key_type: str) -> tuple[PublicKey, int, str]:
     if key_type == "ed25519":
         return ed25519.Ed25519PublicKey.from_public_bytes(der), 256, ""
-    warning = ""
     try:
-        key = serialization.load_der_public_key(der)
+        key = serialization.load_der_public_key(der)  # SubjectPublicKeyInfo or PKCS#1
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        try:  # a bare PKCS#1 RSAPublicKey: dkimpy reads it, OpenDKIM does not
-            key = serialization.load_der_public_key(_spki_from_pkcs1(der))
-        except (ValueError, TypeError, UnsupportedAlgorithm):
-            raise ValueError("unparsable DER") from None
-        warning = ("p= is a bare PKCS#1 RSAPublicKey; OpenDKIM and other verifiers want "
-                   "SubjectPublicKeyInfo (openssl pkey -pubout output)")
+        raise ValueError("unparsable DER") from None
     if not isinstance(key, rsa.RSAPublicKey):
         raise ValueError(f"a {type(key).__name__}, not RSA")
+    spki = key.public_bytes(serialization.Encoding.DER,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    warning = "" if spki == der else (
+        "p= is a bare PKCS#1 RSAPublicKey; OpenDKIM and other verifiers want "
+        "SubjectPublicKeyInfo (openssl pkey -pubout output)")
     return key, key.key_size, warning
-
-
-def _der_len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
-
-
-def _spki_from_pkcs1(pkcs1: bytes) -> bytes:
-    """Wrap an RSAPublicKey in SubjectPublicKeyInfo (rsaEncryption, NULL params)."""
-    algid = bytes.fromhex("300d06092a864886f70d0101010500")
-    bitstring = b"\x03" + _der_len(len(pkcs1) + 1) + b"\x00" + pkcs1
-    body = algid + bitstring
-    return b"\x30" + _der_len(len(body)) + body
 
 
 class KeyFileError(ValueError):
