@@ -206,6 +206,8 @@ class DkimConfig:
     sign_origins: list[str] = field(default_factory=lambda: list(_FIX_ORIGINS),
                                     metadata=_check(_origins))
     keys: list[DkimKey] = field(default_factory=list)
+    canonicalization: str = field(default="relaxed/relaxed", metadata=_check(_one_of(
+        "relaxed/relaxed", "relaxed/simple", "simple/relaxed", "simple/simple")))
     sign_headers: list[str] = field(default_factory=lambda: [
         "from", "reply-to", "subject", "date", "to", "cc", "message-id", "in-reply-to",
         "references", "mime-version", "content-type", "content-transfer-encoding",
