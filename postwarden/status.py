@@ -20,6 +20,7 @@ from typing import Any
 
 from postwarden import config as configmod
 from postwarden.config import Config
+from postwarden.logsafe import escape, field
 from postwarden.store import Store, StoreError, open_store
 
 HOLD_DAYS = 7
@@ -105,13 +106,13 @@ def render(data: dict[str, Any]) -> str:
     for b in data["buckets"]:
         per = (f"limit {b['rate']} {b['count']}/{b['window']}s, burst {b['burst']:g}"
                if b["rate"] is not None else f"burst {b['burst']:g} (limit no longer configured)")
-        out.append(f"  {b['key']:<50} {b['used']:>7.2f}/{b['burst']:<5g} "
+        out.append(f"  {escape(b['key']):<50} {b['used']:>7.2f}/{b['burst']:<5g} "
                    f"{b['percent']:>5.1f}%  {per}")
     out += ["", "Sources, last 24 hours (messages / form / held / over limit):"]
     if not data["sources_24h"]:
         out.append("  none")
     for s in data["sources_24h"]:
-        out.append(f"  {s['source']:<50} {s['messages']:>6} {s['form_messages']:>6} "
+        out.append(f"  {escape(s['source']):<50} {s['messages']:>6} {s['form_messages']:>6} "
                    f"{s['holds']:>6} {s['ratelimit_hits']:>6}")
     held = data["held"]
     still = [h for h in held if h["on_hold"] is not False]
@@ -120,17 +121,19 @@ def render(data: dict[str, Any]) -> str:
             + (f", {len(still)} still on hold" if data["hold_queue_known"] else "")]
     for h in held:
         state = {True: "on hold", False: "gone", None: "?"}[h["on_hold"]]
-        out.append(f"  {h['queue_id']:<12} {_when(h['when'])}  {state:<7} "
-                   f"reason={h['reason']} source={h['source'] or '-'} from=<{h['sender']}>")
+        qid = escape(h["queue_id"])
+        out.append(f"  {qid:<12} {_when(h['when'])}  {state:<7} "
+                   f"{field('reason', h['reason'])} {field('source', h['source'] or '-')} "
+                   f"{field('from', h['sender'], angle=True, limit=254)}")
         if h["on_hold"] is not False:
-            out.append(f"  {'':<12} release: {h['release']}   delete: {h['delete']}")
+            out.append(f"  {'':<12} release: postsuper -H {qid}   delete: postsuper -d {qid}")
     if still:
         out += ["  (a released message waits in the deferred queue; "
                 "`postqueue -i QUEUEID` sends it now)"]
     lh = data["last_hour"]
     out += ["", f"Last hour: {lh['messages']} messages inspected"]
     for fid, n in lh["findings"].items():
-        out.append(f"  {fid:<30} {n}")
+        out.append(f"  {escape(fid):<30} {n}")
     return "\n".join(out) + "\n"
 
 
