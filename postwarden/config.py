@@ -317,8 +317,13 @@ class RateLimitConfig:
     limits: list[LimitConfig] = field(
         default_factory=lambda: [
             LimitConfig("form", "source", "messages", 20, 3600, 5, list(ORIGINS), True),
+            # A budget in recipients next to the one in messages: one message to 500
+            # addresses must not cost what one to a single address costs.
+            LimitConfig("form_rcpts", "source", "recipients", 40, 3600, 10, list(ORIGINS),
+                        True),
             LimitConfig("sasl", "sasl_user", "messages", 200, 3600, 50, ["submission"]),
             LimitConfig("local", "source", "messages", 100, 3600, 20, ["local"]),
+            LimitConfig("local_rcpts", "source", "recipients", 1000, 3600, 200, ["local"]),
             LimitConfig("internal", "client_ip", "recipients", 500, 3600, 100, ["internal"]),
         ],
         metadata=_check(_limits),
