@@ -63,6 +63,13 @@ def _positive(value: Any) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
+def _finite_positive(value: Any) -> str | None:
+    """Timeouts: inf or nan would reach socket.settimeout() and raise there."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return "must be a finite number of seconds (e.g. 0.5)"
+    return _positive(value)
+
+
 def _port(value: Any) -> str | None:
     return None if 0 < value < 65536 else "must be a port number between 1 and 65535"
 
@@ -124,7 +131,7 @@ class StoreConfig:
     path: str = "/var/lib/postwarden/postwarden.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "postwarden:"
-    redis_timeout: float = field(default=0.5, metadata=_check(_positive))
+    redis_timeout: float = field(default=0.5, metadata=_check(_finite_positive))
 
 
 @dataclass

@@ -18,7 +18,9 @@ The documented form (`escape`):
 
 `field(key, value)` renders `key=value` by that rule; `field(key, addr, angle=True)`
 keeps the Postfix look `from=<addr>` (an `=` inside is fine, SRS addresses hold it) and
-quotes the whole `"<...>"` when the address holds a space, `"`, `<` or `>`. `parse_fields` is the inverse a log reader (and the tests) use.
+quotes the whole `"<...>"` when the address holds a space, `"`, `<` or `>`.
+`parse_fields` is the
+inverse a log reader (and the tests) use.
 
 `line_safe` is the same character rule without quoting, applied by the logger to every
 finished line as the last guard: whatever a caller forgot, a line stays one line.
@@ -88,7 +90,8 @@ def line_safe(text: str) -> str:
     return "".join(c if " " <= c <= "~" else _char(c) for c in text)
 
 
-_FIELD = re.compile(r'(?:^|(?<= ))([A-Za-z0-9_.-]+)=("(?:[^"\\ ]|\\.)*"|<[^<>" ]*>|[^ "<>=]*)(?= |$)')
+_FIELD = re.compile(r'(?:^|(?<= ))([A-Za-z0-9_.-]+)='
+                    r'("(?:[^"\\ ]|\\.)*"|<[^<>" ]*>|[^ "<>=]*)(?= |$)')
 _UNESC = re.compile(r"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8}|.)")
 
 

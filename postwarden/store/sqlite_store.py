@@ -5,10 +5,15 @@ each call is a short transaction, so the lock is held for microseconds). WAL and
 busy timeout let the milter, `postwarden status` and the self-check use the file
 at the same time. Rate updates run in `BEGIN IMMEDIATE`, so two processes sharing
 the file never both admit the last unit of a bucket.
+
+SQLite keeps whatever type was written, so every row read back is checked: a bucket
+TAT that is not a plausible number counts as an empty bucket in the upsert itself (the
+limit keeps working), and readers delete such rows with one `error:` line each.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 import time
@@ -28,6 +33,7 @@ from postwarden.store.base import (
     SelfcheckRun,
     Store,
     StoreError,
+    bad_value,
     decayed,
     gcra,
 )
@@ -35,13 +41,18 @@ from postwarden.store.base import (
 T = TypeVar("T")
 # gcra() in one upsert: the bucket moves only if the cost fits (unqualified columns
 # in DO UPDATE are the stored row's), RETURNING says whether it did.
+# A stored TAT that is not a number, or beyond any burst (MAX_AHEAD), reads as now.
 _TAKE = """
 INSERT INTO buckets(key, tat, interval, burst) VALUES (:key, :now + :cost * :iv, :iv, :burst)
-ON CONFLICT(key) DO UPDATE SET tat = max(tat, :now) + :cost * :iv,
-                               interval = :iv, burst = :burst
-WHERE max(tat, :now) + :cost * :iv - :now - :burst * :iv <= 1e-9
+ON CONFLICT(key) DO UPDATE SET
+    tat = max(CASE WHEN typeof(tat) IN ('real', 'integer') AND tat - :now <= 1e9
+                   THEN tat ELSE :now END, :now) + :cost * :iv,
+    interval = :iv, burst = :burst
+WHERE max(CASE WHEN typeof(tat) IN ('real', 'integer') AND tat - :now <= 1e9
+               THEN tat ELSE :now END, :now) + :cost * :iv - :now - :burst * :iv <= 1e-9
 RETURNING tat
 """
+MAX_AHEAD = 1e9  # seconds a TAT may lie ahead; more is a damaged value
 PRUNE_EVERY = 500  # writes between clean-ups of expired rows
 BUSY_TIMEOUT_MS = 250  # a locked file must not hold mail up: fail open instead
 REOPEN_EVERY = 2.0  # seconds between tries to open a file that could not be opened
@@ -179,9 +190,32 @@ class SqliteStore(Store):
 
     def holds(self, since: float = 0.0) -> list[HoldRecord]:
         rows = self._read(lambda db: db.execute(
-            "SELECT queue_id, at, reason, source, sender FROM holds WHERE at > ? "
+            "SELECT id, queue_id, at, reason, source, sender FROM holds WHERE at > ? "
             "ORDER BY at DESC, id DESC", (since,)).fetchall())
-        return [HoldRecord(*r) for r in rows]
+        good = self._valid("holds", rows, (str, float, str, str, str))
+        return [HoldRecord(str(r[1]), _f(r[2]), str(r[3]), str(r[4]), str(r[5])) for r in good]
+
+    def _valid(self, table: str, rows: list[tuple[object, ...]],
+               types: tuple[type, ...]) -> list[tuple[object, ...]]:
+        """Rows (id first) whose columns have these types (float: a finite number);
+        the others are deleted, one error line each."""
+        good, bad = [], []
+        for row in rows:
+            if all(_is(v, t) for v, t in zip(row[1:], types, strict=True)):
+                good.append(row)
+            else:
+                bad.append(row)
+        for row in bad:
+            bad_value(f"sqlite {self.path}", f"{table} row {row[0]}",
+                      f"{repr(row[1:])[:80]} has the wrong types; deleted")
+        if bad:
+            try:
+                with self._tx() as db:
+                    db.executemany(f"DELETE FROM {table} WHERE rowid = ?",  # noqa: S608
+                                   [(r[0],) for r in bad])
+            except StoreError:
+                pass
+        return good
 
     # --- rate limits ------------------------------------------------------------
     def rate_take(self, key: str, cost: float, interval: float, burst: float,
@@ -208,19 +242,45 @@ class SqliteStore(Store):
                     return RateResult(True, (row[0] - now) / interval, burst, 0.0)
         row = self._read(lambda db: db.execute("SELECT tat FROM buckets WHERE key = ?",
                                                (key,)).fetchone())
-        return gcra(row[0] if row else now, now, cost, interval, burst)[1]
+        tat = row[0] if row else now
+        if not _is(tat, float) or tat - now > MAX_AHEAD:
+            bad_value(f"sqlite {self.path}", f"bucket {key}", f"TAT {tat!r}; read as empty")
+            tat = now
+        return gcra(tat, now, cost, interval, burst)[1]
 
     def buckets(self, now: float, limit: int = 50) -> list[BucketState]:
         rows = self._read(lambda db: db.execute(
-            "SELECT key, tat, interval, burst FROM buckets WHERE tat > ? "
-            "ORDER BY (tat - ?) / interval / burst DESC LIMIT ?",
-            (now, now, limit)).fetchall())
-        return [BucketState(k, (tat - now) / iv, b, iv) for k, tat, iv, b in rows]
+            "SELECT rowid, key, tat, interval, burst FROM buckets WHERE tat > ? "
+            "OR typeof(tat) NOT IN ('real', 'integer') OR typeof(interval) NOT IN "
+            "('real', 'integer') OR typeof(burst) NOT IN ('real', 'integer') "
+            "OR interval <= 0 OR burst <= 0 OR tat - ? > ?",
+            (now, now, MAX_AHEAD)).fetchall())
+        out = []
+        for row in self._valid("buckets", rows, (str, float, float, float)):
+            key, tat, iv, b = str(row[1]), _f(row[2]), _f(row[3]), _f(row[4])
+            if iv <= 0 or b <= 0 or tat - now > MAX_AHEAD:
+                self._drop_bucket(row)
+            elif tat > now:
+                out.append(BucketState(key, (tat - now) / iv, b, iv))
+        out.sort(key=lambda st: st.used / st.burst, reverse=True)
+        return out[:limit]
+
+    def _drop_bucket(self, row: tuple[object, ...]) -> None:
+        bad_value(f"sqlite {self.path}", f"bucket {row[1]}", f"{row[2:]!r}; deleted")
+        try:
+            with self._tx() as db:
+                db.execute("DELETE FROM buckets WHERE rowid = ?", (row[0],))
+        except StoreError:
+            pass
 
     def bump(self, key: str, amount: float, half_life: float, now: float) -> float:
         with self._tx() as db:
             row = db.execute("SELECT value, updated FROM counters WHERE key = ?",
                              (key,)).fetchone()
+            if row is not None and not (_is(row[0], float) and _is(row[1], float)):
+                bad_value(f"sqlite {self.path}", f"counter {key}",
+                          f"{row!r} is not numbers; reset to zero")
+                row = None
             value = (decayed(row[0], row[1], now, half_life) if row else 0.0) + amount
             db.execute("INSERT INTO counters(key, value, updated, half_life) "
                        "VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
@@ -239,9 +299,10 @@ class SqliteStore(Store):
 
     def _read_events(self, since: float, limit: int) -> list[EventRecord]:
         rows = self._read(lambda db: db.execute(
-            "SELECT at, kind, source, findings FROM events WHERE at > ? "
+            "SELECT id, at, kind, source, findings FROM events WHERE at > ? "
             "ORDER BY at DESC, id DESC LIMIT ?", (since, limit)).fetchall())
-        return [EventRecord(*r) for r in rows]
+        good = self._valid("events", rows, (float, str, str, str))
+        return [EventRecord(_f(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in good]
 
     # --- self-check history -----------------------------------------------------
     def record_selfcheck(self, when: float, report_json: str) -> None:
@@ -253,9 +314,10 @@ class SqliteStore(Store):
 
     def selfcheck_history(self, limit: int = 10) -> list[SelfcheckRun]:
         rows = self._read(lambda db: db.execute(
-            "SELECT at, report FROM selfcheck ORDER BY at DESC, id DESC LIMIT ?",
+            "SELECT id, at, report FROM selfcheck ORDER BY at DESC, id DESC LIMIT ?",
             (limit,)).fetchall())
-        return [SelfcheckRun(*r) for r in rows]
+        good = self._valid("selfcheck", rows, (float, str))
+        return [SelfcheckRun(_f(r[1]), str(r[2])) for r in good]
 
     def close(self) -> None:
         try:
@@ -273,3 +335,16 @@ class SqliteStore(Store):
                 db.close()
             except sqlite3.Error as e:
                 raise StoreError(f"sqlite {self.path}: {e}") from None
+
+
+def _is(value: object, t: type) -> bool:
+    """SQLite returns what was stored: check the type (float: any finite number)."""
+    if t is float:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
+    return isinstance(value, t)
+
+
+def _f(value: object) -> float:
+    assert isinstance(value, (int, float))
+    return float(value)
