@@ -131,8 +131,7 @@ class PostwardenMilter(Milter.Base):
         cfg = inspector.services.config
         if msg.origin is Origin.INBOUND:  # classified at MAIL FROM
             if cfg.outbound.log_inbound:
-                log.info(f"origin=inbound {field('from', msg.mail_from, angle=True, limit=254)}"
-                         " not inspected", msg.queue_id)
+                log.info(inbound_line(msg), msg.queue_id)
             return Milter.ACCEPT
         msg.body = b"".join(self.body_parts)
         self.body_parts = []
@@ -225,6 +224,11 @@ def _valid(text: str) -> str:
 
 def _reply_text(reason: str) -> str:
     return f"message refused by local policy ({reason or 'policy'})".replace("%", "%%")
+
+
+def inbound_line(msg: Message) -> str:
+    """The line for inbound mail passed through (log_inbound = true)."""
+    return f"origin=inbound {field('from', msg.mail_from, angle=True, limit=254)} not inspected"
 
 
 def summary_line(msg: Message, verdict: Verdict, mode: str) -> str:
