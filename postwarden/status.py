@@ -154,8 +154,10 @@ def run(args: argparse.Namespace) -> int:
             store.close()
         except StoreError:
             pass
+    from postwarden.cli import write_stdout
+
     if getattr(args, "json", False):
-        print(json.dumps(data, indent=2, sort_keys=True))
+        write_stdout(json.dumps(data, indent=2, sort_keys=True) + "\n")
     else:
-        sys.stdout.write(render(data))
+        write_stdout(render(data))
     return 0

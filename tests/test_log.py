@@ -51,7 +51,7 @@ def test_repeats_are_limited_and_counted() -> None:
 def test_flood_table_is_bounded_and_forgets_oldest_first() -> None:
     from postwarden.log import SEEN_MAX
 
-    lg, out, now = make()
+    lg, _out, now = make()
     for i in range(SEEN_MAX + 500):  # a new From domain on every message
         assert lg.limited(f"dkim.missing|d{i}.example", "warning", "x", "Q")
     assert len(lg._seen) == SEEN_MAX
