@@ -20,7 +20,7 @@ from typing import Any
 
 from postwarden import config as configmod
 from postwarden.config import Config
-from postwarden.logsafe import escape, field
+from postwarden.logsafe import escape, field, line_safe
 from postwarden.store import Store, StoreError, open_store
 
 HOLD_DAYS = 7
@@ -89,6 +89,7 @@ def collect(store: Store, cfg: Config, now: float, on_hold: set[str] | None) -> 
         "sources_24h": sources,
         "held": held,
         "hold_queue_known": on_hold is not None,
+        "store_notices": [{"when": when, "text": text} for when, text in store.notices()],
         "last_hour": {"messages": len(events), "findings": dict(findings.most_common()),
                       "sources": dict(by_source.most_common(TOP))},
     }
@@ -100,6 +101,10 @@ def _when(ts: float) -> str:
 
 def render(data: dict[str, Any]) -> str:
     out = [f"postwarden status at {_when(data['generated'])} (store: {data['store']})", ""]
+    for n in data.get("store_notices", []):
+        out.append(f"warning: store: {line_safe(n['text'])} ({_when(n['when'])})")
+    if data.get("store_notices"):
+        out.append("")
     out.append("Rate limits in use (fullest first):")
     if not data["buckets"]:
         out.append("  none: every bucket is empty")
@@ -140,7 +145,7 @@ def render(data: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
     try:
-        store = open_store(cfg.store)
+        store = open_store(cfg.store, create=False)
     except StoreError as e:
         print(f"postwarden: error: store {cfg.store.backend} unavailable: {e}", file=sys.stderr)
         return 1

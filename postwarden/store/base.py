@@ -207,6 +207,11 @@ class Store(abc.ABC):
             a.ratelimit_hits += "ratelimit.exceeded" in ids
         return out
 
+    def notices(self) -> list[tuple[float, str]]:
+        """(when, text) of things about the store itself an operator must know (the
+        file was replaced while the milter ran), newest first."""
+        return []
+
     # --- self-check history ---------------------------------------------------
     @abc.abstractmethod
     def record_selfcheck(self, when: float, report_json: str) -> None:

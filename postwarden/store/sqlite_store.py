@@ -6,6 +6,13 @@ busy timeout let the milter, `postwarden status` and the self-check use the file
 at the same time. Rate updates run in `BEGIN IMMEDIATE`, so two processes sharing
 the file never both admit the last unit of a bucket.
 
+The file is watched: if it is deleted or replaced while open (a clean-up script, a
+restore, `rm`), writes would go on into the old, unlinked inode and `postwarden
+status` would read an empty new file and show nothing held. At most once a second
+the path is compared with the open file (device and inode); on a change the store
+says so in an `error:` line, reopens the path, and leaves a notice in the new file
+that `status` shows.
+
 SQLite keeps whatever type was written, so every row read back is checked: a bucket
 TAT that is not a plausible number counts as an empty bucket in the upsert itself (the
 limit keeps working), and readers delete such rows with one `error:` line each.
@@ -14,6 +21,7 @@ limit keeps working), and readers delete such rows with one `error:` line each.
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -60,6 +68,7 @@ REOPEN_EVERY = 2.0  # seconds between tries to open a file that could not be ope
 # default 2 MiB cache mostly ends up holding appended event pages, and filling it made
 # the milter's RSS climb for its first ~30k messages (bench/milter_load.py).
 CACHE_KIB = 512
+CHECK_FILE_EVERY = 1.0  # seconds between checks that the path is still our file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS buckets (
@@ -77,13 +86,20 @@ CREATE TABLE IF NOT EXISTS holds (
 CREATE INDEX IF NOT EXISTS holds_at ON holds(at);
 CREATE TABLE IF NOT EXISTS selfcheck (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, report TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS notices (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, text TEXT NOT NULL);
 """
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, create: bool = True) -> None:
+        """`create=False` for readers (`status`): a missing file is an error, not a new
+        empty store that would report nothing held."""
         super().__init__()
         self.path = str(path)
+        self._create = create
+        self._identity: tuple[int, int] | None = None
+        self._next_check = 0.0
         self._lock = threading.Lock()
         self._writes = 0
         self._db: sqlite3.Connection | None = None
@@ -99,12 +115,20 @@ class SqliteStore(Store):
         """The open connection, or one more try to open it (at most every few seconds,
         so a store that cannot be opened costs mail nothing); StoreError meanwhile."""
         if self._db is not None:
-            return self._db
+            if self._identity is None or time.monotonic() < self._next_check:
+                return self._db
+            self._check_file(self._db)
+            if self._db is not None:
+                return self._db
         now = time.monotonic()
         if now < self._next_try:
             raise StoreError(self._last_error)
         db = None
         try:
+            if self.path != ":memory:" and not self._create and not Path(self.path).exists():
+                raise StoreError(f"sqlite {self.path}: the store file does not exist "
+                                 "(never written yet, or deleted: the milter creates it "
+                                 "again with its next message)")
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
@@ -114,6 +138,7 @@ class SqliteStore(Store):
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             db.executescript(_SCHEMA)
+            self._identity = self._stat()
         except (sqlite3.Error, OSError) as e:
             if db is not None:
                 db.close()
@@ -121,7 +146,45 @@ class SqliteStore(Store):
             self._last_error = f"sqlite {self.path}: {e}"
             raise StoreError(self._last_error) from None
         self._db = db
+        self._next_check = time.monotonic() + CHECK_FILE_EVERY
         return db
+
+    def _stat(self) -> tuple[int, int] | None:
+        if self.path == ":memory:":
+            return None
+        st = os.stat(self.path)
+        return st.st_dev, st.st_ino
+
+    def _check_file(self, db: sqlite3.Connection) -> None:
+        """Under the lock: is the path still the file we have open? If not, reopen it
+        and leave a notice in the new file (what was written before is not in it)."""
+        self._next_check = time.monotonic() + CHECK_FILE_EVERY
+        try:
+            now_id: tuple[int, int] | None = self._stat()
+        except OSError:
+            now_id = None
+        if now_id == self._identity:
+            return
+        what = "deleted" if now_id is None else "replaced by another file"
+        text = (f"the store file was {what} while postwarden (pid {os.getpid()}) had it "
+                "open; hold reasons, rate-limit buckets and activity written before "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')} are not in this file")
+        from postwarden.log import log
+
+        log.error(f"store sqlite {self.path}: the file was {what} while open; reopening "
+                  "it. Hold reasons and rate limits recorded before are lost from "
+                  "`postwarden status` (the held messages themselves are still on the "
+                  "hold queue: postqueue -j)")
+        try:
+            db.close()
+        except sqlite3.Error:
+            pass
+        self._db, self._identity, self._next_try = None, None, 0.0
+        try:
+            new = self._connection()
+            new.execute("INSERT INTO notices(at, text) VALUES (?, ?)", (time.time(), text))
+        except (StoreError, sqlite3.Error):
+            pass  # the next operation reports the broken store
 
     @staticmethod
     def _rollback(db: sqlite3.Connection) -> None:
@@ -318,6 +381,11 @@ class SqliteStore(Store):
             (limit,)).fetchall())
         good = self._valid("selfcheck", rows, (float, str))
         return [SelfcheckRun(_f(r[1]), str(r[2])) for r in good]
+
+    def notices(self) -> list[tuple[float, str]]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT id, at, text FROM notices ORDER BY at DESC, id DESC LIMIT 20").fetchall())
+        return [(_f(r[1]), str(r[2])) for r in self._valid("notices", rows, (float, str))]
 
     def close(self) -> None:
         try:
