@@ -94,6 +94,7 @@ def worker(socket: str, count: int, rate: float, size: int, start_at: float, wid
     """
     headers, body = split_message(message(size))
     lat: list[float] = []
+    done: list[float] = []  # perf_counter at each end-of-message reply (one clock for all)
     errors = 0
     due_at = arrival_times(count, rate, phase, poisson, seed=wid)
     while time.time() < start_at:
@@ -120,13 +121,17 @@ def worker(socket: str, count: int, rate: float, size: int, start_at: float, wid
                 errors += 1
         except OSError:
             errors += 1
-        lat.append(time.perf_counter() - s)
-    out.put((lat, errors))
+        now = time.perf_counter()
+        lat.append(now - s)
+        done.append(now)
+    out.put((lat, errors, done))
 
 
 def drive(socket: str, n: int, conns: int, rate: float, size: int,
-          poisson: bool = False, new_from: bool = False) -> tuple[float, list[float], int]:
-    """Run n messages over `conns` processes; (seconds, latencies, errors)."""
+          poisson: bool = False, new_from: bool = False
+          ) -> tuple[float, list[float], int, list[float]]:
+    """Run n messages over `conns` processes; (seconds, latencies, errors, completion
+    times)."""
     q: multiprocessing.Queue[Any] = multiprocessing.Queue()
     start_at = time.time() + 0.3
     per = [n // conns + (1 if i < n % conns else 0) for i in range(conns)]
@@ -141,7 +146,19 @@ def drive(socket: str, n: int, conns: int, rate: float, size: int,
     for p in procs:
         p.join()
     lat = [x for r in results for x in r[0]]
-    return seconds, lat, sum(r[1] for r in results)
+    return seconds, lat, sum(r[1] for r in results), sorted(x for r in results for x in r[2])
+
+
+def rate_by_tenth(done: list[float]) -> list[float]:
+    """msgs/s in each tenth of the messages, in completion order: a table that grows
+    with every new key shows up as a falling row."""
+    if len(done) < 20:
+        return []
+    out, step = [], len(done) // 10
+    for k in range(10):
+        a, b = done[k * step], done[min((k + 1) * step, len(done) - 1)]
+        out.append(step / (b - a) if b > a else 0.0)
+    return out
 
 
 def sample_rss(pid: int, out: list[tuple[float, int]], stop: threading.Event) -> None:
@@ -208,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         sampler = threading.Thread(target=sample_rss, args=(pid, samples, stop), daemon=True)
         if pid:
             sampler.start()
-        seconds, lat, errors = drive(socket, args.messages, args.connections, args.rate, size,
-                                       args.poisson, args.new_from_domain)
+        seconds, lat, errors, done = drive(socket, args.messages, args.connections,
+                                             args.rate, size, args.poisson,
+                                             args.new_from_domain)
         stop.set()
         if pid:
             sampler.join()
@@ -222,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{' poisson' if args.rate and args.poisson else ''}"
               f"{' new-from-domain' if args.new_from_domain else ''}")
         print(f"throughput {n / seconds:.0f} msgs/s  errors {errors}")
+        print("throughput by tenth of the messages (msgs/s): "
+              + " ".join(f"{r:.0f}" for r in rate_by_tenth(done)))
         print(f"latency p50 {1000 * statistics.median(lat):.2f} ms  "
               f"p99 {1000 * pct(lat, 99):.2f} ms  max {1000 * max(lat):.2f} ms")
         if pid:
