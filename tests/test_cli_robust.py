@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from harness.milterproc import BIN, toml_dumps
+from postwarden.store.sqlite_store import SqliteStore
 
 
 @pytest.fixture
@@ -38,6 +39,7 @@ def write_config(tmp_path: Path, dns_port: int, timeout: float) -> Path:
     }
     path = tmp_path / "postwarden.toml"
     path.write_text(toml_dumps(settings))
+    SqliteStore(tmp_path / "state.db").close()  # as the milter leaves it: status reads it
     return path
 
 
