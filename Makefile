@@ -3,7 +3,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 APT_PACKAGES := postfix postfix-doc libmilter-dev php-cli knot knot-dnsutils redis-server \
-	dovecot-core opendkim opendkim-tools dkimpy-milter python3-dkim openssl build-essential python3-venv
+	dovecot-core opendkim opendkim-tools dkimpy-milter python3-dkim openssl build-essential python3-venv \
+	redis-sentinel faketime
 
 .PHONY: demo test deps venv lint typecheck unit e2e bench clean suite-data
 

@@ -1,9 +1,10 @@
 """Store interface. Backends raise StoreError for any backend failure, so callers
 can fail open with one log line instead of catching driver-specific exceptions.
 
-Time is always passed in (`now`, `when`): the store never reads a clock, so tests
-simulate an hour without sleeping and several MTAs sharing one Redis agree on
-time only through their own (NTP-synced) clocks.
+Time is passed in (`now`, `when`), so tests simulate an hour without sleeping. The
+SQLite backend (one host) uses it as given; the Redis backend's rate and counter
+scripts use the server's clock instead (a shared store must not let the relays'
+clocks disagree about a limit), unless built with server_clock=False for tests.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 EVENT_RETENTION = 8 * 86400  # the self-check reports 7 days of activity
 HOLD_RETENTION = 30 * 86400
 SELFCHECK_KEEP = 1000
+SEEN_TTL = 900.0  # seconds a counted message identity is remembered: Postfix retries
+# a tempfailed session within minutes (queue_run_delay 300 s, minimal_backoff_time 300 s)
 EVENT_BATCH = 200  # queued events written in one transaction / one round trip
 MAX_PENDING = 20000  # events kept in memory while the backend is down; older are dropped
 
@@ -135,11 +138,14 @@ class Store(abc.ABC):
     # --- rate limits ----------------------------------------------------------
     @abc.abstractmethod
     def rate_take(self, key: str, cost: float, interval: float, burst: float,
-                  now: float) -> RateResult:
+                  now: float, once: str = "") -> RateResult:
         """Atomically take `cost` units from the GCRA bucket `key` if they fit.
 
         O(1) state per key; safe with many threads and processes (and, for Redis,
         many MTAs): concurrent callers never admit more than the bucket allows.
+        `once`: the message's identity. A message already admitted by this bucket
+        within the last SEEN_TTL seconds is admitted again without taking units (a
+        retried SMTP session, a relay restarted mid-message: one message, one unit).
         """
 
     @abc.abstractmethod

@@ -1,11 +1,21 @@
 """Redis backend: several MTAs share one set of rate limits.
 
 Every read-modify-write is one Lua script, so it is atomic across all milters on
-all hosts. Time comes from the callers (`now`), never from Redis, so the
-arithmetic is the same as SQLite's (`postwarden.store.base.gcra`). Connections are
-lazy and never retried inside a call: with Redis down each call fails at once with
-StoreError (the milter fails open), and the next call after Redis returns works.
-The URL carries password and TLS: `rediss://:PASSWORD@host:6380/0?ssl_ca_certs=...`.
+all hosts. Every script touches the keys of ONE hash slot (see `slot_key`), so the
+same code runs on one Redis, on a Redis Cluster and on a Sentinel-managed primary.
+The rate arithmetic is SQLite's (`postwarden.store.base.gcra`) but, by default, on
+the server's clock (`TIME` inside the script; Redis 7 replicates a script's
+effects, not the script, so replicas agree): relays whose clocks differ by minutes
+enforce the same limit. Connections are lazy and never retried inside a call on a
+single server: with Redis down each call fails at once with StoreError (the milter
+fails open), and the next call after Redis returns works. The cluster client follows
+MOVED/ASK and re-reads the slot map after a node went away; the Sentinel client asks
+the sentinels for the current primary on the next connection after a failover.
+
+URLs (password and TLS in the URL):
+  redis://[:PASSWORD@]host:port/db, rediss://... (TLS), unix:///path?db=0
+  redis+cluster://[:PASSWORD@]host:port[,host:port...]  (rediss+cluster:// for TLS)
+  redis+sentinel://[:PASSWORD@]host:port[,host:port...]/SERVICE[/db]
 
 Nothing read back is trusted: a key of the wrong type or a value that is not a finite
 number is reset inside the script (one `error:` line says so; the bucket starts
@@ -16,6 +26,7 @@ proxy in between) is a StoreError like any outage: fail open, never a crash.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -23,11 +34,14 @@ from typing import Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelManagedSSLConnection
 
 from postwarden.store.base import (
     EVENT_RETENTION,
     HOLD_RETENTION,
+    SEEN_TTL,
     SELFCHECK_KEEP,
     BucketState,
     EventRecord,
@@ -54,10 +68,31 @@ local function reset_unless_hash(key)
 end
 """
 
-_GCRA = _CHECK + """
-local now, cost = tonumber(ARGV[1]), tonumber(ARGV[2])
+# ARGV[1] is the caller's time, used only when ARGV[5] is 'caller' (the store test
+# suite replays simulated hours against gcra()); otherwise the server's TIME.
+_NOW = """
+local function server_now(argv_now, clock)
+  if clock == 'caller' then return tonumber(argv_now) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+"""
+
+# KEYS[1] bucket, KEYS[2] (optional, same slot) the message identity already counted.
+# ARGV: now, cost, interval, burst, clock, identity TTL (ms). A message seen before
+# takes nothing and is admitted again (5th reply element 1): a retried SMTP session
+# or a relay restarted mid-message is one message, one unit. Only admitted messages
+# are remembered, so a message denied once is judged again on its retry.
+_GCRA = _CHECK + _NOW + """
+local now, cost = server_now(ARGV[1], ARGV[5]), tonumber(ARGV[2])
 local interval, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
 local reset = reset_unless_hash(KEYS[1])
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
+  local raw = redis.call('HGET', KEYS[1], 't')
+  local tat = tonumber(raw or '') or now
+  if not finite(tat) or tat - now > 1e9 then tat = now end
+  return {1, string.format('%.9f', math.max(tat - now, 0) / interval), '0', reset, 1}
+end
 local raw = redis.call('HGET', KEYS[1], 't')
 local tat = now
 if raw then
@@ -70,15 +105,16 @@ local new_tat = base + cost * interval
 local over = new_tat - now - burst * interval
 if over > 1e-9 then
   if reset == 1 then redis.call('DEL', KEYS[1]) end
-  return {0, string.format('%.9f', (base - now) / interval), string.format('%.6f', over), reset}
+  return {0, string.format('%.9f', (base - now) / interval), string.format('%.6f', over), reset, 0}
 end
 redis.call('HSET', KEYS[1], 't', string.format('%.6f', new_tat), 'i', ARGV[3], 'b', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], math.ceil((new_tat - now) * 1000) + 1000)
-return {1, string.format('%.9f', (new_tat - now) / interval), '0', reset}
+if KEYS[2] then redis.call('SET', KEYS[2], '1', 'PX', ARGV[6]) end
+return {1, string.format('%.9f', (new_tat - now) / interval), '0', reset, 0}
 """
 
-_BUMP = _CHECK + """
-local now, amount, hl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+_BUMP = _CHECK + _NOW + """
+local now, amount, hl = server_now(ARGV[1], ARGV[4]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local reset = reset_unless_hash(KEYS[1])
 local cur = redis.call('HMGET', KEYS[1], 'v', 'u')
 local value, updated = 0, now
@@ -98,34 +134,68 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(hl * 20 * 1000))
 return {string.format('%.9f', value), reset}
 """
 
-# KEYS: zset, sequence. ARGV: score, payload, drop-below score, max members.
+# KEYS: zset, its sequence (one slot). ARGV: retention (seconds), max members, then
+# score, payload pairs: a whole batch in one call, all or nothing, on a cluster too
+# (a MULTI across scripts is not needed and a cluster pipeline cannot be one).
 _APPEND = """
-local seq = redis.call('INCR', KEYS[2])
-redis.call('ZADD', KEYS[1], ARGV[1], seq .. ' ' .. ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[4]) + 1))
-return seq
+local newest = nil
+for i = 3, #ARGV, 2 do
+  local seq = redis.call('INCR', KEYS[2])
+  redis.call('ZADD', KEYS[1], ARGV[i], seq .. ' ' .. ARGV[i + 1])
+  local sc = tonumber(ARGV[i])
+  if newest == nil or sc > newest then newest = sc end
+end
+if newest then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (newest - tonumber(ARGV[1])))
+end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[2]) + 1))
+return #ARGV
 """
+
+# KEYS: list. ARGV: entry, entries kept.
+_PUSH = """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+return 2
+"""
+
+def slot_key(prefix: str, group: str, name: str = "", *parts: str) -> str:
+    """THE key builder: `PREFIX{GROUP:NAME}:PART:PART`, or `PREFIX{GROUP}:PART` without
+    a name. The braces are a Redis Cluster hash tag: every key with the same group and
+    name lands in the same hash slot, so one script may touch all of them (a script's
+    keys must share one slot on a cluster). Keys a script reads or writes together
+    MUST be built with the same group and name and differ only in `parts`.
+
+    The tag ends at the first `}` after the first `{`, so a `}` in `name` only
+    shortens the tag; keys built from the same (group, name) still share it. The
+    prefix is checked by the config loader to contain no braces.
+    """
+    tag = f"{group}:{name}" if name else group
+    return prefix + "{" + tag + "}" + "".join(":" + p for p in parts)
 
 
 class RedisStore(Store):
-    def __init__(self, url: str, prefix: str = "postwarden:", timeout: float = 0.5) -> None:
+    """`server_clock=False` makes the scripts use the callers' `now` (the store test
+    suite replays simulated hours); the milter always uses the server's clock."""
+
+    def __init__(self, url: str, prefix: str = "postwarden:", timeout: float = 0.5,
+                 server_clock: bool = True, seen_ttl: float = SEEN_TTL) -> None:
         super().__init__()
         self.prefix = prefix
-        try:
-            self._r: Any = redis.Redis.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
-                health_check_interval=0)
-        except (ValueError, redis.RedisError) as e:
-            raise StoreError(f"redis URL {_safe_url(url)}: {e}") from None
+        self._clock = "server" if server_clock else "caller"
+        self._seen_ms = str(max(1, round(seen_ttl * 1000)))
         self._where = _safe_url(url)
+        try:
+            self._r: Any = connect(url, timeout)
+        except (ValueError, redis.RedisError) as e:
+            raise StoreError(f"redis URL {self._where}: {e}") from None
         self._gcra = self._r.register_script(_GCRA)
         self._bump = self._r.register_script(_BUMP)
         self._append = self._r.register_script(_APPEND)
+        self._push = self._r.register_script(_PUSH)
 
-    def _k(self, *parts: str) -> str:
-        return self.prefix + ":".join(parts)
+    def _k(self, group: str, name: str = "", *parts: str) -> str:
+        return slot_key(self.prefix, group, name, *parts)
 
     def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
         try:
@@ -147,7 +217,7 @@ class RedisStore(Store):
                              f"{_short(reply)} ({type(e).__name__})") from None
 
     def _drop_member(self, key: str, member: Any, why: str) -> None:
-        bad_value(f"redis {self._where}", f"{key} entry {_short(member)}", why)
+        bad_value(f"redis {self._where}", f"{_shown(key)} entry {_short(member)}", why)
         try:
             self._r.zrem(key, member)
         except (redis.RedisError, OSError):
@@ -156,8 +226,10 @@ class RedisStore(Store):
     # --- holds ------------------------------------------------------------------
     def record_hold(self, rec: HoldRecord) -> None:
         payload = json.dumps([rec.queue_id, rec.reason, rec.source, rec.sender])
-        self._call(self._append, keys=[self._k("holds"), self._k("seq")],
-                   args=[rec.when, payload, rec.when - HOLD_RETENTION, MAX_EVENTS])
+        reply = self._call(self._append,
+                           keys=[self._k("holds"), self._k("holds", "", "seq")],
+                           args=[HOLD_RETENTION, MAX_EVENTS, repr(rec.when), payload])
+        self._expect("the append script", reply, 4)
 
     def holds(self, since: float = 0.0) -> list[HoldRecord]:
         key = self._k("holds")
@@ -173,13 +245,17 @@ class RedisStore(Store):
 
     # --- rate limits ------------------------------------------------------------
     def rate_take(self, key: str, cost: float, interval: float, burst: float,
-                  now: float) -> RateResult:
-        reply = self._call(self._gcra, keys=[self._k("rl", key)],
-                           args=[repr(now), repr(cost), repr(interval), repr(burst)])
+                  now: float, once: str = "") -> RateResult:
+        keys = [self._k("rl", key)]
+        if once:
+            keys.append(self._k("rl", key, "seen", _digest(once)))
+        reply = self._call(self._gcra, keys=keys,
+                           args=[repr(now), repr(cost), repr(interval), repr(burst),
+                                 self._clock, self._seen_ms])
 
         def parse(r: Any) -> tuple[bool, float, float, bool]:
-            ok, used, retry, reset = r
-            if ok not in (0, 1) or reset not in (0, 1):
+            ok, used, retry, reset, _seen = r
+            if ok not in (0, 1) or reset not in (0, 1) or _seen not in (0, 1):
                 raise ValueError(r)
             return bool(ok), _number(used), _number(retry), bool(reset)
 
@@ -189,19 +265,32 @@ class RedisStore(Store):
                       "not a hash of finite numbers; reset to empty")
         return RateResult(ok, used, burst, retry)
 
+    def server_time(self) -> float:
+        """The server's clock (on a cluster: one node's), as the scripts read it."""
+        def parse(r: Any) -> float:
+            sec, usec = r
+            return int(sec) + int(usec) / 1e6
+        return self._parse("TIME", self._call(self._r.time), parse)
+
     def buckets(self, now: float, limit: int = 50) -> list[BucketState]:
-        pattern = _glob_escape(self._k("rl", "")) + "*"
+        # Bucket keys are `PREFIX{rl:NAME}`; the identities under the same tag end in a
+        # hex digest, never in `}`. On a cluster scan_iter walks every primary in turn.
+        start = self.prefix + "{rl:"
+        pattern = _glob_escape(start) + "*}"
         keys = list(self._call(lambda: list(self._r.scan_iter(match=pattern, count=1000))))
         if not keys:
             return []
+        if self._clock == "server":
+            now = self.server_time()
         pipe = self._r.pipeline(transaction=False)
         for k in keys:
             pipe.hmget(k, "t", "i", "b")
         rows = self._call(pipe.execute, raise_on_error=False)
-        strip = len(self._k("rl", "").encode())
+        strip = len(start.encode())
         out = []
         for k, row in zip(keys, rows, strict=True):
-            name = k[strip:].decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
+            raw = k if isinstance(k, bytes) else str(k).encode()
+            name = raw[strip:-1].decode("utf-8", "replace")
             try:
                 tat, interval, b = (_number(v) for v in row)
                 if interval <= 0 or b <= 0 or tat - now > 1e9:
@@ -222,7 +311,7 @@ class RedisStore(Store):
 
     def bump(self, key: str, amount: float, half_life: float, now: float) -> float:
         reply = self._call(self._bump, keys=[self._k("ctr", key)],
-                           args=[repr(now), repr(amount), repr(half_life)])
+                           args=[repr(now), repr(amount), repr(half_life), self._clock])
 
         def parse(r: Any) -> tuple[float, bool]:
             value, reset = r
@@ -238,12 +327,19 @@ class RedisStore(Store):
 
     # --- events -----------------------------------------------------------------
     def _write_events(self, batch: list[EventRecord]) -> None:
-        pipe = self._r.pipeline(transaction=True)
+        args: list[Any] = [EVENT_RETENTION, MAX_EVENTS]
         for e in batch:
-            self._append(keys=[self._k("events"), self._k("seq")],
-                         args=[e.when, json.dumps([e.kind, e.source, e.findings]),
-                               e.when - EVENT_RETENTION, MAX_EVENTS], client=pipe)
-        self._call(pipe.execute)
+            args += [repr(e.when), json.dumps([e.kind, e.source, e.findings])]
+        reply = self._call(self._append,
+                           keys=[self._k("events"), self._k("events", "", "seq")], args=args)
+        self._expect("the append script", reply, len(args))
+
+    def _expect(self, what: str, reply: Any, want: int) -> None:
+        """A write script answers with a known number: anything else is not Redis
+        running our script (a proxy, another service), so the write did not happen."""
+        if not isinstance(reply, int) or isinstance(reply, bool) or reply != want:
+            raise StoreError(f"redis {self._where}: unexpected reply to {what}: "
+                             f"{_short(reply)}")
 
     def _read_events(self, since: float, limit: int) -> list[EventRecord]:
         key = self._k("events")
@@ -260,10 +356,9 @@ class RedisStore(Store):
 
     # --- self-check history -----------------------------------------------------
     def record_selfcheck(self, when: float, report_json: str) -> None:
-        pipe = self._r.pipeline(transaction=True)
-        pipe.lpush(self._k("selfcheck"), json.dumps([when, report_json]))
-        pipe.ltrim(self._k("selfcheck"), 0, SELFCHECK_KEEP - 1)
-        self._call(pipe.execute)
+        reply = self._call(self._push, keys=[self._k("selfcheck")],
+                           args=[json.dumps([when, report_json]), SELFCHECK_KEEP])
+        self._expect("the self-check script", reply, 2)
 
     def selfcheck_history(self, limit: int = 10) -> list[SelfcheckRun]:
         key = self._k("selfcheck")
@@ -275,7 +370,7 @@ class RedisStore(Store):
                 if not isinstance(report, str) or not _finite(when):
                     raise ValueError(r)
             except (ValueError, TypeError):
-                bad_value(f"redis {self._where}", f"{key} entry {_short(r)}",
+                bad_value(f"redis {self._where}", f"{_shown(key)} entry {_short(r)}",
                           "not a self-check record; removed")
                 try:
                     self._r.lrem(key, 0, r)
@@ -290,6 +385,83 @@ class RedisStore(Store):
             self.flush_events()
         finally:
             self._call(self._r.close)
+
+
+def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    out = []
+    for part in netloc.split(","):
+        host, _, port = part.strip().rpartition(":") if ":" in part else (part, "", "")
+        host = host.strip("[]") or "127.0.0.1"
+        out.append((host, int(port) if port else default_port))
+    if not out:
+        raise ValueError("no host")
+    return out
+
+
+def parse_url(url: str) -> tuple[str, dict[str, Any]]:
+    """("single"|"cluster"|"sentinel", parts) of a store URL; ValueError if unusable.
+    The config loader calls this too, so a bad URL is a config error at start."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("not a URL (want redis://, rediss://, unix://, "
+                         "redis+cluster:// or redis+sentinel://)")
+    if scheme in ("redis", "rediss", "unix"):
+        return "single", {}
+    if scheme not in ("redis+cluster", "rediss+cluster", "redis+sentinel",
+                      "rediss+sentinel"):
+        raise ValueError(f"unknown scheme {scheme}://")
+    auth, _, hostpart = rest.rpartition("@")
+    netloc, _, path = hostpart.partition("/")
+    path, _, _query = path.partition("?")
+    username, _, password = auth.partition(":") if auth else ("", "", "")
+    parts: dict[str, Any] = {"hosts": _hosts(netloc, 26379 if "sentinel" in scheme else 6379),
+                             "username": username or None, "password": password or None,
+                             "ssl": scheme.startswith("rediss")}
+    if "sentinel" in scheme:
+        service, _, db = path.partition("/")
+        if not service:
+            raise ValueError("redis+sentinel:// needs /SERVICE (the sentinels' master name)")
+        parts["service"] = service
+        parts["db"] = int(db or "0")
+        return "sentinel", parts
+    if path.strip("/") not in ("", "0"):
+        raise ValueError("a Redis Cluster has only database 0")
+    return "cluster", parts
+
+
+def connect(url: str, timeout: float) -> Any:
+    """The redis-py client for `url`: one server, a cluster or a Sentinel service."""
+    kind, p = parse_url(url)
+    common: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if kind == "single":
+        return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
+                                    health_check_interval=0, **common)
+    auth = {"username": p["username"], "password": p["password"]}
+    if kind == "cluster":
+        # Retries here are what follows a MOVED/ASK or a slot map changed by a failover;
+        # a node that is gone costs one connect timeout per try, so few tries.
+        return RedisCluster(
+            startup_nodes=[ClusterNode(h, port)  # type: ignore[no-untyped-call]
+                           for h, port in p["hosts"]],
+            retry=Retry(NoBackoff(), 3), require_full_coverage=False,
+            ssl=p["ssl"], **auth, **common)
+    tls: dict[str, Any] = {"ssl": True} if p["ssl"] else {}
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        p["hosts"], sentinel_kwargs={**common, **tls}, **common)
+    if p["ssl"]:
+        tls = {"connection_class": SentinelManagedSSLConnection}
+    # One retry: the first command after a failover reconnects to the new primary.
+    return sentinel.master_for(  # type: ignore[no-untyped-call]
+        p["service"], db=p["db"], retry=Retry(NoBackoff(), 1), **auth, **common, **tls)
+
+
+def _shown(key: str) -> str:
+    """A key for log lines, without the hash-tag braces."""
+    return key.replace("{", "").replace("}", "")
+
+
+def _digest(identity: str) -> str:
+    return hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def _safe_url(url: str) -> str:

@@ -33,6 +33,7 @@ from typing import TypeVar
 from postwarden.store.base import (
     EVENT_RETENTION,
     HOLD_RETENTION,
+    SEEN_TTL,
     SELFCHECK_KEEP,
     BucketState,
     EventRecord,
@@ -86,6 +87,8 @@ CREATE TABLE IF NOT EXISTS holds (
 CREATE INDEX IF NOT EXISTS holds_at ON holds(at);
 CREATE TABLE IF NOT EXISTS selfcheck (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, report TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (
+    key TEXT NOT NULL, ident TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (key, ident));
 CREATE TABLE IF NOT EXISTS notices (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, text TEXT NOT NULL);
 """
@@ -241,6 +244,7 @@ class SqliteStore(Store):
         db.execute("DELETE FROM events WHERE at < ?", (now - EVENT_RETENTION,))
         db.execute("DELETE FROM holds WHERE at < ?", (now - HOLD_RETENTION,))
         db.execute("DELETE FROM buckets WHERE tat < ?", (now,))
+        db.execute("DELETE FROM seen WHERE expires < ?", (now,))
         db.execute("DELETE FROM counters WHERE updated < ? - 20 * half_life", (now,))
 
     # --- holds ------------------------------------------------------------------
@@ -282,7 +286,7 @@ class SqliteStore(Store):
 
     # --- rate limits ------------------------------------------------------------
     def rate_take(self, key: str, cost: float, interval: float, burst: float,
-                  now: float) -> RateResult:
+                  now: float, once: str = "") -> RateResult:
         """One statement (itself a transaction): the hot path's only write.
 
         The upsert updates the bucket only if the cost fits (gcra()'s arithmetic in
@@ -290,7 +294,12 @@ class SqliteStore(Store):
         bucket read again to say by how much.
         """
         args = {"key": key, "now": now, "cost": cost, "iv": interval, "burst": burst}
-        if (cost - burst) * interval <= 1e-9:  # could fit: an empty bucket admits it
+        fits = (cost - burst) * interval <= 1e-9  # an empty bucket admits it
+        if once and fits:
+            taken = self._take_once(key, once, now, interval, burst, args)
+            if taken is not None:
+                return taken
+        elif fits:
             with self._lock:
                 db = self._connection()
                 try:
@@ -310,6 +319,24 @@ class SqliteStore(Store):
             bad_value(f"sqlite {self.path}", f"bucket {key}", f"TAT {tat!r}; read as empty")
             tat = now
         return gcra(tat, now, cost, interval, burst)[1]
+
+    def _take_once(self, key: str, once: str, now: float, interval: float, burst: float,
+                   args: dict[str, object]) -> RateResult | None:
+        """The upsert plus the identity, in one transaction; None when denied."""
+        with self._tx() as db:
+            row = db.execute("SELECT expires FROM seen WHERE key = ? AND ident = ?",
+                             (key, once)).fetchone()
+            if row is not None and _is(row[0], float) and _f(row[0]) > now:
+                b = db.execute("SELECT tat FROM buckets WHERE key = ?", (key,)).fetchone()
+                tat = b[0] if b and _is(b[0], float) and _f(b[0]) - now <= MAX_AHEAD else now
+                return RateResult(True, max(_f(tat) - now, 0.0) / interval, burst, 0.0)
+            row = db.execute(_TAKE, args).fetchone()
+            if row is None:
+                return None
+            db.execute("INSERT OR REPLACE INTO seen(key, ident, expires) VALUES (?, ?, ?)",
+                       (key, once, now + SEEN_TTL))
+            self._maybe_prune(db, now)
+            return RateResult(True, (row[0] - now) / interval, burst, 0.0)
 
     def buckets(self, now: float, limit: int = 50) -> list[BucketState]:
         rows = self._read(lambda db: db.execute(
