@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import socket
 import threading
 
 from postwarden.config import LimitConfig
@@ -38,6 +39,7 @@ from postwarden.store import StoreError
 SHORT_HALF_LIFE = 600.0  # "now" for burst detection
 LONG_HALF_LIFE = 86400.0  # "usual" for burst detection
 _LOG_KEY = "store.unavailable"
+_HOST = socket.gethostname()  # queue IDs are unique per host only
 
 
 class StoreHealth:
@@ -126,6 +128,20 @@ def key_for(limit: LimitConfig, msg: Message, source: Source | None) -> str:
     return f"{limit.name}:{clean_key(value)}" if value else ""
 
 
+def message_identity(msg: Message) -> str:
+    """Who this message is across deliveries of it to the milter: Postfix retrying a
+    tempfailed SMTP session sends the same Message-ID from the same client with the
+    same envelope under a new queue ID; without a Message-ID the queue ID on this
+    host is the best there is. '' (count it) when neither is known."""
+    mid = (msg.header("Message-ID") or "").strip()
+    if mid:
+        return "\0".join(["mid", mid, msg.client_addr, msg.auth_user, msg.mail_from.lower(),
+                           *sorted(r.lower() for r in msg.rcpts)])
+    if msg.queue_id and msg.queue_id != "NOQUEUE":
+        return "\0".join(["qid", _HOST, msg.queue_id])
+    return ""
+
+
 def limit_check(msg: Message, ctx: CheckContext) -> list[Finding]:
     """`ratelimit.exceeded` (key, count, limit) when a message does not fit its bucket."""
     cfg = ctx.services.config.ratelimit
@@ -135,6 +151,7 @@ def limit_check(msg: Message, ctx: CheckContext) -> list[Finding]:
     source: Source | None = ctx.memo.get(MEMO_SOURCE)
     factor = cfg.suspicious_cost if score(ctx) >= cfg.costly_score else 1.0
     now = ctx.services.clock()
+    once = message_identity(msg)
     for limit in cfg.limits:
         key = key_for(limit, msg, source)
         if not key:
@@ -142,7 +159,8 @@ def limit_check(msg: Message, ctx: CheckContext) -> list[Finding]:
         units = len(msg.rcpts) if limit.count == "recipients" else 1
         cost = max(units, 1) * factor
         try:
-            r = store.rate_take(key, cost, limit.window / limit.rate, limit.burst, now)
+            r = store.rate_take(key, cost, limit.window / limit.rate, limit.burst, now,
+                                once=once)
         except StoreError as e:
             health.failed(e, "rate limits")
             return []

@@ -128,12 +128,38 @@ def test_sasl_user_fifty_over_an_hour_not_held(store: SqliteStore,
     assert store.activity(T0 - 1)["sasl:alice"].messages == 50
 
 
+def test_the_same_message_again_takes_no_second_unit(store: SqliteStore,
+                                                     logbuf: io.StringIO) -> None:
+    """Postfix retrying a tempfailed session (new queue ID, same Message-ID, client and
+    envelope), or the same queue ID seen again after a restart: one message, one unit."""
+    cfg = config(ratelimit={"limits": [{"name": "sasl", "key": "sasl_user", "rate": 10,
+                                        "burst": 2, "origins": ["submission"]}]})
+    insp = make(cfg, store, Clock())
+
+    def msg(qid: str, mid: str | None) -> Message:
+        m = form_message(script=None, origin=Origin.SUBMISSION, auth_user="bob",
+                         sender="bob@example.com", client_port=50000, queue_id=qid)
+        if mid:
+            m.headers.append(("Message-ID", mid))
+        return m
+
+    first, retry = msg("4F9D42A0E1", "<1@example.com>"), msg("4F9D42A0E2", "<1@example.com>")
+    assert [insp.inspect(m).decision.action for m in (first, retry)] == ["accept"] * 2
+    (bucket,) = store.buckets(T0)
+    assert bucket.used == pytest.approx(1)
+    # a second message, then the first one's queue file again after a restart
+    assert insp.inspect(msg("4F9D42A0E3", None)).decision.action == "accept"
+    assert insp.inspect(msg("4F9D42A0E3", None)).decision.action == "accept"
+    assert insp.inspect(msg("4F9D42A0E4", "<2@example.com>")).decision.action == "hold"
+
+
 def test_sasl_user_over_the_limit_is_held(store: SqliteStore, logbuf: io.StringIO) -> None:
     cfg = config(ratelimit={"limits": [{"name": "sasl", "key": "sasl_user", "rate": 10,
                                         "burst": 3, "origins": ["submission"]}]})
     insp = make(cfg, store, Clock())
     msgs = [form_message(script=None, origin=Origin.SUBMISSION, auth_user="bob",
-                         sender="bob@example.com", client_port=50000) for _ in range(4)]
+                         sender="bob@example.com", client_port=50000,
+                         queue_id=f"4F9D42A0C{i}") for i in range(4)]
     assert [insp.inspect(m).decision.action for m in msgs] == ["accept"] * 3 + ["hold"]
 
 
@@ -153,11 +179,12 @@ def test_recipients_count(store: SqliteStore, logbuf: io.StringIO) -> None:
                                         "count": "recipients", "rate": 10, "burst": 5,
                                         "origins": ["internal"]}]})
     insp = make(cfg, store, Clock())
-    msg = form_message(script=None, origin=Origin.INTERNAL, sender="app@example.com",
-                       client_port=41000, rcpts=["a@example.com", "b@example.com",
-                                                 "c@example.com"])
+    msg, again = (form_message(script=None, origin=Origin.INTERNAL, sender="app@example.com",
+                               client_port=41000, queue_id=qid,
+                               rcpts=["a@example.com", "b@example.com", "c@example.com"])
+                  for qid in ("4F9D42A0D1", "4F9D42A0D2"))
     assert insp.inspect(msg).decision.action == "accept"
-    v = insp.inspect(msg)
+    v = insp.inspect(again)
     assert v.decision.action == "hold"
     (f,) = [f for f in v.findings if f.id == "ratelimit.exceeded"]
     assert f.data["key"] == "ip:127.0.0.1" and f.data["cost"] == 3

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 EVENT_RETENTION = 8 * 86400  # the self-check reports 7 days of activity
 HOLD_RETENTION = 30 * 86400
 SELFCHECK_KEEP = 1000
+SEEN_REPEATS = 3  # retries of one identity admitted free; more count (the identity
+# includes sender-chosen parts, so it must not become a way around a limit)
 SEEN_TTL = 900.0  # seconds a counted message identity is remembered: Postfix retries
 # a tempfailed session within minutes (queue_run_delay 300 s, minimal_backoff_time 300 s)
 EVENT_BATCH = 200  # queued events written in one transaction / one round trip
@@ -145,7 +147,8 @@ class Store(abc.ABC):
         many MTAs): concurrent callers never admit more than the bucket allows.
         `once`: the message's identity. A message already admitted by this bucket
         within the last SEEN_TTL seconds is admitted again without taking units (a
-        retried SMTP session, a relay restarted mid-message: one message, one unit).
+        retried SMTP session, a relay restarted mid-message: one message, one unit),
+        up to SEEN_REPEATS times; past that each copy counts again.
         """
 
     @abc.abstractmethod

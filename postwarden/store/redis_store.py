@@ -41,6 +41,7 @@ from redis.sentinel import Sentinel, SentinelManagedSSLConnection
 from postwarden.store.base import (
     EVENT_RETENTION,
     HOLD_RETENTION,
+    SEEN_REPEATS,
     SEEN_TTL,
     SELFCHECK_KEEP,
     BucketState,
@@ -52,6 +53,7 @@ from postwarden.store.base import (
     StoreError,
     bad_value,
 )
+from postwarden.store.redis_url import parse_url
 
 T = TypeVar("T")
 MAX_EVENTS = 500_000  # a cap on top of the time-based retention
@@ -87,7 +89,15 @@ _GCRA = _CHECK + _NOW + """
 local now, cost = server_now(ARGV[1], ARGV[5]), tonumber(ARGV[2])
 local interval, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
 local reset = reset_unless_hash(KEYS[1])
-if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
+local seen = 0
+if KEYS[2] then
+  local raw = redis.pcall('GET', KEYS[2])
+  -- not a string (WRONGTYPE): someone else's key; forget it rather than fail for good
+  if type(raw) == 'table' and raw.err then redis.call('DEL', KEYS[2]); raw = false end
+  seen = tonumber(raw or '0') or 0
+end
+if seen >= 1 and seen <= tonumber(ARGV[7]) then
+  redis.call('INCR', KEYS[2])
   local raw = redis.call('HGET', KEYS[1], 't')
   local tat = tonumber(raw or '') or now
   if not finite(tat) or tat - now > 1e9 then tat = now end
@@ -107,9 +117,10 @@ if over > 1e-9 then
   if reset == 1 then redis.call('DEL', KEYS[1]) end
   return {0, string.format('%.9f', (base - now) / interval), string.format('%.6f', over), reset, 0}
 end
-redis.call('HSET', KEYS[1], 't', string.format('%.6f', new_tat), 'i', ARGV[3], 'b', ARGV[4])
+-- full precision: a TAT rounded to microseconds can sit just past a full bucket
+redis.call('HSET', KEYS[1], 't', string.format('%.17g', new_tat), 'i', ARGV[3], 'b', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], math.ceil((new_tat - now) * 1000) + 1000)
-if KEYS[2] then redis.call('SET', KEYS[2], '1', 'PX', ARGV[6]) end
+if KEYS[2] then redis.call('SET', KEYS[2], tostring(seen + 1), 'PX', ARGV[6]) end
 return {1, string.format('%.9f', (new_tat - now) / interval), '0', reset, 0}
 """
 
@@ -129,7 +140,7 @@ if cur[1] then
   end
 end
 value = value + amount
-redis.call('HSET', KEYS[1], 'v', string.format('%.9f', value), 'u', string.format('%.6f', updated))
+redis.call('HSET', KEYS[1], 'v', string.format('%.9f', value), 'u', string.format('%.17g', updated))
 redis.call('PEXPIRE', KEYS[1], math.ceil(hl * 20 * 1000))
 return {string.format('%.9f', value), reset}
 """
@@ -251,7 +262,7 @@ class RedisStore(Store):
             keys.append(self._k("rl", key, "seen", _digest(once)))
         reply = self._call(self._gcra, keys=keys,
                            args=[repr(now), repr(cost), repr(interval), repr(burst),
-                                 self._clock, self._seen_ms])
+                                 self._clock, self._seen_ms, SEEN_REPEATS])
 
         def parse(r: Any) -> tuple[bool, float, float, bool]:
             ok, used, retry, reset, _seen = r
@@ -385,48 +396,6 @@ class RedisStore(Store):
             self.flush_events()
         finally:
             self._call(self._r.close)
-
-
-def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
-    out = []
-    for part in netloc.split(","):
-        host, _, port = part.strip().rpartition(":") if ":" in part else (part, "", "")
-        host = host.strip("[]") or "127.0.0.1"
-        out.append((host, int(port) if port else default_port))
-    if not out:
-        raise ValueError("no host")
-    return out
-
-
-def parse_url(url: str) -> tuple[str, dict[str, Any]]:
-    """("single"|"cluster"|"sentinel", parts) of a store URL; ValueError if unusable.
-    The config loader calls this too, so a bad URL is a config error at start."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise ValueError("not a URL (want redis://, rediss://, unix://, "
-                         "redis+cluster:// or redis+sentinel://)")
-    if scheme in ("redis", "rediss", "unix"):
-        return "single", {}
-    if scheme not in ("redis+cluster", "rediss+cluster", "redis+sentinel",
-                      "rediss+sentinel"):
-        raise ValueError(f"unknown scheme {scheme}://")
-    auth, _, hostpart = rest.rpartition("@")
-    netloc, _, path = hostpart.partition("/")
-    path, _, _query = path.partition("?")
-    username, _, password = auth.partition(":") if auth else ("", "", "")
-    parts: dict[str, Any] = {"hosts": _hosts(netloc, 26379 if "sentinel" in scheme else 6379),
-                             "username": username or None, "password": password or None,
-                             "ssl": scheme.startswith("rediss")}
-    if "sentinel" in scheme:
-        service, _, db = path.partition("/")
-        if not service:
-            raise ValueError("redis+sentinel:// needs /SERVICE (the sentinels' master name)")
-        parts["service"] = service
-        parts["db"] = int(db or "0")
-        return "sentinel", parts
-    if path.strip("/") not in ("", "0"):
-        raise ValueError("a Redis Cluster has only database 0")
-    return "cluster", parts
 
 
 def connect(url: str, timeout: float) -> Any:

@@ -33,6 +33,7 @@ from typing import TypeVar
 from postwarden.store.base import (
     EVENT_RETENTION,
     HOLD_RETENTION,
+    SEEN_REPEATS,
     SEEN_TTL,
     SELFCHECK_KEEP,
     BucketState,
@@ -88,19 +89,22 @@ CREATE INDEX IF NOT EXISTS holds_at ON holds(at);
 CREATE TABLE IF NOT EXISTS selfcheck (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, report TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS seen (
-    key TEXT NOT NULL, ident TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (key, ident));
+    key TEXT NOT NULL, ident TEXT NOT NULL, expires REAL NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (key, ident));
 CREATE TABLE IF NOT EXISTS notices (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, text TEXT NOT NULL);
 """
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str | Path, create: bool = True) -> None:
+    def __init__(self, path: str | Path, create: bool = True,
+                 seen_ttl: float = SEEN_TTL) -> None:
         """`create=False` for readers (`status`): a missing file is an error, not a new
         empty store that would report nothing held."""
         super().__init__()
         self.path = str(path)
         self._create = create
+        self._seen_ttl = seen_ttl
         self._identity: tuple[int, int] | None = None
         self._next_check = 0.0
         self._lock = threading.Lock()
@@ -324,17 +328,22 @@ class SqliteStore(Store):
                    args: dict[str, object]) -> RateResult | None:
         """The upsert plus the identity, in one transaction; None when denied."""
         with self._tx() as db:
-            row = db.execute("SELECT expires FROM seen WHERE key = ? AND ident = ?",
+            row = db.execute("SELECT expires, n FROM seen WHERE key = ? AND ident = ?",
                              (key, once)).fetchone()
-            if row is not None and _is(row[0], float) and _f(row[0]) > now:
+            live = row is not None and _is(row[0], float) and _f(row[0]) > now \
+                and _is(row[1], int)
+            seen = int(row[1]) if live and row is not None else 0
+            if 1 <= seen <= SEEN_REPEATS:
+                db.execute("UPDATE seen SET n = n + 1 WHERE key = ? AND ident = ?",
+                           (key, once))
                 b = db.execute("SELECT tat FROM buckets WHERE key = ?", (key,)).fetchone()
                 tat = b[0] if b and _is(b[0], float) and _f(b[0]) - now <= MAX_AHEAD else now
                 return RateResult(True, max(_f(tat) - now, 0.0) / interval, burst, 0.0)
             row = db.execute(_TAKE, args).fetchone()
             if row is None:
                 return None
-            db.execute("INSERT OR REPLACE INTO seen(key, ident, expires) VALUES (?, ?, ?)",
-                       (key, once, now + SEEN_TTL))
+            db.execute("INSERT OR REPLACE INTO seen(key, ident, expires, n) "
+                       "VALUES (?, ?, ?, ?)", (key, once, now + self._seen_ttl, seen + 1))
             self._maybe_prune(db, now)
             return RateResult(True, (row[0] - now) / interval, burst, 0.0)
 

@@ -190,8 +190,23 @@ class RedisSentinel:
         def ready() -> bool:
             with redis.Redis(port=self.sentinel_port, socket_timeout=0.5) as s:
                 replicas = s.sentinel_slaves(self.service)
-                return any("s_down" not in r.get("flags", "") for r in replicas)
+                return any("s_down" not in str(r.get("flags", ""))
+                           and r.get("master-link-status") == "ok" for r in replicas)
         _wait(ready, "sentinel did not see the replica", log)
+
+    def failover(self, timeout: float = 30) -> None:
+        """SENTINEL FAILOVER, retried while the sentinel does not yet trust the replica
+        (NOGOODSLAVE: it refreshes what it knows about replicas every 10 s)."""
+        deadline = time.monotonic() + timeout
+        with redis.Redis(port=self.sentinel_port, socket_timeout=2) as s:
+            while True:
+                try:
+                    s.execute_command("SENTINEL", "FAILOVER", self.service)
+                    return
+                except redis.ResponseError as e:
+                    if "NOGOODSLAVE" not in str(e) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
 
     def current_primary_port(self) -> int:
         with redis.Redis(port=self.sentinel_port, socket_timeout=1) as s:
