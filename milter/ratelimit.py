@@ -19,6 +19,7 @@ import math
 import re
 import socket
 import threading
+import time
 
 from postwarden.config import LimitConfig
 from postwarden.findings import Finding, Severity
@@ -34,7 +35,8 @@ from postwarden.milter.forms import (
     score,
 )
 from postwarden.milter.pipeline import CheckContext
-from postwarden.store import StoreError
+from postwarden.store import Store, StoreError
+from postwarden.store.base import RateResult, gcra
 
 SHORT_HALF_LIFE = 600.0  # "now" for burst detection
 LONG_HALF_LIFE = 86400.0  # "usual" for burst detection
@@ -43,27 +45,117 @@ _HOST = socket.gethostname()  # queue IDs are unique per host only
 
 
 class StoreHealth:
-    """Remembers that the store failed, so its return is logged once."""
+    """Remembers that the store failed, so its return is logged once.
+
+    With a shared store (Redis) an outage is degraded mode: each relay enforces every
+    rate limit alone, in memory, at `degraded_fraction` of it (several relays each
+    taking their own share must not add up to more than the shared limit by much),
+    and says so: one `warning:` line when it starts, one when it ends with the count
+    of messages passed and held meanwhile, and a store notice `postwarden status`
+    shows. The local budgets are dropped on recovery and nothing is replayed into the
+    shared buckets, so no message is counted twice.
+    """
+
+    LOCAL_KEYS = 10000  # local budgets kept; the emptiest are dropped past this
 
     def __init__(self) -> None:
         self._down = False
+        self._degraded = False
         self._lock = threading.Lock()
+        self.since = 0.0
+        self.passed = 0
+        self.held = 0
+        self.periods = 0
+        self._local: dict[str, float] = {}
 
-    def failed(self, e: StoreError, what: str) -> None:
+    @property
+    def degraded(self) -> bool:
+        return self._degraded
+
+    def failed(self, e: StoreError, what: str, store: Store | None = None,
+               now: float | None = None, fraction: float = 0.0) -> None:
+        """`store` and `fraction` > 0: a shared store's outage starts degraded mode."""
+        shared = store is not None and store.shared and fraction > 0
         with self._lock:
             self._down = True
+            entering = shared and not self._degraded
+            if entering:
+                self._degraded = True
+                self.since = time.time() if now is None else now
+                self.passed = self.held = 0
+                self._local.clear()
+                self.periods += 1
+            degraded = self._degraded
+        if entering:
+            log.warning(f"store unavailable: {e}; degraded mode: each rate limit is "
+                        f"enforced by this relay alone at {fraction:.0%} of it, form history "
+                        "and activity wait, until the store returns")
+            return
+        if degraded:
+            return  # one line per outage, whatever else fails during it
         # One line per condition (locked, full, read-only, gone), not one per message.
         cause = re.sub(r"[\d.:/]+", "", str(e))[-60:]
         log.limited(f"{_LOG_KEY}|{cause}", "error", f"store unavailable: {e}; {what} not "
                     "enforced (fail open) until it returns")
 
-    def ok(self) -> None:
+    def ok(self, store: Store | None = None, now: float | None = None) -> None:
+        """The store answered. Callers that only queued (activity, the flush timer
+        with nothing to write) pass no store: they cannot end degraded mode."""
         if not self._down:
             return
+        if store is None and self._degraded:
+            return  # only a real round trip (the limits' own) ends degraded mode
         with self._lock:
-            was, self._down = self._down, False
-        if was:
+            was = self._clear_down()
+            degraded, self._degraded = self._degraded, False
+            passed, held, since = self.passed, self.held, self.since
+            self._local.clear()
+        if not was:
+            return  # another thread saw the return first
+        if not degraded:
             log.info("store reachable again: rate limits and history resumed")
+            return
+        end = time.time() if now is None else now
+        text = (f"degraded mode for {max(end - since, 0):.0f}s from "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since))} on {_HOST}: "
+                f"store unreachable; {passed} messages passed and {held} held on local "
+                "budgets")
+        log.warning(f"store reachable again: {text}; shared rate limits resumed")
+        if store is not None:
+            try:
+                store.record_notice(end, text)
+            except StoreError:
+                pass
+
+    def _clear_down(self) -> bool:
+        was, self._down = self._down, False
+        return was
+
+    def local_take(self, key: str, cost: float, interval: float, burst: float,
+                   now: float, fraction: float) -> RateResult:
+        """The degraded-mode budget: gcra() in memory at `fraction` of the limit."""
+        with self._lock:
+            if len(self._local) >= self.LOCAL_KEYS:
+                for k in [k for k, tat in self._local.items() if tat <= now]:
+                    del self._local[k]
+                while len(self._local) >= self.LOCAL_KEYS:
+                    del self._local[min(self._local, key=self._local.__getitem__)]
+            tat, r = gcra(self._local.get(key, now), now, cost, interval / fraction,
+                          burst * fraction)
+            self._local[key] = tat
+            return r
+
+    def count(self, held: bool) -> None:
+        with self._lock:
+            if self._degraded:
+                self.held += held
+                self.passed += not held
+
+    def state(self) -> dict[str, object]:
+        """For metrics and the daemon's own status: degraded now, since when, counts."""
+        with self._lock:
+            return {"degraded": self._degraded, "since": self.since if self._degraded else 0.0,
+                    "passed": self.passed, "held": self.held, "periods": self.periods}
 
 
 health = StoreHealth()
@@ -89,9 +181,10 @@ def history_check(msg: Message, ctx: CheckContext) -> list[Finding]:
         short = store.bump(f"short:{source.key}", 1, SHORT_HALF_LIFE, now)
         usual = store.bump(f"usual:{source.key}", 1, LONG_HALF_LIFE, now)
     except StoreError as e:
-        health.failed(e, "form history")
+        health.failed(e, "form history", store, now,
+                      ctx.services.config.ratelimit.degraded_fraction)
         return []
-    health.ok()
+    health.ok(store, now)
     out = []
     # Decaying counts are a little under the raw count: round before comparing.
     if round(repeats) >= cfg.repeat_count:
@@ -152,25 +245,39 @@ def limit_check(msg: Message, ctx: CheckContext) -> list[Finding]:
     factor = cfg.suspicious_cost if score(ctx) >= cfg.costly_score else 1.0
     now = ctx.services.clock()
     once = message_identity(msg)
+    local = False
     for limit in cfg.limits:
         key = key_for(limit, msg, source)
         if not key:
             continue
         units = len(msg.rcpts) if limit.count == "recipients" else 1
         cost = max(units, 1) * factor
-        try:
-            r = store.rate_take(key, cost, limit.window / limit.rate, limit.burst, now,
-                                once=once)
-        except StoreError as e:
-            health.failed(e, "rate limits")
-            return []
-        health.ok()
+        interval = limit.window / limit.rate
+        if not local:
+            try:
+                r = store.rate_take(key, cost, interval, limit.burst, now, once=once)
+            except StoreError as e:
+                health.failed(e, "rate limits", store, now, cfg.degraded_fraction)
+                if not health.degraded:
+                    return []
+                local = True
+            else:
+                health.ok(store, now)
+        if local:
+            r = health.local_take(key, cost, interval, limit.burst, now,
+                                  cfg.degraded_fraction)
         if not r.allowed:
-            text = (f"{key}: {r.used:.1f} of burst {limit.burst} used, this message costs "
-                    f"{cost:g} {limit.count}; limit {limit.rate} per {limit.window}s")
+            if local:
+                health.count(held=True)
+            where = " (local budget: shared store unavailable)" if local else ""
+            shown = f"{r.burst:g}" if local else limit.burst
+            text = (f"{key}: {r.used:.1f} of burst {shown} used{where}, this message "
+                    f"costs {cost:g} {limit.count}; limit {limit.rate} per {limit.window}s")
             return [Finding("ratelimit.exceeded", Severity.WARNING, text, {
                 "key": key, "limit": limit.name, "count": round(r.used, 2), "cost": cost,
                 "rate": limit.rate, "window": limit.window, "burst": limit.burst,
-                "retry_after": round(r.retry_after, 1),
+                "retry_after": round(r.retry_after, 1), "degraded": local,
                 "source": source.key if source else ""})]
+    if local:
+        health.count(held=False)
     return []

@@ -138,6 +138,12 @@ def _redis_url(value: Any) -> str | None:
     return None
 
 
+def _share(value: Any) -> str | None:
+    if value != value or not 0 <= value <= 1:
+        return "must be a fraction from 0 (off: fail open unlimited) to 1 (the whole limit)"
+    return None
+
+
 def _no_braces(value: Any) -> str | None:
     # The key builder puts the Redis Cluster hash tag right after the prefix: a brace
     # in the prefix would become the tag and put every key in one slot.
@@ -342,6 +348,7 @@ class RateLimitConfig:
     enabled: bool = True
     costly_score: int = field(default=4, metadata=_check(_positive))
     suspicious_cost: float = field(default=2.0, metadata=_check(_positive))
+    degraded_fraction: float = field(default=0.5, metadata=_check(_share))
     limits: list[LimitConfig] = field(
         default_factory=lambda: [
             LimitConfig("form", "source", "messages", 20, 3600, 5, list(ORIGINS), True),

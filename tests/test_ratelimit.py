@@ -361,3 +361,64 @@ def test_local_recipients_budget(store: SqliteStore, logbuf: io.StringIO) -> Non
     msgs = [form_message(f"report {i}\n", script=None, sender="cron@example.com", uid=1000,
                          rcpts=many, queue_id=f"L{i:04d}") for i in range(3)]
     assert [insp.inspect(m).decision.action for m in msgs] == ["accept", "hold", "hold"]
+
+
+class SharedFlakyStore(FlakyStore):
+    """The same, as a shared store (Redis): its outage is degraded mode."""
+
+    shared = True
+
+
+@pytest.fixture
+def fresh_health() -> Iterator[None]:
+    """The process-wide health state (activity and the daemon share it), reset."""
+    ratelimit.health.__init__()  # type: ignore[misc]
+    yield
+    ratelimit.health.__init__()  # type: ignore[misc]
+
+
+def test_shared_store_down_is_degraded_mode_with_local_budgets(
+        tmp_path: Path, logbuf: io.StringIO, fresh_health: None) -> None:
+    store = SharedFlakyStore(tmp_path / "s.db")
+    clock = Clock()
+    insp = make(config(), store, clock)
+    for i in range(3):
+        assert insp.inspect(contact(i)).decision.action == "accept"
+    (before,) = [b for b in store.buckets(T0) if b.key.startswith("form:")]
+    store.down = True
+    outage = [insp.inspect(contact(i)).decision.action for i in range(3, 23)]
+    local = int(FORM_BURST * from_dict({}).ratelimit.degraded_fraction)
+    # mail flows, and the local budget (half the form burst, in memory) holds the tail
+    assert outage == ["accept"] * local + ["hold"] * (20 - local)
+    lines = logbuf.getvalue().splitlines()
+    assert not [ln for ln in lines if "error:" in ln]
+    entered = [ln for ln in lines if "degraded mode:" in ln]
+    assert len(entered) == 1 and "warning:" in entered[0] and "50%" in entered[0]
+    assert ratelimit.health.state()["degraded"] is True
+    clock.now += 30
+    store.down = False
+    insp.inspect(contact(30))
+    insp.inspect(contact(31))
+    left = [ln for ln in logbuf.getvalue().splitlines() if "reachable again" in ln]
+    assert len(left) == 1 and "warning:" in left[0]
+    assert f"{local} messages passed and {20 - local} held" in left[0]
+    assert "degraded mode for 30s" in left[0]
+    (notice,) = store.notices()
+    assert notice[0] == T0 + 30 and "degraded mode for 30s" in notice[1]
+    # nothing the relay counted locally is charged to the shared bucket afterwards
+    (after,) = [b for b in store.buckets(T0 + 30) if b.key.startswith("form:")]
+    assert after.used == pytest.approx(before.used - 30 / (3600 / 20) + 2, abs=0.01)
+    assert ratelimit.health.state()["degraded"] is False
+    store.close()
+
+
+def test_degraded_fraction_zero_fails_open_unlimited(
+        tmp_path: Path, logbuf: io.StringIO, fresh_health: None) -> None:
+    store = SharedFlakyStore(tmp_path / "s.db")
+    insp = make(config(ratelimit={"degraded_fraction": 0}), store, Clock())
+    store.down = True
+    assert {insp.inspect(contact(i)).decision.action for i in range(20)} == {"accept"}
+    assert "degraded" not in logbuf.getvalue()
+    store.down = False
+    insp.inspect(contact(30))
+    store.close()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 EVENT_RETENTION = 8 * 86400  # the self-check reports 7 days of activity
 HOLD_RETENTION = 30 * 86400
 SELFCHECK_KEEP = 1000
+NOTICES_KEEP = 20
 SEEN_REPEATS = 3  # retries of one identity admitted free; more count (the identity
 # includes sender-chosen parts, so it must not become a way around a limit)
 SEEN_TTL = 900.0  # seconds a counted message identity is remembered: Postfix retries
@@ -216,10 +217,18 @@ class Store(abc.ABC):
             a.ratelimit_hits += "ratelimit.exceeded" in ids
         return out
 
+    # Shared by several relays (rate limits are then per site, not per host): its
+    # outage is degraded mode, with local budgets (milter/ratelimit.py).
+    shared = False
+
     def notices(self) -> list[tuple[float, str]]:
         """(when, text) of things about the store itself an operator must know (the
-        file was replaced while the milter ran), newest first."""
+        file was replaced while the milter ran, a degraded-mode period), newest first."""
         return []
+
+    @abc.abstractmethod
+    def record_notice(self, when: float, text: str) -> None:
+        """Keep one notice for `notices()` (the newest NOTICES_KEEP are kept)."""
 
     # --- self-check history ---------------------------------------------------
     @abc.abstractmethod

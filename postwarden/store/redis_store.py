@@ -41,6 +41,7 @@ from redis.sentinel import Sentinel, SentinelManagedSSLConnection
 from postwarden.store.base import (
     EVENT_RETENTION,
     HOLD_RETENTION,
+    NOTICES_KEEP,
     SEEN_REPEATS,
     SEEN_TTL,
     SELFCHECK_KEEP,
@@ -188,6 +189,8 @@ def slot_key(prefix: str, group: str, name: str = "", *parts: str) -> str:
 class RedisStore(Store):
     """`server_clock=False` makes the scripts use the callers' `now` (the store test
     suite replays simulated hours); the milter always uses the server's clock."""
+
+    shared = True
 
     def __init__(self, url: str, prefix: str = "postwarden:", timeout: float = 0.5,
                  server_clock: bool = True, seen_ttl: float = SEEN_TTL) -> None:
@@ -390,6 +393,31 @@ class RedisStore(Store):
                 continue
             runs.append(SelfcheckRun(float(when), report))
         return sorted(runs, key=lambda r: r.when, reverse=True)[:limit]
+
+    def record_notice(self, when: float, text: str) -> None:
+        reply = self._call(self._push, keys=[self._k("notices")],
+                           args=[json.dumps([when, text]), NOTICES_KEEP])
+        self._expect("the notice script", reply, 2)
+
+    def notices(self) -> list[tuple[float, str]]:
+        key = self._k("notices")
+        rows = self._call(self._r.lrange, key, 0, NOTICES_KEEP - 1)
+        out = []
+        for r in self._parse("LRANGE", rows, list):
+            try:
+                when, text = json.loads(r)
+                if not isinstance(text, str) or not _finite(when):
+                    raise ValueError(r)
+            except (ValueError, TypeError):
+                bad_value(f"redis {self._where}", f"{_shown(key)} entry {_short(r)}",
+                          "not a notice; removed")
+                try:
+                    self._r.lrem(key, 0, r)
+                except (redis.RedisError, OSError):
+                    pass
+                continue
+            out.append((float(when), text))
+        return sorted(out, reverse=True)
 
     def close(self) -> None:
         try:

@@ -418,6 +418,10 @@ class SqliteStore(Store):
         good = self._valid("selfcheck", rows, (float, str))
         return [SelfcheckRun(_f(r[1]), str(r[2])) for r in good]
 
+    def record_notice(self, when: float, text: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO notices(at, text) VALUES (?, ?)", (when, text))
+
     def notices(self) -> list[tuple[float, str]]:
         rows = self._read(lambda db: db.execute(
             "SELECT id, at, text FROM notices ORDER BY at DESC, id DESC LIMIT 20").fetchall())
