@@ -20,7 +20,16 @@ from typing import Any
 
 from postwarden import hostinfo
 from postwarden.blocklists import lists_for
-from postwarden.checks import activity, checklist, dnsbl, escalation, postfix_audit, rdns, records
+from postwarden.checks import (
+    activity,
+    checklist,
+    dnsbl,
+    escalation,
+    postfix_audit,
+    rdns,
+    records,
+    storecheck,
+)
 from postwarden.checks.report import CheckResult, Report
 from postwarden.config import Config
 from postwarden.dns import Budget, Resolver
@@ -193,6 +202,8 @@ def run(inp: RunInputs) -> Report:
     if sel.wants("resolver."):
         results.append(dnsbl.check_resolver(inp.resolver.nameservers, results))
     now = inp.clock()
+    if sel.wants("store."):
+        results.append(storecheck.check(inp.store, now))
     act = activity.check(inp.store, now) if sel.wants_any(("activity.", "checklist.")) else None
     if act is not None:
         results.append(act)
@@ -230,7 +241,7 @@ def _escalation(inp: RunInputs, report: Report, now: float) -> None:
 
 
 _ORDER = ("uceprotect.", "escalation.", "dnsbl.", "resolver.", "rdns.", "helo", "spf.",
-          "dkim.", "dmarc.", "mx", "postfix.", "activity.", "checklist.")
+          "dkim.", "dmarc.", "mx", "postfix.", "store.", "activity.", "checklist.")
 
 
 def _order(c: CheckResult) -> tuple[int, str, str]:

@@ -149,6 +149,9 @@ _TABLE: tuple[FindingId, ...] = (
               "myhostname is not a fully qualified public name"),
     FindingId("postfix.inet_protocols", SELFCHECK, W,
               "IPv6 is on but an IPv6 address has no PTR"),
+    FindingId("store.reachable", SELFCHECK, C,
+              "the store the milter counts in cannot be reached (a shared one: the relays "
+              "enforce their limits alone, degraded mode)"),
     FindingId("activity.7d", SELFCHECK, INF, "mail sent in the last 7 days, and its top sources"),
     *(FindingId(f"checklist.{k}", SELFCHECK, INF, doc) for k, doc in CHECKLIST_ITEMS.items()),
     FindingId("checklist.verdict", SELFCHECK, W,

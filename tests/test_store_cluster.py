@@ -232,3 +232,25 @@ def test_sentinel_failover_costs_at_most_one_error(own_pair: RedisSentinel) -> N
     # the graceful failover kept the bucket: 3 + the later takes, on the new primary
     assert results[-1].used == pytest.approx(3 + len(results))
     s.close()
+
+
+# --- store.reachable ------------------------------------------------------------------
+
+def test_selfcheck_store_reachable_states(redis_server: RedisServer, tmp_path: Path) -> None:
+    from harness import free_port
+    from postwarden.checks import storecheck
+
+    assert storecheck.check(None, T0).status == "unknown"
+    gone = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+    down = storecheck.check(gone, T0)
+    assert down.status == "critical" and "unreachable" in down.summary
+    up = RedisStore(redis_server.url, prefix=f"sc{next(_n)}:", timeout=2.0)
+    assert storecheck.check(up, T0).status == "ok"
+    up.record_notice(T0 - 60, "degraded mode for 42s from ... on relay1: store unreachable")
+    seen = storecheck.check(up, T0)
+    assert seen.status == "info" and seen.details["degraded_periods_7d"] == 1
+    assert storecheck.check(up, T0 + 8 * 86400).status == "ok"  # older than 7 days
+    local = SqliteStore(tmp_path / "s.db")
+    assert storecheck.check(local, T0).status == "ok"
+    for s in (up, local):
+        s.close()
