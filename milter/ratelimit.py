@@ -57,6 +57,10 @@ class StoreHealth:
     """
 
     LOCAL_KEYS = 10000  # local budgets kept; the emptiest are dropped past this
+    # A cluster with one node gone answers for some keys and not others: degraded mode
+    # ends only after this many seconds without a failure, or it would flap (a line
+    # pair per message) while the history keys' nodes answer and the limit's does not.
+    RECOVER_AFTER = 5.0
 
     def __init__(self) -> None:
         self._down = False
@@ -67,6 +71,7 @@ class StoreHealth:
         self.held = 0
         self.periods = 0
         self._local: dict[str, float] = {}
+        self._last_failure = 0.0
 
     @property
     def degraded(self) -> bool:
@@ -78,6 +83,8 @@ class StoreHealth:
         shared = store is not None and store.shared and fraction > 0
         with self._lock:
             self._down = True
+            if now is not None:
+                self._last_failure = now
             entering = shared and not self._degraded
             if entering:
                 self._degraded = True
@@ -103,8 +110,9 @@ class StoreHealth:
         with nothing to write) pass no store: they cannot end degraded mode."""
         if not self._down:
             return
-        if store is None and self._degraded:
-            return  # only a real round trip (the limits' own) ends degraded mode
+        if self._degraded and (store is None or now is None
+                               or now - self._last_failure < self.RECOVER_AFTER):
+            return  # only the limits' own round trips, and only once they keep working
         with self._lock:
             was = self._clear_down()
             degraded, self._degraded = self._degraded, False
