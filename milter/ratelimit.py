@@ -61,6 +61,9 @@ class StoreHealth:
     # ends only after this many seconds without a failure, or it would flap (a line
     # pair per message) while the history keys' nodes answer and the limit's does not.
     RECOVER_AFTER = 5.0
+    # While degraded, one message per second asks the store (a cluster that lost a
+    # node can take a second per command to say so); the others go local at once.
+    PROBE_EVERY = 1.0
 
     def __init__(self) -> None:
         self._down = False
@@ -72,6 +75,7 @@ class StoreHealth:
         self.periods = 0
         self._local: dict[str, float] = {}
         self._last_failure = 0.0
+        self._last_probe = 0.0
 
     @property
     def degraded(self) -> bool:
@@ -89,6 +93,7 @@ class StoreHealth:
             if entering:
                 self._degraded = True
                 self.since = time.time() if now is None else now
+                self._last_probe = self.since
                 self.passed = self.held = 0
                 self._local.clear()
                 self.periods += 1
@@ -134,6 +139,16 @@ class StoreHealth:
                 store.record_notice(end, text)
             except StoreError:
                 pass
+
+    def skip_store(self, now: float) -> bool:
+        """Degraded and this is not the second's probe: do not wait for the store."""
+        with self._lock:
+            if not self._degraded:
+                return False
+            if now - self._last_probe >= self.PROBE_EVERY or now < self._last_probe:
+                self._last_probe = now
+                return False
+            return True
 
     def _clear_down(self) -> bool:
         was, self._down = self._down, False
@@ -183,6 +198,8 @@ def history_check(msg: Message, ctx: CheckContext) -> list[Finding]:
     if not cfg.enabled or source is None or not source.form or store is None:
         return []
     now = ctx.services.clock()
+    if health.skip_store(now):
+        return []
     try:
         repeats = store.bump(f"fp:{source.key}:{fingerprint(msg, cfg.body_scan_bytes)}",
                              1, cfg.repeat_window, now)
@@ -253,7 +270,7 @@ def limit_check(msg: Message, ctx: CheckContext) -> list[Finding]:
     factor = cfg.suspicious_cost if score(ctx) >= cfg.costly_score else 1.0
     now = ctx.services.clock()
     once = message_identity(msg)
-    local = False
+    local = health.skip_store(now)
     for limit in cfg.limits:
         key = key_for(limit, msg, source)
         if not key:
