@@ -36,7 +36,7 @@ from postwarden.milter.forms import (
 )
 from postwarden.milter.pipeline import CheckContext
 from postwarden.store import Store, StoreError
-from postwarden.store.base import RateResult, gcra
+from postwarden.store.base import MAX_PENDING, HoldRecord, RateResult, gcra
 
 SHORT_HALF_LIFE = 600.0  # "now" for burst detection
 LONG_HALF_LIFE = 86400.0  # "usual" for burst detection
@@ -76,6 +76,7 @@ class StoreHealth:
         self._local: dict[str, float] = {}
         self._last_failure = 0.0
         self._last_probe = 0.0
+        self._holds: list[HoldRecord] = []
 
     @property
     def degraded(self) -> bool:
@@ -135,10 +136,25 @@ class StoreHealth:
                 "budgets")
         log.warning(f"store reachable again: {text}; shared rate limits resumed")
         if store is not None:
+            with self._lock:
+                holds, self._holds = self._holds, []
             try:
                 store.record_notice(end, text)
+                for rec in holds:
+                    store.record_hold(rec)
             except StoreError:
-                pass
+                pass  # the next outage began already; the hold lines are in the log
+
+    def record_hold(self, store: Store, rec: HoldRecord) -> None:
+        """Keep why a message was held. While degraded the reasons wait in memory (like
+        activity events) and are written when the store returns: a held message must
+        not wait for a store that is known to be away."""
+        with self._lock:
+            if self._degraded:
+                if len(self._holds) < MAX_PENDING:
+                    self._holds.append(rec)
+                return
+        store.record_hold(rec)
 
     def skip_store(self, now: float) -> bool:
         """Degraded and this is not the second's probe: do not wait for the store."""
