@@ -77,6 +77,12 @@ class StoreHealth:
         self._last_failure = 0.0
         self._last_probe = 0.0
         self._holds: list[HoldRecord] = []
+        self._known: tuple[Store | None, float] = (None, 0.0)
+
+    def know(self, store: Store, fraction: float) -> None:
+        """The store and degraded_fraction in use, for failures reported without them
+        (the flush timer), so an outage it sees first starts degraded mode too."""
+        self._known = (store, fraction)
 
     @property
     def degraded(self) -> bool:
@@ -85,6 +91,8 @@ class StoreHealth:
     def failed(self, e: StoreError, what: str, store: Store | None = None,
                now: float | None = None, fraction: float = 0.0) -> None:
         """`store` and `fraction` > 0: a shared store's outage starts degraded mode."""
+        if store is None:  # the flush timer: what the limits' own calls said
+            store, fraction = self._known
         shared = store is not None and store.shared and fraction > 0
         with self._lock:
             self._down = True
@@ -214,6 +222,7 @@ def history_check(msg: Message, ctx: CheckContext) -> list[Finding]:
     if not cfg.enabled or source is None or not source.form or store is None:
         return []
     now = ctx.services.clock()
+    health.know(store, ctx.services.config.ratelimit.degraded_fraction)
     if health.skip_store(now):
         return []
     try:
@@ -269,11 +278,15 @@ def message_identity(msg: Message) -> str:
     host is the best there is. '' (count it) when neither is known."""
     mid = (msg.header("Message-ID") or "").strip()
     if mid:
-        return "\0".join(["mid", mid, msg.client_addr, msg.auth_user, msg.mail_from.lower(),
-                           *sorted(r.lower() for r in msg.rcpts)])
-    if msg.queue_id and msg.queue_id != "NOQUEUE":
-        return "\0".join(["qid", _HOST, msg.queue_id])
-    return ""
+        parts = ["mid", mid, msg.client_addr, msg.auth_user, msg.mail_from.lower(),
+                 *sorted(r.lower() for r in msg.rcpts)]
+    elif msg.queue_id and msg.queue_id != "NOQUEUE":
+        parts = ["qid", _HOST, msg.queue_id]
+    else:
+        return ""
+    # A digest: the parts are sender bytes (any code point, surrogates included) and
+    # every backend stores it as plain ASCII.
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def limit_check(msg: Message, ctx: CheckContext) -> list[Finding]:
@@ -286,6 +299,7 @@ def limit_check(msg: Message, ctx: CheckContext) -> list[Finding]:
     factor = cfg.suspicious_cost if score(ctx) >= cfg.costly_score else 1.0
     now = ctx.services.clock()
     once = message_identity(msg)
+    health.know(store, cfg.degraded_fraction)
     local = health.skip_store(now)
     for limit in cfg.limits:
         key = key_for(limit, msg, source)
