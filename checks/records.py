@@ -322,8 +322,10 @@ def _dmarc_record(domain: str, look: dmarc_discovery.DmarcLookup) -> CheckResult
     rec = main.record
     assert rec is not None
     where = f" (inherited from {main.found_at})" if main.inherited else ""
-    problems = list(rec.warnings) + [n for n in dict.fromkeys(a.notes + b.notes)
-                                     if "read as p=none" in n or "unusable" in n]
+    # a generation that applies no DMARC, or reads the record as p=none, is a problem
+    notes = [n for p in (a, b) for n in p.notes
+             if p.status == "none" or "read as p=none" in n]
+    problems = list(dict.fromkeys([*rec.warnings, *notes]))
     if problems:
         return CheckResult("dmarc.record", domain, "warning",
                            f"DMARC record has problems: {'; '.join(problems)}{where}",

@@ -146,15 +146,15 @@ def _agreed(domain: str, o: Outcome, ours: set[str]) -> Finding | None:
     if o.result == "none":
         why = "; ".join(p.notes) or "no DMARC record"
         return Finding("dmarc.none", Severity.WARNING,
-                       f"no usable DMARC record for the From domain {domain} ({why}): "
-                       f"receivers apply no DMARC; publish one record \"v=DMARC1; p=none; "
+                       f"no usable DMARC record for the From domain {domain}, receivers "
+                       f"apply no DMARC to it ({why}); publish one record \"v=DMARC1; p=none; "
                        f"rua=mailto:dmarc@{domain}\" at _dmarc.{domain}, then move to "
                        "p=quarantine once reports show your mail passes",
                        {"domain": domain, "notes": list(p.notes), "generation": "both"})
     if o.result == "fail":
         org_ours = any(aligned(domain, d) for d in ours) if ours else None
         applied, said = p.worst, p.describe()
-        how = f"p={applied}" + ("" if said == f"p={applied}" else f" ({said})")
+        how = f"p={applied}" + ("" if said == f"p={applied}" else f" (from {said})")
         return Finding("dmarc.fail", _SEVERITY[applied],
                        f"the From domain {domain} publishes {how} and this message passes "
                        "neither aligned SPF nor aligned DKIM; "
@@ -170,8 +170,8 @@ def _differ(domain: str, a: Outcome, b: Outcome, ours: set[str]) -> Finding:
     tail = ""
     if strict.result == "fail":
         org_ours = any(aligned(domain, d) for d in ours) if ours else None
-        tail = (f"; receivers of RFC {p.generation} may do the stricter: "
-                f"{_AT_RECEIVER[p.worst]}: {_fix(domain, org_ours)}")
+        tail = (f"; under RFC {p.generation} {_AT_RECEIVER[p.worst]}: "
+                f"{_fix(domain, org_ours)}")
     return Finding(
         "dmarc.generations_differ", severity,
         f"DMARC receivers disagree on the From domain {domain}: RFC 7489 {a.describe()}; "

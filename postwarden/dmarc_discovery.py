@@ -199,9 +199,10 @@ def discover_7489(resolver: Resolver, domain: str, budget: Budget | None) -> Pol
     if first.records:  # steps 2 and 5: a v=DMARC1 answer is final, usable or not
         rec = first.one
         if rec is None:
-            return Policy("7489", "none", domain, org_domain=org, notes=(
-                first.why_none() + "; receivers do not fall back to " + org
-                if org != domain else first.why_none(),))
+            why = first.why_none()
+            if org != domain:
+                why = why.replace(" all;", f" all and do not fall back to {org};")
+            return Policy("7489", "none", domain, org_domain=org, notes=(why,))
         return _use("7489", domain, rec, domain, True, org)
     if org == domain:
         return Policy("7489", "none", domain, org_domain=org, notes=(first.why_none(),))

@@ -125,7 +125,7 @@ def _reading(rec: DmarcRecord, gen: Generation) -> Reading:
             return Reading(gen, True, "none", downgraded=True, ignored=ignored,
                            note=f"{why}: read as p=none because rua= is valid")
         return Reading(gen, False, ignored=ignored,
-                       note=f"{why}, and no valid rua=: receivers apply no DMARC")
+                       note=f"{why}, and there is no valid rua=")
     p = rec.p or "none"
     note = "no p= tag: read as p=none" if not rec.p else ""
     return Reading(gen, True, p, rec.sp, rec.np if gen == "9989" else "", note=note,
