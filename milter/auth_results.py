@@ -70,13 +70,13 @@ class SpfOutcome:
 def from_domains(msg: Message) -> list[str]:
     """Distinct domains of all From addresses, in order (RFC 7489 6.6.1)."""
     out: list[str] = []
-    seen: set[str] = set()
     for addr in msg.from_addresses:  # parsed once per distinct From (message.py)
         d = domain_of(addr)
-        key = normalize(d) or d  # faß.de and xn--fa-hia.de are one domain
-        if d and key not in seen:
-            seen.add(key)
+        if d and d not in out:
             out.append(d)
+    if len(out) > 1:  # faß.de and xn--fa-hia.de are one domain
+        keys = [normalize(d) or d for d in out]
+        out = [d for i, d in enumerate(out) if keys[i] not in keys[:i]]
     return out
 
 

@@ -117,6 +117,11 @@ def verdict(domain: str, policy: Policy, spf: SpfOutcome | None,
     return Outcome(policy, "fail")
 
 
+def _only(domain: str, spf: SpfOutcome | None, sigs: list[DkimSignature]) -> bool:
+    """Is every authenticated identifier the From domain itself (as written)?"""
+    return (spf is None or spf.domain == domain) and all(s.domain == domain for s in sigs)
+
+
 def _fix(domain: str, ours: bool | None) -> str:
     """ours: the domain is one of ours (True), foreign (False), unknown (None)."""
     own = (f"sign it with a key of {domain} ([dkim] sign, or OpenDKIM before postwarden) "
@@ -204,9 +209,11 @@ def check_dmarc(msg: Message, ctx: CheckContext) -> list[Finding]:
     for domain in domains:
         look = dmarc_for(ctx, domain)
         a = verdict(domain, look.rfc7489, spf, sigs, ctx)
-        b = a if look.agree and a.result in ("none", "temperror") else \
-            verdict(domain, look.rfc9989, spf, sigs, ctx)
-        if a.key == b.key:
+        # same policy read and only identities equal to the From domain: the tree walk
+        # cannot change alignment, so RFC 9989's verdict is RFC 7489's
+        same = look.agree and (a.result in ("none", "temperror") or _only(domain, spf, sigs))
+        b = a if same else verdict(domain, look.rfc9989, spf, sigs, ctx)
+        if b is a or a.key == b.key:
             f, strict = _agreed(domain, a, ours), a
         elif "temperror" in (a.result, b.result) and "fail" not in (a.result, b.result):
             strict = a if a.result == "temperror" else b  # unknown for some receivers
@@ -218,7 +225,7 @@ def check_dmarc(msg: Message, ctx: CheckContext) -> list[Finding]:
             out.append(f)
         if worst is None or strict.rank > worst.rank:
             worst = strict
-            gen = "both" if a.key == b.key else strict.policy.generation
+            gen = "both" if b is a or a.key == b.key else strict.policy.generation
     assert worst is not None
     ctx.summary["dmarc"] = worst.result
     ctx.summary["dmarc_gen"] = gen

@@ -26,8 +26,11 @@ would change the answer). `t=y` lowers the policy one step.
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from postwarden.dmarc_record import (
     DmarcRecord,
@@ -38,11 +41,21 @@ from postwarden.dmarc_record import (
     lower,
     parse,
 )
+from postwarden.dns import Answer as DnsAnswer
 from postwarden.dns import Budget, Resolver
 from postwarden.orgdomain import name, org_domain
 
 Status = Literal["ok", "none", "temperror"]
 MAX_WALK = 8  # RFC 9989 4.10: at most eight queries per tree walk
+CACHE_SIZE = 4096
+
+
+class Dns(Protocol):
+    """What discovery needs of the Resolver (so a recording wrapper can stand in)."""
+
+    def query(self, name: str, rdtype: str, budget: Budget | None = None) -> DnsAnswer: ...
+
+    def txt(self, name: str, budget: Budget | None = None) -> DnsAnswer: ...
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,7 @@ class Answer:
         return f"no DMARC record at _dmarc.{self.domain}"
 
 
-def ask(resolver: Resolver, domain: str, budget: Budget | None) -> Answer:
+def ask(resolver: Dns, domain: str, budget: Budget | None) -> Answer:
     """One `_dmarc` query (cached by the resolver), v=DMARC1 records parsed."""
     ans = resolver.txt(f"_dmarc.{domain}", budget)
     if ans.failed:
@@ -190,7 +203,7 @@ def _use(gen: Generation, domain: str, rec: DmarcRecord, at: str, exists: bool |
     return _applied(gen, domain, rec, reading, at, exists, org, notes)
 
 
-def discover_7489(resolver: Resolver, domain: str, budget: Budget | None) -> Policy:
+def discover_7489(resolver: Dns, domain: str, budget: Budget | None) -> Policy:
     """RFC 7489 6.6.3 steps 1-6 for one (normalised) From domain."""
     first = ask(resolver, domain, budget)
     if first.failed:
@@ -260,7 +273,7 @@ def _one_below(start: str, parent: str) -> str:
     return ".".join(labels[-(len(parent.split(".")) + 1):])
 
 
-def tree_walk(resolver: Resolver, domain: str, budget: Budget | None,
+def tree_walk(resolver: Dns, domain: str, budget: Budget | None,
               first: Answer | None = None) -> Walk:
     answers: list[Answer] = []
     for n in walk_names(domain):
@@ -273,7 +286,7 @@ def tree_walk(resolver: Resolver, domain: str, budget: Budget | None,
     return Walk(domain, tuple(answers))
 
 
-def org_domain_9989(resolver: Resolver, domain: str,
+def org_domain_9989(resolver: Dns, domain: str,
                     budget: Budget | None) -> tuple[str, str]:
     """(Organizational Domain by the DNS tree walk, "") or ("", why unknown)."""
     d = name(domain).ascii
@@ -283,7 +296,7 @@ def org_domain_9989(resolver: Resolver, domain: str,
     return ("", w.error) if w.error else (w.org_domain, "")
 
 
-def _exists(resolver: Resolver, domain: str, first: Answer,
+def _exists(resolver: Dns, domain: str, first: Answer,
             budget: Budget | None) -> bool | None:
     """Does the From domain exist (RFC 8020)? None when the DNS did not say."""
     if not first.nxdomain:
@@ -292,7 +305,7 @@ def _exists(resolver: Resolver, domain: str, first: Answer,
     return None if ans.failed else ans.status != "nxdomain"
 
 
-def discover_9989(resolver: Resolver, domain: str, budget: Budget | None) -> Policy:
+def discover_9989(resolver: Dns, domain: str, budget: Budget | None) -> Policy:
     """RFC 9989 4.10.1 for one (normalised) Author Domain."""
     first = ask(resolver, domain, budget)
     if first.failed:
@@ -330,4 +343,64 @@ def discover(resolver: Resolver, domain: str, budget: Budget | None = None) -> D
         return DmarcLookup("", Policy("7489", "none", "", notes=(note,)),
                            Policy("9989", "none", "", notes=(note,)), error=n.error)
     d = n.ascii
-    return DmarcLookup(d, discover_7489(resolver, d, budget), discover_9989(resolver, d, budget))
+    hit = _cached(resolver, d, budget)
+    if hit is not None:
+        return hit
+    rec = _Recording(resolver)
+    look = DmarcLookup(d, discover_7489(rec, d, budget), discover_9989(rec, d, budget))
+    _remember(resolver, d, tuple(rec.used), look)
+    return look
+
+
+# --- the derived answer, kept while every DNS answer it came from is the resolver's ----
+# The Resolver's TTL cache hands out the same Answer object until it expires, so a
+# lookup is reused exactly as long as all its answers are fresh: the hot path asks
+# the resolver once (a cache hit) instead of parsing and walking again.
+
+Deps = tuple[tuple[str, str, DnsAnswer], ...]
+
+
+class _Recording:
+    def __init__(self, resolver: Dns) -> None:
+        self.resolver = resolver
+        self.used: list[tuple[str, str, DnsAnswer]] = []
+        self._seen: dict[tuple[str, str], DnsAnswer] = {}
+
+    def query(self, name: str, rdtype: str, budget: Budget | None = None) -> DnsAnswer:
+        key = (name, rdtype)
+        if key not in self._seen:  # both generations read one answer per name
+            self._seen[key] = self.resolver.query(name, rdtype, budget)
+            self.used.append((name, rdtype, self._seen[key]))
+        return self._seen[key]
+
+    def txt(self, name: str, budget: Budget | None = None) -> DnsAnswer:
+        return self.query(name, "TXT", budget)
+
+
+_lock = threading.Lock()
+_cache: weakref.WeakKeyDictionary[Any, OrderedDict[str, tuple[Deps, DmarcLookup]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _cached(resolver: Resolver, domain: str, budget: Budget | None) -> DmarcLookup | None:
+    with _lock:
+        per = _cache.get(resolver)
+        entry = per.get(domain) if per is not None else None
+    if entry is None:
+        return None
+    deps, look = entry
+    for qname, rdtype, ans in deps:
+        if resolver.query(qname, rdtype, budget) is not ans:
+            return None
+    return look
+
+
+def _remember(resolver: Resolver, domain: str, deps: Deps, look: DmarcLookup) -> None:
+    if any(ans.failed for _, _, ans in deps):
+        return  # a failure is never kept: the resolver does not cache it either
+    with _lock:
+        per = _cache.setdefault(resolver, OrderedDict())
+        per[domain] = (deps, look)
+        per.move_to_end(domain)
+        while len(per) > CACHE_SIZE:
+            per.popitem(last=False)

@@ -101,6 +101,7 @@ def name(domain: str) -> Name:
     return Name(a)
 
 
+@lru_cache(maxsize=8192)
 def normalize(domain: str) -> str:
     """The A-label form of `domain`; "" when it is not a valid domain name."""
     return name(domain).ascii
