@@ -311,8 +311,17 @@ def _dmarc_record(domain: str, look: dmarc_discovery.DmarcLookup) -> CheckResult
     failed = [p for p in (a, b) if p.status == "temperror"]
     if failed:
         text = "; ".join(f"{p.label}: {p.error}" for p in failed)
-        return CheckResult("dmarc.record", domain, "unknown", f"DMARC lookup failed ({text})",
-                           (), details)
+        unknown = CheckResult("dmarc.record", domain, "unknown",
+                              f"DMARC lookup failed ({text})", (), details)
+        if len(failed) == 2:
+            return unknown
+        # the other generation's answer stands when it is a problem (never an "ok")
+        known = a if b.status == "temperror" else b
+        alone = _dmarc_record(domain, dmarc_discovery.DmarcLookup(look.domain, known, known))
+        if alone.status not in ("warning", "critical"):
+            return unknown
+        return CheckResult("dmarc.record", domain, alone.status,
+                           f"{alone.summary} ({known.label}; {text})", alone.advice, details)
     if a.status == b.status == "none":
         notes = list(dict.fromkeys(a.notes + b.notes))
         return CheckResult("dmarc.record", domain, "warning",

@@ -189,3 +189,17 @@ def test_dmarc_pct_against_t() -> None:
     res = FakeResolver({(f"_dmarc.{D}", "TXT"): [f"v=DMARC1; p=reject; t=y; rua=mailto:d@{D}"]})
     _rec, differ = records.dmarc_results(D, res)
     assert "t=y: quarantine applied" in differ.summary
+
+
+def test_dmarc_one_generation_unknown() -> None:
+    """The tree walk's _dmarc.com fails: RFC 7489's "no record" still stands (a
+    warning), while an RFC 7489 "ok" would not (unknown)."""
+    res = FakeResolver({("_dmarc.com", "TXT"): TIMEOUT})
+    rec = records.check_dmarc(D, res)
+    assert rec.status == "warning" and "RFC 7489" in rec.summary and "RFC 9989" in rec.summary
+    res = FakeResolver({("_dmarc.com", "TXT"): TIMEOUT, (f"_dmarc.{D}", "TXT"): [
+        f"v=DMARC1; p=quarantine; rua=mailto:d@{D}"]})
+    assert records.check_dmarc(D, res).status == "ok"  # own record: no walk needed
+    res = FakeResolver({("_dmarc.com", "TXT"): TIMEOUT, ("_dmarc.example.com", "TXT"): [
+        f"v=DMARC1; p=quarantine; rua=mailto:d@{D}"]})
+    assert records.check_dmarc(f"mail.{D}", res).status == "unknown"
