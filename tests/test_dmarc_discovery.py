@@ -260,3 +260,23 @@ def test_existence_is_asked_only_when_np_matters() -> None:
 def test_invalid_from_domain_is_a_state() -> None:
     look = discover(FakeResolver(), "☃.example")
     assert look.domain == "" and look.rfc7489.status == "none" and look.error
+
+
+def test_discovery_is_reused_only_while_the_answers_are_fresh() -> None:
+    res = _fake({"example.com": ["v=DMARC1; p=reject"]}, set())
+    first = discover(res, "mail.example.com")
+    assert discover(res, "mail.example.com") is first  # answers still in the TTL cache
+    n = res.queries
+    res.clear()  # the resolver's answers expired
+    res.records[("_dmarc.example.com", "TXT")] = ["v=DMARC1; p=none"]
+    again = discover(res, "mail.example.com")
+    assert again is not first and res.queries > n
+    assert again.rfc7489.policy == "none"
+
+
+def test_failures_are_not_reused() -> None:
+    res = _fake({}, {"_dmarc.example.com"})
+    assert discover(res, "example.com").rfc7489.status == "temperror"
+    res.failing.clear()
+    res.records[("_dmarc.example.com", "TXT")] = ["v=DMARC1; p=reject"]
+    assert discover(res, "example.com").rfc7489.status == "ok"
