@@ -102,13 +102,13 @@ def verdict(domain: str, policy: Policy, spf: SpfOutcome | None,
         if a:
             passed.append(f"spf:{spf.domain}")
     for s in sigs:
-        if s.counts or s.status == "temperror":
-            a = align(s.domain, rec.adkim)
-            unknown |= a is None and s.counts
-            if a and s.counts:
-                passed.append(f"dkim:{s.domain}")
-            elif a and s.status == "temperror":
-                unknown = True
+        if not (s.counts or s.status == "temperror"):
+            continue
+        a = align(s.domain, rec.adkim)
+        if a is None or (a and not s.counts):  # walk failed, or an aligned key unknown
+            unknown = True
+        elif a:
+            passed.append(f"dkim:{s.domain}")
     if passed:
         return Outcome(policy, "pass", tuple(passed))
     if unknown or (spf is not None and spf.result == "temperror"):

@@ -254,3 +254,9 @@ def test_idn_from_domain_is_asked_by_its_a_label() -> None:
     ctx = context(res, config())
     (f,) = dmarc_check(message("A <a@faß.de>"), ctx)
     assert f.id == "dmarc.fail" and ("_dmarc.fass.de", "TXT") not in res.asked
+
+
+def test_unverifiable_signature_with_a_failed_walk_is_temperror() -> None:
+    ctx = ctx_with(REJECT, sigs=[sig("mail.example.com", "temperror")])
+    ctx.services.resolver.failing.add("_dmarc.com")  # type: ignore[attr-defined]
+    assert [f.id for f in dmarc_check(message(), ctx)] == ["dmarc.temperror"]
