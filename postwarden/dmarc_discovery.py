@@ -286,14 +286,20 @@ def tree_walk(resolver: Dns, domain: str, budget: Budget | None,
     return Walk(domain, tuple(answers))
 
 
-def org_domain_9989(resolver: Dns, domain: str,
+def org_domain_9989(resolver: Resolver, domain: str,
                     budget: Budget | None) -> tuple[str, str]:
     """(Organizational Domain by the DNS tree walk, "") or ("", why unknown)."""
     d = name(domain).ascii
     if not d:
         return "", f"{domain!r} is not a domain name"
-    w = tree_walk(resolver, d, budget)
-    return ("", w.error) if w.error else (w.org_domain, "")
+    hit = _cached(resolver, "org:" + d, budget)
+    if isinstance(hit, tuple):
+        return str(hit[0]), str(hit[1])
+    rec = _Recording(resolver)
+    w = tree_walk(rec, d, budget)
+    found = ("", w.error) if w.error else (w.org_domain, "")
+    _remember(resolver, "org:" + d, tuple(rec.used), found)
+    return found
 
 
 def _exists(resolver: Dns, domain: str, first: Answer,
@@ -344,7 +350,7 @@ def discover(resolver: Resolver, domain: str, budget: Budget | None = None) -> D
                            Policy("9989", "none", "", notes=(note,)), error=n.error)
     d = n.ascii
     hit = _cached(resolver, d, budget)
-    if hit is not None:
+    if isinstance(hit, DmarcLookup):
         return hit
     rec = _Recording(resolver)
     look = DmarcLookup(d, discover_7489(rec, d, budget), discover_9989(rec, d, budget))
@@ -378,11 +384,12 @@ class _Recording:
 
 
 _lock = threading.Lock()
-_cache: weakref.WeakKeyDictionary[Any, OrderedDict[str, tuple[Deps, DmarcLookup]]] = \
+Derived = Any  # a DmarcLookup, or an (org domain, error) pair under "org:<domain>"
+_cache: weakref.WeakKeyDictionary[Any, OrderedDict[str, tuple[Deps, Derived]]] = \
     weakref.WeakKeyDictionary()
 
 
-def _cached(resolver: Resolver, domain: str, budget: Budget | None) -> DmarcLookup | None:
+def _cached(resolver: Resolver, domain: str, budget: Budget | None) -> Derived:
     with _lock:
         per = _cache.get(resolver)
         entry = per.get(domain) if per is not None else None
@@ -395,7 +402,7 @@ def _cached(resolver: Resolver, domain: str, budget: Budget | None) -> DmarcLook
     return look
 
 
-def _remember(resolver: Resolver, domain: str, deps: Deps, look: DmarcLookup) -> None:
+def _remember(resolver: Resolver, domain: str, deps: Deps, look: Derived) -> None:
     if any(ans.failed for _, _, ans in deps):
         return  # a failure is never kept: the resolver does not cache it either
     with _lock:
