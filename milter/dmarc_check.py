@@ -12,8 +12,10 @@ says why), dmarc.temperror (record or evidence could not be fetched: no verdict)
 When they disagree (a policy at an intermediate label, psd=, np= for a
 non-existent subdomain, pct= vs t=, several records at the From domain): one
 dmarc.generations_differ naming both outcomes, with the severity of the stricter
-one, which is what a receiver may do. dmarc.no_from and dmarc.multiple_from as
-before (receivers reject or junk such mail).
+one, which is what a receiver may do. When one generation cannot be evaluated
+(a DNS failure on the tree walk), the other's fail still stands as dmarc.fail and
+anything else is dmarc.temperror. dmarc.no_from and dmarc.multiple_from as before
+(receivers reject or junk such mail).
 """
 
 from __future__ import annotations
@@ -141,13 +143,13 @@ def _data(domain: str, o: Outcome) -> dict[str, object]:
             "aspf": rec.aspf if rec else "r"}
 
 
-def _agreed(domain: str, o: Outcome, ours: set[str]) -> Finding | None:
+def _agreed(domain: str, o: Outcome, ours: set[str], gen: str = "both") -> Finding | None:
     p = o.policy
     if o.result == "temperror":
         return Finding("dmarc.temperror", Severity.WARNING,
                        f"DMARC verdict for {domain} unknown: {o.error or p.error}; check the "
                        "DNS resolver postwarden uses ([dns] nameservers)",
-                       {**_data(domain, o), "error": o.error or p.error, "generation": "both"})
+                       {**_data(domain, o), "error": o.error or p.error, "generation": gen})
     if o.result == "none":
         why = "; ".join(p.notes) or "no DMARC record"
         return Finding("dmarc.none", Severity.WARNING,
@@ -155,7 +157,7 @@ def _agreed(domain: str, o: Outcome, ours: set[str]) -> Finding | None:
                        f"apply no DMARC to it ({why}); publish one record \"v=DMARC1; p=none; "
                        f"rua=mailto:dmarc@{domain}\" at _dmarc.{domain}, then move to "
                        "p=quarantine once reports show your mail passes",
-                       {"domain": domain, "notes": list(p.notes), "generation": "both"})
+                       {"domain": domain, "notes": list(p.notes), "generation": gen})
     if o.result == "fail":
         org_ours = any(aligned(domain, d) for d in ours) if ours else None
         applied, said = p.worst, p.describe()
@@ -164,7 +166,7 @@ def _agreed(domain: str, o: Outcome, ours: set[str]) -> Finding | None:
                        f"the From domain {domain} publishes {how} and this message passes "
                        "neither aligned SPF nor aligned DKIM; "
                        f"{_AT_RECEIVER[applied]}: {_fix(domain, org_ours)}",
-                       {**_data(domain, o), "generation": "both"})
+                       {**_data(domain, o), "generation": gen})
     return None
 
 
@@ -215,9 +217,12 @@ def check_dmarc(msg: Message, ctx: CheckContext) -> list[Finding]:
         b = a if same else verdict(domain, look.rfc9989, spf, sigs, ctx)
         if b is a or a.key == b.key:
             f, strict = _agreed(domain, a, ours), a
-        elif "temperror" in (a.result, b.result) and "fail" not in (a.result, b.result):
-            strict = a if a.result == "temperror" else b  # unknown for some receivers
-            f = _agreed(domain, strict, ours)
+        elif "temperror" in (a.result, b.result):
+            # one generation could not be evaluated: a known fail still stands (it is
+            # what those receivers do); anything else is unknown, never a pass
+            known, unknown = (b, a) if a.result == "temperror" else (a, b)
+            strict = known if known.result == "fail" else unknown
+            f = _agreed(domain, strict, ours, strict.policy.generation)
         else:
             strict = max((a, b), key=lambda o: o.rank)
             f = _differ(domain, a, b, ours)

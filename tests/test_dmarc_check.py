@@ -260,3 +260,16 @@ def test_unverifiable_signature_with_a_failed_walk_is_temperror() -> None:
     ctx = ctx_with(REJECT, sigs=[sig("mail.example.com", "temperror")])
     ctx.services.resolver.failing.add("_dmarc.com")  # type: ignore[attr-defined]
     assert [f.id for f in dmarc_check(message(), ctx)] == ["dmarc.temperror"]
+
+
+def test_a_known_fail_stands_when_the_other_generation_is_unknown() -> None:
+    """From example.net, SPF passes for example.com only: RFC 7489 fails; the tree walk
+    cannot finish (_dmarc.net times out), so RFC 9989 is unknown. The fail is reported."""
+    res = FakeResolver({("_dmarc.example.net", "TXT"): ["v=DMARC1; p=reject"]})
+    res.failing.add("_dmarc.net")
+    ctx = context(res, config())
+    ctx.memo[SPF] = spf("example.com")
+    (f,) = dmarc_check(message("V <v@example.net>"), ctx)
+    assert f.id == "dmarc.fail" and f.severity is Severity.CRITICAL
+    assert f.data["generation"] == "7489"
+    assert (ctx.summary["dmarc"], ctx.summary["dmarc_gen"]) == ("fail", "7489")
