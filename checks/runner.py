@@ -40,6 +40,13 @@ class Task:
     target: str
     fn: Callable[[], list[CheckResult]]
 
+    @property
+    def failed_id(self) -> str:
+        """The id that reports this task as unknown: a prefix task answers with its
+        config check (`postfix.` -> `postfix.config`), never with a bare prefix."""
+        first = self.ids[0]
+        return first + "config" if first.endswith(".") else first
+
 
 @dataclass
 class Selection:
@@ -126,7 +133,7 @@ def _tasks(inp: RunInputs, budget: Budget, facts_box: dict[str, Any]) -> list[Ta
     for d in tg.domains:
         tasks.append(Task(("spf.record",), d,
                           _one(records.check_spf, d, tg.ips, res, tg.hostname, budget)))
-        tasks.append(Task(("dmarc.record", "dmarc.generations_differ"), d,
+        tasks.append(Task(("dmarc.record", "dmarc.generations"), d,
                           partial(records.dmarc_results, d, res, budget)))
         tasks.append(Task(("mx",), d, _one(records.check_mx, d, res, budget)))
         for sel in sc.dkim_selectors.get(d, []):
@@ -175,14 +182,14 @@ def run(inp: RunInputs) -> Report:
     pool.shutdown(wait=False, cancel_futures=True)
     for fut, task in futures.items():
         if fut in pending:
-            results.append(CheckResult(task.ids[0].rstrip("."), task.target, "unknown",
+            results.append(CheckResult(task.failed_id, task.target, "unknown",
                                        f"did not finish within run_timeout "
                                        f"({cfg.selfcheck.run_timeout:.0f}s)", (), {}))
             continue
         try:
             results.extend(fut.result())
         except Exception as e:  # a bug in one check: say so, keep the others
-            results.append(CheckResult(task.ids[0].rstrip("."), task.target, "unknown",
+            results.append(CheckResult(task.failed_id, task.target, "unknown",
                                        f"check failed: {type(e).__name__}: {e}", (), {}))
     if sel.wants("resolver."):
         results.append(dnsbl.check_resolver(inp.resolver.nameservers, results))

@@ -6,6 +6,7 @@ import base64
 import subprocess
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -168,7 +169,7 @@ def test_dmarc_generations_differ_in_the_self_check() -> None:
                         (f"_dmarc.{sub}", "TXT"): ["v=DMARC1; p=none", "v=DMARC1; p=none"]})
     rec, differ = records.dmarc_results(sub, res)
     assert rec.id == "dmarc.record" and rec.status == "warning"
-    assert differ.id == "dmarc.generations_differ" and differ.status == "warning"
+    assert differ.id == "dmarc.generations" and differ.status == "warning"
     assert "RFC 7489 receivers apply no DMARC" in differ.summary
     assert f"RFC 9989 receivers p=reject of {D}" in differ.summary
     assert differ.details["rfc9989"]["found_at"] == D
@@ -203,3 +204,35 @@ def test_dmarc_one_generation_unknown() -> None:
     res = FakeResolver({("_dmarc.com", "TXT"): TIMEOUT, ("_dmarc.example.com", "TXT"): [
         f"v=DMARC1; p=quarantine; rua=mailto:d@{D}"]})
     assert records.check_dmarc(f"mail.{D}", res).status == "unknown"
+
+
+@pytest.mark.parametrize(("tags", "reason"), [
+    ("v=DKIM2; k=rsa;", "v=DKIM2"),
+    ("v=DKIM1; k=dsa;", "unknown key type k=dsa"),
+    ("v=DKIM1; k=rsa; h=sha1;", "does not allow sha256"),
+    ("v=DKIM1; s=tlsrpt;", "not for email"),
+])
+def test_dkim_keys_receivers_cannot_use_are_critical(tags: str, reason: str) -> None:
+    """k=, v=, s=, h= are read as receivers read them (the shared dkimkeys parser)."""
+    record = tags + " p=" + _txt(_key(2048)).split("p=", 1)[1]
+    r = records.check_dkim("mail", D, FakeResolver({(NAME, "TXT"): [record]}))
+    assert r.status == "critical" and reason in r.summary, r
+
+
+def test_dkim_ed25519_key_file_matches_and_wrong_type_does_not(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from postwarden.dkimkeys import record_for
+
+    ed = ed25519.Ed25519PrivateKey.generate()
+    seed = tmp_path / "ed.key"  # dknewkey's format, which the signer also reads
+    seed.write_bytes(base64.b64encode(ed.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+        serialization.NoEncryption())) + b"\n")
+    ok = records.check_dkim("mail", D, FakeResolver({(NAME, "TXT"): [record_for(ed)]}),
+                            str(seed))
+    assert ok.status == "ok" and ok.details["matches_local_key"] is True
+    assert "ed25519 key" in ok.summary
+    other = records.check_dkim("mail", D, FakeResolver({(NAME, "TXT"): [_txt(_key(2048))]}),
+                               str(seed))
+    assert other.status == "critical" and "k=ed25519" in other.advice[0]
