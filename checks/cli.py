@@ -13,9 +13,16 @@ from typing import Any
 
 from postwarden import config as configmod
 from postwarden import dns
-from postwarden.checks.report import render_nagios, render_prometheus, render_text, write_atomic
+from postwarden.checks.report import (
+    EXIT_CODES,
+    render_nagios,
+    render_prometheus,
+    render_text,
+    write_atomic,
+)
 from postwarden.checks.runner import RunInputs, Selection, targets_for
 from postwarden.checks.runner import run as run_checks
+from postwarden.cli import write_stdout
 from postwarden.log import log
 
 
@@ -44,12 +51,24 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if store is not None:
             store.close()
+    code = report.exit_code
     if args.prometheus:
-        write_atomic(args.prometheus, render_prometheus(report))
+        # Written to a temp file in the target directory and renamed, so node_exporter
+        # never reads half a file. A missing directory is not created: it means a wrong
+        # path or a textfile collector that is not set up, and metrics written where
+        # nothing reads them would look like monitoring.
+        try:
+            write_atomic(args.prometheus, render_prometheus(report))
+        except OSError as e:
+            print(f"postwarden: error: cannot write --prometheus {args.prometheus}: "
+                  f"{e.strerror or e}; create the directory (node_exporter "
+                  "--collector.textfile.directory) or fix the path. The report follows "
+                  "on stdout as usual", file=sys.stderr)
+            code = code if code == EXIT_CODES["critical"] else EXIT_CODES["unknown"]
     if args.json:
-        sys.stdout.write(report.to_json() + "\n")
+        write_stdout(report.to_json() + "\n")
     elif args.nagios:
-        sys.stdout.write(render_nagios(report))
+        write_stdout(render_nagios(report))
     else:
-        sys.stdout.write(render_text(report, colour=sys.stdout.isatty()))
-    return report.exit_code
+        write_stdout(render_text(report, colour=sys.stdout.isatty()))
+    return code

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from postwarden.logsafe import escape, line_safe
+
 Status = Literal["ok", "info", "warning", "critical", "unknown"]
 STATUSES: tuple[Status, ...] = ("ok", "info", "warning", "critical", "unknown")
 # Worst first wins the top-level status: critical > warning > unknown > info > ok.
@@ -155,14 +157,15 @@ def render_text(report: Report, colour: bool = False) -> str:
         lines.append("")
         lines.append(f"== {name} ==")
         for c in items:
-            target = f" [{c.target}]" if c.target else ""
-            lines.append(f"  {tag(c.status)} {c.id}{target}: {c.summary}")
+            # Targets, summaries and advice quote DNS answers and header values.
+            target = f" [{escape(c.target)}]" if c.target else ""
+            lines.append(f"  {tag(c.status)} {escape(c.id)}{target}: {line_safe(c.summary)}")
             if c.status != "ok":
-                lines.extend(f"             -> {a}" for a in c.advice)
+                lines.extend(f"             -> {line_safe(a)}" for a in c.advice)
     if report.transitions:
         lines.append("")
         lines.append("== Changes since the last run ==")
-        lines.extend(f"  {t.get('text', '')}" for t in report.transitions)
+        lines.extend(f"  {line_safe(str(t.get('text', '')))}" for t in report.transitions)
     return "\n".join(lines) + "\n"
 
 
@@ -176,8 +179,10 @@ def render_nagios(report: Report) -> str:
     """`SELFCHECK CRITICAL - summary | perfdata` (Nagios plugin guidelines)."""
     problems = [c for c in report.checks if c.status in ("critical", "warning", "unknown")]
     problems.sort(key=lambda c: -_RANK[c.status])
-    text = "; ".join(f"{c.id} {c.target}: {c.summary}".replace("|", "/")
-                     for c in problems[:5]) or "all checks ok"
+    # One line whatever the DNS said: a newline would end the plugin output, a `|`
+    # would start the perfdata.
+    text = "; ".join(line_safe(f"{escape(c.id)} {escape(c.target)}: {c.summary}")
+                     .replace("|", "/") for c in problems[:5]) or "all checks ok"
     if len(problems) > 5:
         text += f"; and {len(problems) - 5} more"
     counts = report.to_dict()["counts"]
@@ -189,7 +194,9 @@ def render_nagios(report: Report) -> str:
 
 
 def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    """Prometheus label values: logsafe's rule first (no control character, no line
+    separator survives), then the format's own escapes for backslash and quote."""
+    return line_safe(value).replace("\\", "\\\\").replace('"', '\\"')
 
 
 def render_prometheus(report: Report) -> str:

@@ -16,6 +16,7 @@ import Milter
 
 from postwarden.findings import Finding, Severity, ids
 from postwarden.log import log
+from postwarden.logsafe import escape, field
 from postwarden.message import Message, Origin, domain_of, strip_brackets
 from postwarden.milter.origin import classify
 from postwarden.milter.pipeline import Inspector, Verdict
@@ -130,7 +131,7 @@ class PostwardenMilter(Milter.Base):
         cfg = inspector.services.config
         if msg.origin is Origin.INBOUND:  # classified at MAIL FROM
             if cfg.outbound.log_inbound:
-                log.info(f"origin=inbound from=<{msg.mail_from}> not inspected", msg.queue_id)
+                log.info(inbound_line(msg), msg.queue_id)
             return Milter.ACCEPT
         msg.body = b"".join(self.body_parts)
         self.body_parts = []
@@ -168,9 +169,11 @@ class PostwardenMilter(Milter.Base):
             reason = d.reason or "policy"
             source = verdict.summary.get("source", "")
             self.quarantine(f"postwarden: {reason}")
-            log.info(f"hold: reason={reason}{' source=' + source if source else ''}; "
-                     f"release with 'postsuper -H {msg.queue_id}', "
-                     f"delete with 'postsuper -d {msg.queue_id}'", msg.queue_id)
+            qid = escape(msg.queue_id)
+            log.info(f"hold: {field('reason', reason)}"
+                     f"{' ' + field('source', source) if source else ''}; "
+                     f"release with 'postsuper -H {qid}', "
+                     f"delete with 'postsuper -d {qid}'", msg.queue_id)
             store = inspector.services.store
             if store is not None:
                 try:
@@ -223,23 +226,23 @@ def _reply_text(reason: str) -> str:
     return f"message refused by local policy ({reason or 'policy'})".replace("%", "%%")
 
 
-def _addr(a: str) -> str:
-    """Addresses in the log never carry spaces or control characters."""
-    if a.isascii() and a.isprintable() and " " not in a:  # the usual case
-        return a[:254]
-    return "".join(c for c in a if c.isprintable() and not c.isspace())[:254]
+def inbound_line(msg: Message) -> str:
+    """The line for inbound mail passed through (log_inbound = true)."""
+    return f"origin=inbound {field('from', msg.mail_from, angle=True, limit=254)} not inspected"
 
 
 def summary_line(msg: Message, verdict: Verdict, mode: str) -> str:
+    """The one key=value line per message. Every value goes through logsafe: a sender's
+    address, a header or a DNS answer can neither split it nor add a key to it."""
     d = verdict.decision
     parts = [
         f"origin={msg.origin}",
-        f"from=<{_addr(msg.mail_from)}>",
-        f"hdr_from=<{_addr(msg.header_from)}>",
+        field("from", msg.mail_from, angle=True, limit=254),
+        field("hdr_from", msg.header_from, angle=True, limit=254),
         f"rcpts={len(msg.rcpts)}",
     ]
-    parts += [f"{k}={v}" for k, v in verdict.summary.items()]
-    parts += [f"findings={ids(verdict.findings)}", f"action={d.action}"]
+    parts += [field(k, v, limit=300) for k, v in verdict.summary.items()]
+    parts += [f"findings={escape(ids(verdict.findings))}", f"action={d.action}"]
     if mode == "monitor":
         parts.append(f"would={d.would}")
     return " ".join(parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from postwarden import __version__
@@ -10,6 +11,24 @@ from postwarden import config as configmod
 from postwarden.config import ConfigError
 
 EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+
+
+def write_stdout(text: str) -> None:
+    """Print a command's output. A reader that went away (`| head -1`) is not an error:
+    the rest goes nowhere and the command still exits with its own status."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+
+
+def _stdout_to_devnull() -> None:
+    # Python flushes stdout again at exit; on the dead pipe that prints a traceback.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,9 +82,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "findings":
         return _findings(args.markdown)
     try:
+        return _dispatch(args)
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return 1
+    except KeyboardInterrupt:
+        # Not a normal exit: that would join the self-check's worker threads, each
+        # waiting out its DNS timeout. Nothing is left half-written (the store writes
+        # in transactions), so leave at once.
+        print("postwarden: interrupted", file=sys.stderr)
+        try:
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    try:
         if args.command == "config":
             cfg = configmod.load(args.config)
-            print(f"{cfg.source}: OK")
+            write_stdout(f"{cfg.source}: OK\n")
             return 0
         if args.command == "milter":
             from postwarden.milter import daemon
@@ -82,8 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"postwarden: fatal: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    except KeyboardInterrupt:
-        return 130
     return 1
 
 

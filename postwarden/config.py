@@ -65,6 +65,13 @@ def _positive(value: Any) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
+def _finite_positive(value: Any) -> str | None:
+    """Timeouts: inf or nan would reach socket.settimeout() and raise there."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return "must be a finite number of seconds (e.g. 0.5)"
+    return _positive(value)
+
+
 def _port(value: Any) -> str | None:
     return None if 0 < value < 65536 else "must be a port number between 1 and 65535"
 
@@ -126,7 +133,7 @@ class StoreConfig:
     path: str = "/var/lib/postwarden/postwarden.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "postwarden:"
-    redis_timeout: float = field(default=0.5, metadata=_check(_positive))
+    redis_timeout: float = field(default=0.5, metadata=_check(_finite_positive))
 
 
 @dataclass
@@ -320,8 +327,13 @@ class RateLimitConfig:
     limits: list[LimitConfig] = field(
         default_factory=lambda: [
             LimitConfig("form", "source", "messages", 20, 3600, 5, list(ORIGINS), True),
+            # A budget in recipients next to the one in messages: one message to 500
+            # addresses must not cost what one to a single address costs.
+            LimitConfig("form_rcpts", "source", "recipients", 40, 3600, 10, list(ORIGINS),
+                        True),
             LimitConfig("sasl", "sasl_user", "messages", 200, 3600, 50, ["submission"]),
             LimitConfig("local", "source", "messages", 100, 3600, 20, ["local"]),
+            LimitConfig("local_rcpts", "source", "recipients", 1000, 3600, 200, ["local"]),
             LimitConfig("internal", "client_ip", "recipients", 500, 3600, 100, ["internal"]),
         ],
         metadata=_check(_limits),

@@ -20,6 +20,7 @@ from typing import Any
 
 from postwarden import config as configmod
 from postwarden.config import Config
+from postwarden.logsafe import escape, field, line_safe
 from postwarden.store import Store, StoreError, open_store
 
 HOLD_DAYS = 7
@@ -88,6 +89,7 @@ def collect(store: Store, cfg: Config, now: float, on_hold: set[str] | None) -> 
         "sources_24h": sources,
         "held": held,
         "hold_queue_known": on_hold is not None,
+        "store_notices": [{"when": when, "text": text} for when, text in store.notices()],
         "last_hour": {"messages": len(events), "findings": dict(findings.most_common()),
                       "sources": dict(by_source.most_common(TOP))},
     }
@@ -99,19 +101,23 @@ def _when(ts: float) -> str:
 
 def render(data: dict[str, Any]) -> str:
     out = [f"postwarden status at {_when(data['generated'])} (store: {data['store']})", ""]
+    for n in data.get("store_notices", []):
+        out.append(f"warning: store: {line_safe(n['text'])} ({_when(n['when'])})")
+    if data.get("store_notices"):
+        out.append("")
     out.append("Rate limits in use (fullest first):")
     if not data["buckets"]:
         out.append("  none: every bucket is empty")
     for b in data["buckets"]:
         per = (f"limit {b['rate']} {b['count']}/{b['window']}s, burst {b['burst']:g}"
                if b["rate"] is not None else f"burst {b['burst']:g} (limit no longer configured)")
-        out.append(f"  {b['key']:<50} {b['used']:>7.2f}/{b['burst']:<5g} "
+        out.append(f"  {escape(b['key']):<50} {b['used']:>7.2f}/{b['burst']:<5g} "
                    f"{b['percent']:>5.1f}%  {per}")
     out += ["", "Sources, last 24 hours (messages / form / held / over limit):"]
     if not data["sources_24h"]:
         out.append("  none")
     for s in data["sources_24h"]:
-        out.append(f"  {s['source']:<50} {s['messages']:>6} {s['form_messages']:>6} "
+        out.append(f"  {escape(s['source']):<50} {s['messages']:>6} {s['form_messages']:>6} "
                    f"{s['holds']:>6} {s['ratelimit_hits']:>6}")
     held = data["held"]
     still = [h for h in held if h["on_hold"] is not False]
@@ -120,24 +126,26 @@ def render(data: dict[str, Any]) -> str:
             + (f", {len(still)} still on hold" if data["hold_queue_known"] else "")]
     for h in held:
         state = {True: "on hold", False: "gone", None: "?"}[h["on_hold"]]
-        out.append(f"  {h['queue_id']:<12} {_when(h['when'])}  {state:<7} "
-                   f"reason={h['reason']} source={h['source'] or '-'} from=<{h['sender']}>")
+        qid = escape(h["queue_id"])
+        out.append(f"  {qid:<12} {_when(h['when'])}  {state:<7} "
+                   f"{field('reason', h['reason'])} {field('source', h['source'] or '-')} "
+                   f"{field('from', h['sender'], angle=True, limit=254)}")
         if h["on_hold"] is not False:
-            out.append(f"  {'':<12} release: {h['release']}   delete: {h['delete']}")
+            out.append(f"  {'':<12} release: postsuper -H {qid}   delete: postsuper -d {qid}")
     if still:
         out += ["  (a released message waits in the deferred queue; "
                 "`postqueue -i QUEUEID` sends it now)"]
     lh = data["last_hour"]
     out += ["", f"Last hour: {lh['messages']} messages inspected"]
     for fid, n in lh["findings"].items():
-        out.append(f"  {fid:<30} {n}")
+        out.append(f"  {escape(fid):<30} {n}")
     return "\n".join(out) + "\n"
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
     try:
-        store = open_store(cfg.store)
+        store = open_store(cfg.store, create=False)
     except StoreError as e:
         print(f"postwarden: error: store {cfg.store.backend} unavailable: {e}", file=sys.stderr)
         return 1
@@ -151,8 +159,10 @@ def run(args: argparse.Namespace) -> int:
             store.close()
         except StoreError:
             pass
+    from postwarden.cli import write_stdout
+
     if getattr(args, "json", False):
-        print(json.dumps(data, indent=2, sort_keys=True))
+        write_stdout(json.dumps(data, indent=2, sort_keys=True) + "\n")
     else:
-        sys.stdout.write(render(data))
+        write_stdout(render(data))
     return 0

@@ -23,6 +23,15 @@ class StoreError(Exception):
     """The backend is unreachable, locked, full or broken."""
 
 
+def bad_value(where: str, what: str, why: str) -> None:
+    """One `error:` line per bad stored value (reset or removed by the caller): a value
+    nobody but postwarden should write was changed by someone, or the store is damaged."""
+    from postwarden.log import log  # the store is imported by log's users; no cycle
+
+    log.limited(f"store.bad|{where}|{what}", "error",
+                f"store {where}: bad value under {what}: {why}")
+
+
 @dataclass(frozen=True)
 class HoldRecord:
     queue_id: str
@@ -197,6 +206,11 @@ class Store(abc.ABC):
             a.holds += ev.kind.endswith("/hold")
             a.ratelimit_hits += "ratelimit.exceeded" in ids
         return out
+
+    def notices(self) -> list[tuple[float, str]]:
+        """(when, text) of things about the store itself an operator must know (the
+        file was replaced while the milter ran), newest first."""
+        return []
 
     # --- self-check history ---------------------------------------------------
     @abc.abstractmethod

@@ -5,10 +5,23 @@ each call is a short transaction, so the lock is held for microseconds). WAL and
 busy timeout let the milter, `postwarden status` and the self-check use the file
 at the same time. Rate updates run in `BEGIN IMMEDIATE`, so two processes sharing
 the file never both admit the last unit of a bucket.
+
+The file is watched: if it is deleted or replaced while open (a clean-up script, a
+restore, `rm`), writes would go on into the old, unlinked inode and `postwarden
+status` would read an empty new file and show nothing held. At most once a second
+the path is compared with the open file (device and inode); on a change the store
+says so in an `error:` line, reopens the path, and leaves a notice in the new file
+that `status` shows.
+
+SQLite keeps whatever type was written, so every row read back is checked: a bucket
+TAT that is not a plausible number counts as an empty bucket in the upsert itself (the
+limit keeps working), and readers delete such rows with one `error:` line each.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import sqlite3
 import threading
 import time
@@ -28,6 +41,7 @@ from postwarden.store.base import (
     SelfcheckRun,
     Store,
     StoreError,
+    bad_value,
     decayed,
     gcra,
 )
@@ -35,13 +49,18 @@ from postwarden.store.base import (
 T = TypeVar("T")
 # gcra() in one upsert: the bucket moves only if the cost fits (unqualified columns
 # in DO UPDATE are the stored row's), RETURNING says whether it did.
+# A stored TAT that is not a number, or beyond any burst (MAX_AHEAD), reads as now.
 _TAKE = """
 INSERT INTO buckets(key, tat, interval, burst) VALUES (:key, :now + :cost * :iv, :iv, :burst)
-ON CONFLICT(key) DO UPDATE SET tat = max(tat, :now) + :cost * :iv,
-                               interval = :iv, burst = :burst
-WHERE max(tat, :now) + :cost * :iv - :now - :burst * :iv <= 1e-9
+ON CONFLICT(key) DO UPDATE SET
+    tat = max(CASE WHEN typeof(tat) IN ('real', 'integer') AND tat - :now <= 1e9
+                   THEN tat ELSE :now END, :now) + :cost * :iv,
+    interval = :iv, burst = :burst
+WHERE max(CASE WHEN typeof(tat) IN ('real', 'integer') AND tat - :now <= 1e9
+               THEN tat ELSE :now END, :now) + :cost * :iv - :now - :burst * :iv <= 1e-9
 RETURNING tat
 """
+MAX_AHEAD = 1e9  # seconds a TAT may lie ahead; more is a damaged value
 PRUNE_EVERY = 500  # writes between clean-ups of expired rows
 BUSY_TIMEOUT_MS = 250  # a locked file must not hold mail up: fail open instead
 REOPEN_EVERY = 2.0  # seconds between tries to open a file that could not be opened
@@ -49,6 +68,7 @@ REOPEN_EVERY = 2.0  # seconds between tries to open a file that could not be ope
 # default 2 MiB cache mostly ends up holding appended event pages, and filling it made
 # the milter's RSS climb for its first ~30k messages (bench/milter_load.py).
 CACHE_KIB = 512
+CHECK_FILE_EVERY = 1.0  # seconds between checks that the path is still our file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS buckets (
@@ -66,13 +86,20 @@ CREATE TABLE IF NOT EXISTS holds (
 CREATE INDEX IF NOT EXISTS holds_at ON holds(at);
 CREATE TABLE IF NOT EXISTS selfcheck (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, report TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS notices (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, text TEXT NOT NULL);
 """
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, create: bool = True) -> None:
+        """`create=False` for readers (`status`): a missing file is an error, not a new
+        empty store that would report nothing held."""
         super().__init__()
         self.path = str(path)
+        self._create = create
+        self._identity: tuple[int, int] | None = None
+        self._next_check = 0.0
         self._lock = threading.Lock()
         self._writes = 0
         self._db: sqlite3.Connection | None = None
@@ -88,12 +115,20 @@ class SqliteStore(Store):
         """The open connection, or one more try to open it (at most every few seconds,
         so a store that cannot be opened costs mail nothing); StoreError meanwhile."""
         if self._db is not None:
-            return self._db
+            if self._identity is None or time.monotonic() < self._next_check:
+                return self._db
+            self._check_file(self._db)
+            if self._db is not None:
+                return self._db
         now = time.monotonic()
         if now < self._next_try:
             raise StoreError(self._last_error)
         db = None
         try:
+            if self.path != ":memory:" and not self._create and not Path(self.path).exists():
+                raise StoreError(f"sqlite {self.path}: the store file does not exist "
+                                 "(never written yet, or deleted: the milter creates it "
+                                 "again with its next message)")
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
@@ -103,6 +138,7 @@ class SqliteStore(Store):
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             db.executescript(_SCHEMA)
+            self._identity = self._stat()
         except (sqlite3.Error, OSError) as e:
             if db is not None:
                 db.close()
@@ -110,7 +146,45 @@ class SqliteStore(Store):
             self._last_error = f"sqlite {self.path}: {e}"
             raise StoreError(self._last_error) from None
         self._db = db
+        self._next_check = time.monotonic() + CHECK_FILE_EVERY
         return db
+
+    def _stat(self) -> tuple[int, int] | None:
+        if self.path == ":memory:":
+            return None
+        st = os.stat(self.path)
+        return st.st_dev, st.st_ino
+
+    def _check_file(self, db: sqlite3.Connection) -> None:
+        """Under the lock: is the path still the file we have open? If not, reopen it
+        and leave a notice in the new file (what was written before is not in it)."""
+        self._next_check = time.monotonic() + CHECK_FILE_EVERY
+        try:
+            now_id: tuple[int, int] | None = self._stat()
+        except OSError:
+            now_id = None
+        if now_id == self._identity:
+            return
+        what = "deleted" if now_id is None else "replaced by another file"
+        text = (f"the store file was {what} while postwarden (pid {os.getpid()}) had it "
+                "open; hold reasons, rate-limit buckets and activity written before "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')} are not in this file")
+        from postwarden.log import log
+
+        log.error(f"store sqlite {self.path}: the file was {what} while open; reopening "
+                  "it. Hold reasons and rate limits recorded before are lost from "
+                  "`postwarden status` (the held messages themselves are still on the "
+                  "hold queue: postqueue -j)")
+        try:
+            db.close()
+        except sqlite3.Error:
+            pass
+        self._db, self._identity, self._next_try = None, None, 0.0
+        try:
+            new = self._connection()
+            new.execute("INSERT INTO notices(at, text) VALUES (?, ?)", (time.time(), text))
+        except (StoreError, sqlite3.Error):
+            pass  # the next operation reports the broken store
 
     @staticmethod
     def _rollback(db: sqlite3.Connection) -> None:
@@ -179,9 +253,32 @@ class SqliteStore(Store):
 
     def holds(self, since: float = 0.0) -> list[HoldRecord]:
         rows = self._read(lambda db: db.execute(
-            "SELECT queue_id, at, reason, source, sender FROM holds WHERE at > ? "
+            "SELECT id, queue_id, at, reason, source, sender FROM holds WHERE at > ? "
             "ORDER BY at DESC, id DESC", (since,)).fetchall())
-        return [HoldRecord(*r) for r in rows]
+        good = self._valid("holds", rows, (str, float, str, str, str))
+        return [HoldRecord(str(r[1]), _f(r[2]), str(r[3]), str(r[4]), str(r[5])) for r in good]
+
+    def _valid(self, table: str, rows: list[tuple[object, ...]],
+               types: tuple[type, ...]) -> list[tuple[object, ...]]:
+        """Rows (id first) whose columns have these types (float: a finite number);
+        the others are deleted, one error line each."""
+        good, bad = [], []
+        for row in rows:
+            if all(_is(v, t) for v, t in zip(row[1:], types, strict=True)):
+                good.append(row)
+            else:
+                bad.append(row)
+        for row in bad:
+            bad_value(f"sqlite {self.path}", f"{table} row {row[0]}",
+                      f"{repr(row[1:])[:80]} has the wrong types; deleted")
+        if bad:
+            try:
+                with self._tx() as db:
+                    db.executemany(f"DELETE FROM {table} WHERE rowid = ?",  # noqa: S608
+                                   [(r[0],) for r in bad])
+            except StoreError:
+                pass
+        return good
 
     # --- rate limits ------------------------------------------------------------
     def rate_take(self, key: str, cost: float, interval: float, burst: float,
@@ -208,19 +305,45 @@ class SqliteStore(Store):
                     return RateResult(True, (row[0] - now) / interval, burst, 0.0)
         row = self._read(lambda db: db.execute("SELECT tat FROM buckets WHERE key = ?",
                                                (key,)).fetchone())
-        return gcra(row[0] if row else now, now, cost, interval, burst)[1]
+        tat = row[0] if row else now
+        if not _is(tat, float) or tat - now > MAX_AHEAD:
+            bad_value(f"sqlite {self.path}", f"bucket {key}", f"TAT {tat!r}; read as empty")
+            tat = now
+        return gcra(tat, now, cost, interval, burst)[1]
 
     def buckets(self, now: float, limit: int = 50) -> list[BucketState]:
         rows = self._read(lambda db: db.execute(
-            "SELECT key, tat, interval, burst FROM buckets WHERE tat > ? "
-            "ORDER BY (tat - ?) / interval / burst DESC LIMIT ?",
-            (now, now, limit)).fetchall())
-        return [BucketState(k, (tat - now) / iv, b, iv) for k, tat, iv, b in rows]
+            "SELECT rowid, key, tat, interval, burst FROM buckets WHERE tat > ? "
+            "OR typeof(tat) NOT IN ('real', 'integer') OR typeof(interval) NOT IN "
+            "('real', 'integer') OR typeof(burst) NOT IN ('real', 'integer') "
+            "OR interval <= 0 OR burst <= 0 OR tat - ? > ?",
+            (now, now, MAX_AHEAD)).fetchall())
+        out = []
+        for row in self._valid("buckets", rows, (str, float, float, float)):
+            key, tat, iv, b = str(row[1]), _f(row[2]), _f(row[3]), _f(row[4])
+            if iv <= 0 or b <= 0 or tat - now > MAX_AHEAD:
+                self._drop_bucket(row)
+            elif tat > now:
+                out.append(BucketState(key, (tat - now) / iv, b, iv))
+        out.sort(key=lambda st: st.used / st.burst, reverse=True)
+        return out[:limit]
+
+    def _drop_bucket(self, row: tuple[object, ...]) -> None:
+        bad_value(f"sqlite {self.path}", f"bucket {row[1]}", f"{row[2:]!r}; deleted")
+        try:
+            with self._tx() as db:
+                db.execute("DELETE FROM buckets WHERE rowid = ?", (row[0],))
+        except StoreError:
+            pass
 
     def bump(self, key: str, amount: float, half_life: float, now: float) -> float:
         with self._tx() as db:
             row = db.execute("SELECT value, updated FROM counters WHERE key = ?",
                              (key,)).fetchone()
+            if row is not None and not (_is(row[0], float) and _is(row[1], float)):
+                bad_value(f"sqlite {self.path}", f"counter {key}",
+                          f"{row!r} is not numbers; reset to zero")
+                row = None
             value = (decayed(row[0], row[1], now, half_life) if row else 0.0) + amount
             db.execute("INSERT INTO counters(key, value, updated, half_life) "
                        "VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
@@ -239,9 +362,10 @@ class SqliteStore(Store):
 
     def _read_events(self, since: float, limit: int) -> list[EventRecord]:
         rows = self._read(lambda db: db.execute(
-            "SELECT at, kind, source, findings FROM events WHERE at > ? "
+            "SELECT id, at, kind, source, findings FROM events WHERE at > ? "
             "ORDER BY at DESC, id DESC LIMIT ?", (since, limit)).fetchall())
-        return [EventRecord(*r) for r in rows]
+        good = self._valid("events", rows, (float, str, str, str))
+        return [EventRecord(_f(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in good]
 
     # --- self-check history -----------------------------------------------------
     def record_selfcheck(self, when: float, report_json: str) -> None:
@@ -253,9 +377,15 @@ class SqliteStore(Store):
 
     def selfcheck_history(self, limit: int = 10) -> list[SelfcheckRun]:
         rows = self._read(lambda db: db.execute(
-            "SELECT at, report FROM selfcheck ORDER BY at DESC, id DESC LIMIT ?",
+            "SELECT id, at, report FROM selfcheck ORDER BY at DESC, id DESC LIMIT ?",
             (limit,)).fetchall())
-        return [SelfcheckRun(*r) for r in rows]
+        good = self._valid("selfcheck", rows, (float, str))
+        return [SelfcheckRun(_f(r[1]), str(r[2])) for r in good]
+
+    def notices(self) -> list[tuple[float, str]]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT id, at, text FROM notices ORDER BY at DESC, id DESC LIMIT 20").fetchall())
+        return [(_f(r[1]), str(r[2])) for r in self._valid("notices", rows, (float, str))]
 
     def close(self) -> None:
         try:
@@ -273,3 +403,16 @@ class SqliteStore(Store):
                 db.close()
             except sqlite3.Error as e:
                 raise StoreError(f"sqlite {self.path}: {e}") from None
+
+
+def _is(value: object, t: type) -> bool:
+    """SQLite returns what was stored: check the type (float: any finite number)."""
+    if t is float:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
+    return isinstance(value, t)
+
+
+def _f(value: object) -> float:
+    assert isinstance(value, (int, float))
+    return float(value)
