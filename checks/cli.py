@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 from typing import Any
 
 from postwarden import config as configmod
@@ -44,12 +45,20 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if store is not None:
             store.close()
+    written = True
     if args.prometheus:
-        write_atomic(args.prometheus, render_prometheus(report))
+        try:
+            Path(args.prometheus).parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(args.prometheus, render_prometheus(report))
+        except OSError as e:
+            print(f"postwarden: error: cannot write {args.prometheus}: {e}; the metrics "
+                  "there are stale", file=sys.stderr)
+            written = False
     if args.json:
         sys.stdout.write(report.to_json() + "\n")
     elif args.nagios:
         sys.stdout.write(render_nagios(report))
     else:
         sys.stdout.write(render_text(report, colour=sys.stdout.isatty()))
-    return report.exit_code
+    # Critical stays critical; otherwise the stale textfile makes the result unknown.
+    return report.exit_code if written or report.exit_code == 2 else 3

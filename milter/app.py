@@ -9,6 +9,7 @@ postwarden fails open and never loses or delays a message because of its own bug
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,9 +28,21 @@ MAX_BODY = 64 * 1024 * 1024  # beyond this the body is not kept: checks see a pr
 
 
 class Holder:
-    """The current Inspector; swapped whole on SIGHUP so a message sees one config."""
+    """The current Inspector; swapped whole on SIGHUP so a message sees one config.
+
+    It also counts the messages that reached end-of-message (the stop line).
+    """
 
     inspector: Inspector | None = None
+    _lock = threading.Lock()
+    _count = 0
+
+    def count_message(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    def messages(self) -> int:
+        return self._count
 
 
 current = Holder()
@@ -127,6 +140,7 @@ class PostwardenMilter(Milter.Base):
         if msg is None or inspector is None:
             return Milter.ACCEPT
         msg.queue_id = self._macro("i") or "NOQUEUE"
+        current.count_message()
         cfg = inspector.services.config
         if msg.origin is Origin.INBOUND:  # classified at MAIL FROM
             if cfg.outbound.log_inbound:

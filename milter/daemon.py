@@ -21,8 +21,8 @@ from types import FrameType
 import Milter
 import milter as libmilter
 
+from postwarden import __version__, dns, hostinfo, sdnotify
 from postwarden import config as configmod
-from postwarden import dns, hostinfo
 from postwarden.config import Config, ConfigError
 from postwarden.log import log
 from postwarden.milter.app import PostwardenMilter, current
@@ -202,8 +202,12 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     for task in background_tasks:
         threading.Thread(target=task, args=(cfg, current.inspector, stop),
                          name=getattr(task, "__name__", "task"), daemon=True).start()
-    log.info(f"starting: socket={cfg.socket} mode={cfg.mode} store={cfg.store.backend} "
-             f"cpu={'any' if cpu is None else cpu} config={cfg.source}")
+    log.info(f"starting postwarden {__version__}: mode={cfg.mode}, socket={cfg.socket}, "
+             f"store={cfg.store.backend}, cpu={'any' if cpu is None else cpu}, "
+             f"config={cfg.source}")
+    # The socket has listened since opensocket(): connections wait in its backlog
+    # until libmilter accepts them, so Postfix may be let in now.
+    sdnotify.notify(f"READY=1\nSTATUS=listening on {cfg.socket}\nMAINPID={os.getpid()}")
     while not stop.is_set() and worker.is_alive():
         stop.wait(0.5)
         _flush_events(store)
@@ -213,6 +217,7 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     if not worker.is_alive() and not stop.is_set():
         log.error("libmilter stopped unexpectedly; exiting so the service manager restarts us")
         return 75
+    sdnotify.notify("STOPPING=1")
     log.info("stopping: finishing open sessions")
     libmilter.stop()
     worker.join(timeout=10)
@@ -221,6 +226,7 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
             store.close()
         except StoreError as e:
             log.warning(f"stopping: activity events since the last write are lost: {e}")
+    log.info(f"stopped after {current.messages()} messages")
     return 0
 
 
@@ -254,6 +260,8 @@ def _reload(config_path: str | None, log_stderr: bool, store: Store | None) -> N
                             or new.store != old.services.config.store):
         log.warning("reload: socket and store changes take effect only on restart")
         new.socket, new.store = old.services.config.socket, old.services.config.store
+    sdnotify.notify("RELOADING=1")
     log.setup(new.log.target, new.log.facility, new.log.repeat_interval)
     current.inspector = build_inspector(new, store)
     log.info(f"reloaded: mode={new.mode} config={new.source}")
+    sdnotify.notify("READY=1")

@@ -1,4 +1,4 @@
-"""`postwarden` command line: milter, selfcheck, status, config check."""
+"""`postwarden` command line: milter, selfcheck, status, config check, postfix-setup."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from postwarden.config import ConfigError
 EXIT_CONFIG = 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="postwarden", description=__doc__)
     p.add_argument("--version", action="version", version=f"postwarden {__version__}")
     p.add_argument("--config", "-c", default=None,
@@ -36,16 +36,31 @@ def _parser() -> argparse.ArgumentParser:
                     help="do not record this run in the store history")
 
     st = sub.add_parser("status", help="rate-limit use, held messages, recent findings")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="print the status as JSON")
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfgsub = cfg.add_subparsers(dest="config_command", required=True)
     cfgsub.add_parser("check", help="validate the config file; exit 2 if it is invalid")
+
+    ps = sub.add_parser(
+        "postfix-setup", help="print (or --apply) the postconf commands that wire Postfix",
+        description="Prints the postconf -e / -P / -M commands that add the lines of "
+                    "postfix-examples/ to Postfix's main.cf and master.cf, skipping what is "
+                    "already set. --apply runs them after saving main.cf and master.cf as "
+                    "*.postwarden-TIMESTAMP next to them; running it again changes nothing. "
+                    "Postfix is not reloaded.")
+    ps.add_argument("--apply", action="store_true",
+                    help="run the commands (after a backup of main.cf and master.cf)")
+    ps.add_argument("-c", "--postfix-config-dir", metavar="CONFIG_DIR", default=None,
+                    help="Postfix configuration directory (postconf -c; default: Postfix's own)")
+    ps.add_argument("--submission", action="store_true",
+                    help="also add the example's submission service (port 587, SASL and TLS "
+                         "required) when master.cf has none")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     try:
         if args.command == "config":
             cfg = configmod.load(args.config)
@@ -59,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             from postwarden.checks import cli as selfcheck_cli
 
             return selfcheck_cli.run(args)
+        if args.command == "postfix-setup":
+            from postwarden import postfix_setup
+
+            return postfix_setup.run(args)
         if args.command == "status":
             from postwarden import status
 
