@@ -64,6 +64,7 @@ def test_existing_submission_service_only_gets_the_marker(
                 "  -o smtpd_sasl_path=private/mine\n")
     rc, out = run(capsys, "-c", str(confdir), "--apply")
     assert rc == 0
+    assert f"postconf -c {confdir} -P submission/inet/milter_macro_daemon_name=ORIGINATING" in out
     service = subprocess.run([need("postconf"), "-c", str(confdir), "-M", "submission/inet"],
                              capture_output=True, text=True, check=True).stdout
     assert "milter_macro_daemon_name=ORIGINATING" in service
