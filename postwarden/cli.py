@@ -1,4 +1,5 @@
-"""`postwarden` command line: milter, selfcheck, status, config check, postfix-setup."""
+"""`postwarden` command line: milter, selfcheck, status, config check, postfix-setup, and the
+operator commands held, release, delete, ratelimit."""
 
 from __future__ import annotations
 
@@ -42,6 +43,10 @@ def parser() -> argparse.ArgumentParser:
     cfgsub = cfg.add_subparsers(dest="config_command", required=True)
     cfgsub.add_parser("check", help="validate the config file; exit 2 if it is invalid")
 
+    from postwarden import admin
+
+    admin.add_parsers(sub)
+
     ps = sub.add_parser(
         "postfix-setup", help="print (or --apply) the postconf commands that wire Postfix",
         description="Prints the postconf -e / -P / -M commands that add the lines of "
@@ -78,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             from postwarden import postfix_setup
 
             return postfix_setup.run(args)
+        if args.command in ("held", "release", "delete", "ratelimit"):
+            from postwarden import admin
+
+            return admin.run(args)
         if args.command == "status":
             from postwarden import status
 
