@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 APT_PACKAGES := postfix postfix-doc libmilter-dev php-cli knot knot-dnsutils redis-server \
 	dovecot-core opendkim opendkim-tools dkimpy-milter openssl build-essential python3-venv \
-	systemd man-db groff-base
+	systemd man-db groff-base prometheus
 
 # What `make deb` needs on top: Debian's packaging tools (dh-virtualenv carries the
 # pinned Python libraries in /opt/venvs/postwarden), lintian, and systemd's

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,6 +19,7 @@ import Milter
 from postwarden.findings import Finding, Severity, ids
 from postwarden.log import log
 from postwarden.message import Message, Origin, domain_of, strip_brackets
+from postwarden.metrics import metrics
 from postwarden.milter.origin import classify
 from postwarden.milter.pipeline import Inspector, Verdict
 from postwarden.policy import ACCEPT, HOLD, REJECT, TEMPFAIL, Decision
@@ -148,6 +150,7 @@ class PostwardenMilter(Milter.Base):
             return Milter.ACCEPT
         msg.body = b"".join(self.body_parts)
         self.body_parts = []
+        started = time.perf_counter()
         try:
             verdict = inspector.inspect(msg)
             self._apply_changes(verdict)
@@ -156,8 +159,13 @@ class PostwardenMilter(Milter.Base):
                       "message accepted unchecked (fail open)", msg.queue_id)
             failed = Finding("internal.error", Severity.ERROR, "postwarden failed")
             _log_verdict(msg, Verdict([failed], Decision(ACCEPT, ACCEPT)), cfg.mode)
+            metrics.internal_errors.inc()
             return Milter.ACCEPT
         _log_verdict(msg, verdict, cfg.mode)
+        d = verdict.decision
+        metrics.message(msg.origin.value, d.action, [f.id for f in verdict.findings],
+                        d.reason or "", [ch.name for ch in verdict.changes], verdict.summary,
+                        time.perf_counter() - started)
         return self._act(msg, verdict, inspector)
 
     def _macro(self, name: str) -> str:
@@ -191,6 +199,7 @@ class PostwardenMilter(Milter.Base):
                     store.record_hold(HoldRecord(msg.queue_id, inspector.services.clock(),
                                                  reason, source, msg.mail_from))
                 except StoreError as e:
+                    metrics.store_errors.inc()
                     log.limited("store.hold", "error", f"cannot record hold reason: {e}")
             return Milter.ACCEPT
         if d.action == TEMPFAIL:

@@ -25,6 +25,7 @@ from postwarden import __version__, dns, hostinfo, sdnotify
 from postwarden import config as configmod
 from postwarden.config import Config, ConfigError
 from postwarden.log import log
+from postwarden.metrics import metrics
 from postwarden.milter.app import PostwardenMilter, current
 from postwarden.milter.pipeline import Inspector, Services, default_checks, default_fixers
 from postwarden.milter.ratelimit import health
@@ -197,6 +198,7 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
 
+    _start_metrics(cfg, stop)
     worker = threading.Thread(target=libmilter.main, name="libmilter", daemon=True)
     worker.start()
     for task in background_tasks:
@@ -230,6 +232,23 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     return 0
 
 
+def _start_metrics(cfg: Config, stop: threading.Event) -> None:
+    """The opt-in metrics endpoint and textfile ([metrics]); a failure is logged, the
+    milter runs on without them."""
+    m = cfg.metrics
+    if m.listen:
+        try:
+            metrics.serve(m.listen)
+            log.info(f"metrics: serving http://{m.listen}/metrics")
+        except OSError as e:
+            log.error(f"metrics: cannot listen on {m.listen}: {e}; no metrics endpoint "
+                      "(fix [metrics] listen and restart)")
+    if m.textfile:
+        threading.Thread(target=metrics.textfile_loop, args=(m.textfile, m.textfile_interval,
+                                                             stop),
+                         name="metrics-textfile", daemon=True).start()
+
+
 def _flush_events(store: Store | None) -> None:
     """Write the activity events queued by the last half second's messages."""
     if store is None:
@@ -237,7 +256,7 @@ def _flush_events(store: Store | None) -> None:
     try:
         store.flush_events()
     except StoreError as e:
-        health.failed(e, "activity recording")
+        health.failed(e, "activity recording")  # counted in the store-error metric
         if store.events_dropped:
             log.limited("store.events_dropped", "warning",
                         f"{store.events_dropped} activity events dropped so far while the "
