@@ -9,7 +9,7 @@ APT_PACKAGES := postfix postfix-doc libmilter-dev php-cli knot knot-dnsutils red
 # What `make deb` needs on top: Debian's packaging tools (dh-virtualenv carries the
 # pinned Python libraries in /opt/venvs/postwarden), lintian, and systemd's
 # systemd-analyze for the unit checks of `make deb-check`.
-DEB_PACKAGES := debhelper dh-virtualenv dpkg-dev fakeroot lintian python3-dev python3-venv \
+DEB_PACKAGES := build-essential debhelper dh-virtualenv dpkg-dev fakeroot lintian python3-dev python3-venv \
 	libmilter-dev groff-base man-db systemd
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' postwarden/__init__.py)
 DEB_ARCH := $(shell dpkg --print-architecture)
