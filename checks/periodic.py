@@ -22,6 +22,7 @@ from postwarden.checks.runner import RunInputs, targets_for
 from postwarden.checks.runner import run as run_checks
 from postwarden.config import Config
 from postwarden.log import Logger, log
+from postwarden.metrics import metrics
 
 if TYPE_CHECKING:
     from postwarden.milter.pipeline import Inspector
@@ -130,6 +131,7 @@ def periodic_selfcheck(cfg: Config, inspector: Inspector, stop: threading.Event,
                 config=current_cfg, resolver=resolver, store=store, clock=clock,
                 targets=targets_for(current_cfg, resolver)))
             watcher.observe(report)
+            metrics.selfcheck_done(report)
             reaction.update(current_cfg.selfcheck.hold_forms_when_listed, report, logger)
         except Exception as e:  # never let the thread die: the next run may work
             logger.error(f"{_PREFIX}run failed: {type(e).__name__}: {e}")

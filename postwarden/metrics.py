@@ -3,24 +3,57 @@
 Counted per message at end-of-message: messages by origin and action, findings
 by id, holds by reason, header fixes applied (DKIM signature added, From
 rewritten), DNS temperrors per check, postwarden's own errors, and the time the
-inspection took. Store failures are counted where they are noticed. Exposed on
-a loopback HTTP endpoint (`[metrics] listen`) and/or written as a node_exporter
-textfile (`[metrics] textfile`); with neither, nothing leaves the process.
+inspection took; the periodic self-check's last results. Store failures are
+counted where they are noticed. Exposed on a loopback HTTP endpoint
+(`[metrics] listen`) and/or written as a node_exporter textfile
+(`[metrics] textfile`); with neither, nothing leaves the process.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest, write_to_textfile
+from prometheus_client.registry import Collector
 
 from postwarden import __version__
+
+if TYPE_CHECKING:
+    from postwarden.checks.report import Report
 
 # Per-message latency: milliseconds are usual, seconds mean DNS trouble.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 FIXES = {"dkim-signature": "dkim_sign", "from": "from_rewrite", "reply-to": "from_rewrite"}
+
+
+class SelfcheckCollector(Collector):
+    """The last periodic self-check run, as the same gauges `selfcheck --prometheus`
+    writes: status per check, exit code, when it ran. Nothing before the first run."""
+
+    def __init__(self) -> None:
+        self.report: Report | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        from postwarden.checks.report import _RANK
+
+        r = self.report
+        if r is None:
+            return
+        status = GaugeMetricFamily("postwarden_selfcheck_status", "Status per check of the "
+                                   "last periodic self-check (0 ok, 1 info, 2 unknown, "
+                                   "3 warning, 4 critical)", labels=["id", "target"])
+        for c in r.checks:
+            status.add_metric([c.id, c.target], _RANK[c.status])
+        yield status
+        yield GaugeMetricFamily("postwarden_selfcheck_exit_code", "Nagios-style exit code "
+                                "of the last periodic self-check", value=r.exit_code)
+        yield GaugeMetricFamily("postwarden_selfcheck_last_run_timestamp_seconds",
+                                "When the last periodic self-check ended", value=r.generated)
 
 
 class Metrics:
@@ -47,6 +80,8 @@ class Metrics:
                                  "message at end-of-message", buckets=BUCKETS, registry=r)
         Info("postwarden_build", "postwarden's version", registry=r).info(
             {"version": __version__})
+        self.selfcheck = SelfcheckCollector()
+        r.register(self.selfcheck)
 
     def message(self, origin: str, action: str, findings: list[str], hold_reason: str,
                 changed_headers: list[str], summary: dict[str, str], seconds: float) -> None:
@@ -61,6 +96,9 @@ class Metrics:
             if summary.get(check) == "temperror":
                 self.dns_temperrors.labels(check=check).inc()
         self.latency.observe(seconds)
+
+    def selfcheck_done(self, report: Report) -> None:
+        self.selfcheck.report = report
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

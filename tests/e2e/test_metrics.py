@@ -117,3 +117,23 @@ def test_grafana_dashboard_queries_only_metrics_the_daemon_exports() -> None:
     for expr in exprs:
         for name in re.findall(r"postwarden_\w+", expr):
             assert name in exported, (name, expr)
+
+
+def test_last_periodic_selfcheck_is_exported_as_gauges() -> None:
+    from postwarden.checks.report import CheckResult, Report
+    from postwarden.metrics import Metrics
+
+    m = Metrics()
+    assert b"postwarden_selfcheck_status" not in m.text()  # no run yet: nothing claimed
+    m.selfcheck_done(Report(1_800_000_000.0, [
+        CheckResult("uceprotect.l1", "192.0.2.25", "critical", "listed"),
+        CheckResult("ptr.match", "192.0.2.25", "ok", "fine")]))
+    text = m.text().decode()
+    got = samples(text)
+    assert got['postwarden_selfcheck_status{id="uceprotect.l1",target="192.0.2.25"}'] == 4
+    assert got['postwarden_selfcheck_status{id="ptr.match",target="192.0.2.25"}'] == 0
+    assert got["postwarden_selfcheck_exit_code"] == 2
+    assert got["postwarden_selfcheck_last_run_timestamp_seconds"] == 1_800_000_000.0
+    r = subprocess.run([need("promtool"), "check", "metrics"], input=text,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
