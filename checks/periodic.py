@@ -26,6 +26,7 @@ from postwarden.checks.runner import run as run_checks
 from postwarden.config import Config
 from postwarden.hoststate import L1_L2, HostState, Snapshot
 from postwarden.log import Logger, log
+from postwarden.metrics import metrics
 
 _LEVEL = {"critical": "critical", "warning": "warning"}
 _PREFIX = "selfcheck: "
@@ -151,6 +152,7 @@ def periodic_selfcheck(current: Current, state: HostState, stop: threading.Event
                 config=current_cfg, resolver=resolver, store=store, clock=clock,
                 targets=targets_for(current_cfg, resolver)))
             watcher.observe(report)
+            metrics.selfcheck_done(report.metrics_run())
             reaction.update(current_cfg.selfcheck.hold_forms_when_listed, report, logger)
         except Exception as e:  # never let the thread die: the next run may work
             logger.error(f"{_PREFIX}run failed: {type(e).__name__}: {e}")

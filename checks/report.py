@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from postwarden.logsafe import escape, line_safe
+from postwarden.metrics import SelfcheckRun
 
 Status = Literal["ok", "info", "warning", "critical", "unknown"]
 STATUSES: tuple[Status, ...] = ("ok", "info", "warning", "critical", "unknown")
@@ -98,6 +99,11 @@ class Report:
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.status]
+
+    def metrics_run(self) -> SelfcheckRun:
+        """The daemon's gauges of this run (postwarden.metrics)."""
+        return SelfcheckRun(self.generated, self.exit_code,
+                            tuple((c.id, c.target, _RANK[c.status]) for c in self.checks))
 
     def find(self, check_id: str, target: str | None = None) -> list[CheckResult]:
         return [c for c in self.checks

@@ -9,6 +9,8 @@ postwarden fails open and never loses or delays a message because of its own bug
 from __future__ import annotations
 
 import functools
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,6 +20,7 @@ from postwarden.findings import Finding, Severity, ids
 from postwarden.log import log
 from postwarden.logsafe import escape, field
 from postwarden.message import Message, Origin, domain_of, strip_brackets
+from postwarden.metrics import metrics
 from postwarden.milter.origin import classify
 from postwarden.milter.pipeline import Inspector, Verdict
 from postwarden.policy import ACCEPT, HOLD, REJECT, TEMPFAIL, Decision
@@ -28,9 +31,21 @@ MAX_BODY = 64 * 1024 * 1024  # beyond this the body is not kept: checks see a pr
 
 
 class Holder:
-    """The current Inspector; swapped whole on SIGHUP so a message sees one config."""
+    """The current Inspector; swapped whole on SIGHUP so a message sees one config.
+
+    It also counts the messages that reached end-of-message (the stop line).
+    """
 
     inspector: Inspector | None = None
+    _lock = threading.Lock()
+    _count = 0
+
+    def count_message(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    def messages(self) -> int:
+        return self._count
 
 
 current = Holder()
@@ -128,6 +143,7 @@ class PostwardenMilter(Milter.Base):
         if msg is None or inspector is None:
             return Milter.ACCEPT
         msg.queue_id = self._macro("i") or "NOQUEUE"
+        current.count_message()
         cfg = inspector.services.config
         if msg.origin is Origin.INBOUND:  # classified at MAIL FROM
             if cfg.outbound.log_inbound:
@@ -135,6 +151,7 @@ class PostwardenMilter(Milter.Base):
             return Milter.ACCEPT
         msg.body = b"".join(self.body_parts)
         self.body_parts = []
+        started = time.perf_counter()
         try:
             verdict = inspector.inspect(msg)
             self._apply_changes(verdict)
@@ -143,8 +160,13 @@ class PostwardenMilter(Milter.Base):
                       "message accepted unchecked (fail open)", msg.queue_id)
             failed = Finding("internal.error", Severity.ERROR, "postwarden failed")
             _log_verdict(msg, Verdict([failed], Decision(ACCEPT, ACCEPT)), cfg.mode)
+            metrics.internal_errors.inc()
             return Milter.ACCEPT
         _log_verdict(msg, verdict, cfg.mode)
+        d = verdict.decision
+        metrics.message(msg.origin.value, d.action, [f.id for f in verdict.findings],
+                        d.reason or "", [ch.name for ch in verdict.changes], verdict.summary,
+                        time.perf_counter() - started)
         return self._act(msg, verdict, inspector)
 
     def _macro(self, name: str) -> str:
@@ -180,6 +202,7 @@ class PostwardenMilter(Milter.Base):
                     store.record_hold(HoldRecord(msg.queue_id, inspector.services.clock(),
                                                  reason, source, msg.mail_from))
                 except StoreError as e:
+                    metrics.store_errors.inc()
                     log.limited("store.hold", "error", f"cannot record hold reason: {e}")
             return Milter.ACCEPT
         if d.action == TEMPFAIL:

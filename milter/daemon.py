@@ -20,12 +20,13 @@ from types import FrameType
 import Milter
 import milter as libmilter
 
+from postwarden import __version__, dns, hostinfo, sdnotify
 from postwarden import config as configmod
-from postwarden import dns, hostinfo
 from postwarden.checks.periodic import periodic_selfcheck
 from postwarden.config import Config, ConfigError
 from postwarden.hoststate import HostState
 from postwarden.log import log
+from postwarden.metrics import metrics
 from postwarden.milter.app import PostwardenMilter, current
 from postwarden.milter.pipeline import Inspector, Services, default_checks, default_fixers
 from postwarden.milter.ratelimit import health
@@ -188,12 +189,17 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
 
+    _start_metrics(cfg, stop)
     worker = threading.Thread(target=libmilter.main, name="libmilter", daemon=True)
     worker.start()
     threading.Thread(target=periodic_selfcheck, args=(_live, host, stop),
                      name="periodic_selfcheck", daemon=True).start()
-    log.info(f"starting: socket={cfg.socket} mode={cfg.mode} store={cfg.store.backend} "
-             f"cpu={'any' if cpu is None else cpu} config={cfg.source}")
+    log.info(f"starting postwarden {__version__}: mode={cfg.mode}, socket={cfg.socket}, "
+             f"store={cfg.store.backend}, cpu={'any' if cpu is None else cpu}, "
+             f"config={cfg.source}")
+    # The socket has listened since opensocket(): connections wait in its backlog
+    # until libmilter accepts them, so Postfix may be let in now.
+    sdnotify.notify(f"READY=1\nSTATUS=listening on {cfg.socket}\nMAINPID={os.getpid()}")
     while not stop.is_set() and worker.is_alive():
         stop.wait(0.5)
         _flush_events(store)
@@ -203,6 +209,7 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     if not worker.is_alive() and not stop.is_set():
         log.error("libmilter stopped unexpectedly; exiting so the service manager restarts us")
         return 75
+    sdnotify.notify("STOPPING=1")
     log.info("stopping: finishing open sessions")
     libmilter.stop()
     worker.join(timeout=10)
@@ -211,7 +218,25 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
             store.close()
         except StoreError as e:
             log.warning(f"stopping: activity events since the last write are lost: {e}")
+    log.info(f"stopped after {current.messages()} messages")
     return 0
+
+
+def _start_metrics(cfg: Config, stop: threading.Event) -> None:
+    """The opt-in metrics endpoint and textfile ([metrics]); a failure is logged, the
+    milter runs on without them."""
+    m = cfg.metrics
+    if m.listen:
+        try:
+            metrics.serve(m.listen)
+            log.info(f"metrics: serving http://{m.listen}/metrics")
+        except OSError as e:
+            log.error(f"metrics: cannot listen on {m.listen}: {e}; no metrics endpoint "
+                      "(fix [metrics] listen and restart)")
+    if m.textfile:
+        threading.Thread(target=metrics.textfile_loop, args=(m.textfile, m.textfile_interval,
+                                                             stop),
+                         name="metrics-textfile", daemon=True).start()
 
 
 def _flush_events(store: Store | None) -> None:
@@ -221,7 +246,7 @@ def _flush_events(store: Store | None) -> None:
     try:
         store.flush_events()
     except StoreError as e:
-        health.failed(e, "activity recording")
+        health.failed(e, "activity recording")  # counted in the store-error metric
         if store.events_dropped:
             log.limited("store.events_dropped", "warning",
                         f"{store.events_dropped} activity events dropped so far while the "
@@ -253,6 +278,8 @@ def _reload(config_path: str | None, log_stderr: bool, store: Store | None,
                             or new.store != old.services.config.store):
         log.warning("reload: socket and store changes take effect only on restart")
         new.socket, new.store = old.services.config.socket, old.services.config.store
+    sdnotify.notify("RELOADING=1")
     log.setup(new.log.target, new.log.facility, new.log.repeat_interval)
     current.inspector = build_inspector(new, store, host)
     log.info(f"reloaded: mode={new.mode} config={new.source}")
+    sdnotify.notify("READY=1")

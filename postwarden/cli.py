@@ -1,4 +1,5 @@
-"""`postwarden` command line: milter, selfcheck, status, config check."""
+"""`postwarden` command line: milter, selfcheck, status, config check, postfix-setup, and the
+operator commands held, release, delete, ratelimit."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def _stdout_to_devnull() -> None:
     os.close(devnull)
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="postwarden", description=__doc__)
     p.add_argument("--version", action="version", version=f"postwarden {__version__}")
     p.add_argument("--config", "-c", default=None,
@@ -55,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="do not record this run in the store history")
 
     st = sub.add_parser("status", help="rate-limit use, held messages, recent findings")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="print the status as JSON")
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfgsub = cfg.add_subparsers(dest="config_command", required=True)
@@ -63,6 +64,25 @@ def _parser() -> argparse.ArgumentParser:
 
     fi = sub.add_parser("findings", help="list every finding id (family, severity, meaning)")
     fi.add_argument("--markdown", action="store_true", help="print docs/findings.md")
+
+    from postwarden import admin
+
+    admin.add_parsers(sub)
+
+    ps = sub.add_parser(
+        "postfix-setup", help="print (or --apply) the postconf commands that wire Postfix",
+        description="Prints the postconf -e / -P / -M commands that add the lines of "
+                    "postfix-examples/ to Postfix's main.cf and master.cf, skipping what is "
+                    "already set. --apply runs them after saving main.cf and master.cf as "
+                    "*.postwarden-TIMESTAMP next to them; running it again changes nothing. "
+                    "Postfix is not reloaded.")
+    ps.add_argument("--apply", action="store_true",
+                    help="run the commands (after a backup of main.cf and master.cf)")
+    ps.add_argument("-c", "--postfix-config-dir", metavar="CONFIG_DIR", default=None,
+                    help="Postfix configuration directory (postconf -c; default: Postfix's own)")
+    ps.add_argument("--submission", action="store_true",
+                    help="also add the example's submission service (port 587, SASL and TLS "
+                         "required) when master.cf has none")
     return p
 
 
@@ -78,7 +98,7 @@ def _findings(markdown: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     if args.command == "findings":
         return _findings(args.markdown)
     try:
@@ -113,6 +133,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             from postwarden.checks import cli as selfcheck_cli
 
             return selfcheck_cli.run(args)
+        if args.command == "postfix-setup":
+            from postwarden import postfix_setup
+
+            return postfix_setup.run(args)
+        if args.command in ("held", "release", "delete", "ratelimit"):
+            from postwarden import admin
+
+            return admin.run(args)
         if args.command == "status":
             from postwarden import status
 

@@ -386,6 +386,30 @@ class SelfcheckConfig:
     hold_forms_when_listed: bool = False
 
 
+def _loopback_listen(value: Any) -> str | None:
+    if value == "":
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        return "must be 'HOST:PORT', e.g. '127.0.0.1:9851' (or '' for no endpoint)"
+    try:
+        if not ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return ("must be a loopback address: the metrics endpoint has no "
+                    "authentication (scrape it locally or through a proxy)")
+    except ValueError:
+        return f"{host!r} is not an IP address (write e.g. '127.0.0.1:9851')"
+    return None
+
+
+@dataclass
+class MetricsConfig:
+    """Prometheus metrics of the daemon: off unless listen or textfile is set."""
+
+    listen: str = field(default="", metadata=_check(_loopback_listen))
+    textfile: str = ""
+    textfile_interval: float = field(default=60.0, metadata=_check(_positive))
+
+
 @dataclass
 class Config:
     socket: str = field(
@@ -408,6 +432,7 @@ class Config:
     forms: FormsConfig = field(default_factory=FormsConfig)
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     selfcheck: SelfcheckConfig = field(default_factory=SelfcheckConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = field(default="", metadata={"internal": True})
 
 

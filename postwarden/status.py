@@ -69,6 +69,8 @@ def collect(store: Store, cfg: Config, now: float, on_hold: set[str] | None) -> 
             "on_hold": None if on_hold is None else h.queue_id in on_hold,
             "release": f"postsuper -H {h.queue_id}", "delete": f"postsuper -d {h.queue_id}",
         })
+    audit = [{"when": a.when, "actor": a.actor, "action": a.action, "target": a.target,
+              "detail": a.detail} for a in store.audit(since=now - HOLD_DAYS * 86400)]
     events = store.events(now - 3600, limit=100_000)
     findings: Counter[str] = Counter()
     by_source: Counter[str] = Counter()
@@ -90,6 +92,7 @@ def collect(store: Store, cfg: Config, now: float, on_hold: set[str] | None) -> 
         "held": held,
         "hold_queue_known": on_hold is not None,
         "store_notices": [{"when": when, "text": text} for when, text in store.notices()],
+        "audit": audit,
         "last_hour": {"messages": len(events), "findings": dict(findings.most_common()),
                       "sources": dict(by_source.most_common(TOP))},
     }
@@ -135,6 +138,12 @@ def render(data: dict[str, Any]) -> str:
     if still:
         out += ["  (a released message waits in the deferred queue; "
                 "`postqueue -i QUEUEID` sends it now)"]
+    out += ["", f"Operator actions, last {HOLD_DAYS} days (release, delete, rate-limit reset):"]
+    if not data["audit"]:
+        out.append("  none")
+    for a in data["audit"]:
+        out.append(f"  {_when(a['when'])}  {a['actor']:<12} {a['action']:<16} {a['target']} "
+                   f"{a['detail']}")
     lh = data["last_hour"]
     out += ["", f"Last hour: {lh['messages']} messages inspected"]
     for fid, n in lh["findings"].items():

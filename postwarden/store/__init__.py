@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from postwarden.store.base import (
     Activity,
+    AuditRecord,
     BucketState,
     EventRecord,
     HoldRecord,
@@ -17,7 +18,7 @@ from postwarden.store.base import (
     StoreError,
 )
 
-__all__ = ["Activity", "BucketState", "EventRecord", "HoldRecord", "RateResult",
+__all__ = ["Activity", "AuditRecord", "BucketState", "EventRecord", "HoldRecord", "RateResult",
            "SelfcheckRun", "Store", "StoreError", "open_store"]
 
 

@@ -84,6 +84,20 @@ class Activity:
 
 
 @dataclass(frozen=True)
+class AuditRecord:
+    """One operator action (release, delete, rate-limit reset): who, when, on what."""
+
+    when: float
+    actor: str  # the login that ran the command (SUDO_USER or the user)
+    action: str  # "release" | "delete" | "ratelimit.reset"
+    target: str  # queue ID or bucket key
+    detail: str  # e.g. the hold reason or the bucket level before the reset
+
+
+AUDIT_RETENTION = 90 * 86400
+
+
+@dataclass(frozen=True)
 class SelfcheckRun:
     when: float
     report_json: str
@@ -211,6 +225,19 @@ class Store(abc.ABC):
         """(when, text) of things about the store itself an operator must know (the
         file was replaced while the milter ran), newest first."""
         return []
+
+    @abc.abstractmethod
+    def rate_reset(self, key: str) -> bool:
+        """Empty the bucket `key`; False if it was already empty (or never existed)."""
+
+    # --- operator audit trail -------------------------------------------------
+    @abc.abstractmethod
+    def record_audit(self, rec: AuditRecord) -> None:
+        """Keep one operator action (kept AUDIT_RETENTION seconds)."""
+
+    @abc.abstractmethod
+    def audit(self, since: float = 0.0) -> list[AuditRecord]:
+        """Audit records newer than `since`, newest first."""
 
     # --- self-check history ---------------------------------------------------
     @abc.abstractmethod

@@ -26,9 +26,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from postwarden.store.base import (
+    AUDIT_RETENTION,
     EVENT_RETENTION,
     HOLD_RETENTION,
     SELFCHECK_KEEP,
+    AuditRecord,
     BucketState,
     EventRecord,
     HoldRecord,
@@ -235,6 +237,24 @@ class RedisStore(Store):
             bad_value(f"redis {self._where}", f"counter {key}",
                       "not a hash of finite numbers; reset to zero")
         return value
+
+    def rate_reset(self, key: str) -> bool:
+        return bool(self._call(self._r.delete, self._k("rl", key)))
+
+    # --- operator audit trail -----------------------------------------------------
+    def record_audit(self, rec: AuditRecord) -> None:
+        payload = json.dumps([rec.actor, rec.action, rec.target, rec.detail])
+        self._call(self._append, keys=[self._k("audit"), self._k("seq")],
+                   args=[rec.when, payload, rec.when - AUDIT_RETENTION, MAX_EVENTS])
+
+    def audit(self, since: float = 0.0) -> list[AuditRecord]:
+        rows = self._call(self._r.zrevrangebyscore, self._k("audit"), "+inf",
+                          f"({since}", withscores=True)
+        out = []
+        for member, score in rows:
+            actor, action, target, detail = json.loads(member.split(b" ", 1)[1])
+            out.append(AuditRecord(float(score), actor, action, target, detail))
+        return out
 
     # --- events -----------------------------------------------------------------
     def _write_events(self, batch: list[EventRecord]) -> None:

@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from postwarden.store.base import (
+    AUDIT_RETENTION,
     EVENT_RETENTION,
     HOLD_RETENTION,
     SELFCHECK_KEEP,
+    AuditRecord,
     BucketState,
     EventRecord,
     HoldRecord,
@@ -84,6 +86,9 @@ CREATE TABLE IF NOT EXISTS holds (
     id INTEGER PRIMARY KEY, queue_id TEXT NOT NULL, at REAL NOT NULL, reason TEXT NOT NULL,
     source TEXT NOT NULL, sender TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS holds_at ON holds(at);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    target TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS selfcheck (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, report TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS notices (
@@ -366,6 +371,24 @@ class SqliteStore(Store):
             "ORDER BY at DESC, id DESC LIMIT ?", (since, limit)).fetchall())
         good = self._valid("events", rows, (float, str, str, str))
         return [EventRecord(_f(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in good]
+
+    def rate_reset(self, key: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM buckets WHERE key = ?", (key,)).rowcount > 0
+
+    # --- operator audit trail -----------------------------------------------------
+    def record_audit(self, rec: AuditRecord) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO audit(at, actor, action, target, detail) "
+                       "VALUES (?, ?, ?, ?, ?)",
+                       (rec.when, rec.actor, rec.action, rec.target, rec.detail))
+            db.execute("DELETE FROM audit WHERE at < ?", (rec.when - AUDIT_RETENTION,))
+
+    def audit(self, since: float = 0.0) -> list[AuditRecord]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT at, actor, action, target, detail FROM audit WHERE at > ? "
+            "ORDER BY at DESC, id DESC", (since,)).fetchall())
+        return [AuditRecord(*r) for r in rows]
 
     # --- self-check history -----------------------------------------------------
     def record_selfcheck(self, when: float, report_json: str) -> None:
