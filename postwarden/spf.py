@@ -57,8 +57,10 @@ class Query(spf.query):  # type: ignore[misc]
     """pyspf's evaluator; one per evaluation (no state shared between threads)."""
 
     def __init__(self, ip: str, sender: str, helo: str, resolver: Resolver,
-                 budget: Budget | None = None, *, strict: bool = True) -> None:
-        super().__init__(i=ip, s=sender, h=helo, strict=strict, querytime=0)
+                 budget: Budget | None = None) -> None:
+        # strict: RFC 7208 processing limits are errors, not warnings; querytime=0:
+        # time is bounded by the resolver's timeout and the message's budget.
+        super().__init__(i=ip, s=sender, h=helo, strict=True, querytime=0)
         self._resolver = resolver
         self._budget = budget
         self.min_ttl = MAX_RESULT_TTL
@@ -108,9 +110,8 @@ class Query(spf.query):  # type: ignore[misc]
         except spf.TempError as e:
             self.skipped.append(str(e))
             return []  # "If a DNS error occurs while doing the PTR RR lookup ... fails to match"
-        limit = spf.MAX_PTR if self.strict else spf.MAX_PTR * 4
         validated = []
-        for ptr in names[:limit]:
+        for ptr in names[:spf.MAX_PTR]:
             try:
                 addresses = self.dns_a(ptr, self.A)
             except BudgetSpent:
