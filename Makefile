@@ -7,10 +7,15 @@ APT_PACKAGES := postfix postfix-doc libmilter-dev php-cli knot knot-dnsutils red
 
 .PHONY: demo test deps venv lint typecheck unit e2e bench clean
 
+# Public test suites, fetched at test time from the installed version's own
+# distribution (never committed): RFC 7208's YAML from pyspf's sdist.
+PYSPF_SUITE := .build/pyspf/rfc7208-tests.yml
+SUITES := $(PYSPF_SUITE)
+
 demo: $(STAMP)
 	$(PY) demo/run_demo.py
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) lint typecheck $(SUITES)
 	$(VENV)/bin/pytest
 
 deps:
@@ -42,8 +47,16 @@ typecheck: $(STAMP)
 	@ln -s "$$PWD/checks" .build/typecheck/postwarden/checks
 	cd .build/typecheck && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p postwarden
 
-unit: $(STAMP)
+unit: $(STAMP) $(SUITES)
 	$(VENV)/bin/pytest -m "not e2e and not load"
+
+$(PYSPF_SUITE): $(STAMP)
+	rm -rf .build/pyspf && mkdir -p .build/pyspf/sdist
+	v=$$($(PY) -c 'import importlib.metadata as m; print(m.version("pyspf"))') && \
+	$(VENV)/bin/pip download -q --no-binary :all: --no-deps -d .build/pyspf/sdist "pyspf==$$v" && \
+	tar -xzf .build/pyspf/sdist/pyspf-$$v.tar.gz -C .build/pyspf --strip-components=2 --no-same-owner \
+		pyspf-$$v/test/rfc7208-tests.yml pyspf-$$v/test/rfc7208-tests.LICENSE \
+		pyspf-$$v/test/testspf.py
 
 e2e: $(STAMP)
 	$(VENV)/bin/pytest -m e2e
