@@ -15,6 +15,9 @@ does the RFC 7208 evaluation; this adapter replaces only its DNS layer:
   validated name, an error on a name's address lookup skips that name. pyspf
   2.0.14 turns both into temperror. Running out of postwarden's own per-message
   budget is not a DNS answer and still ends in temperror.
+- A `redirect=` in a record with an `all` mechanism is ignored (RFC 7208 6.1),
+  so it costs no lookup; pyspf 2.0.14 counts it while parsing the record, which
+  makes a record with 10 lookups, `-all` and a `redirect=` a permerror.
 """
 
 from __future__ import annotations
@@ -101,6 +104,12 @@ class Query(spf.query):  # type: ignore[misc]
                 raise spf.PermError(f"Void lookup limit of {spf.MAX_VOID_LOOKUPS} exceeded")
         return result
 
+    def check0(self, spf_record: str, recursion: int) -> Any:
+        """pyspf's evaluation of one record, without counting an ignored redirect=."""
+        if spf_record and _ignored_redirect(spf_record):
+            self.lookups -= 1  # pyspf's check_lookups() for it comes while parsing
+        return super().check0(spf_record, recursion)
+
     def validated_ptrs(self) -> list[str]:
         """RFC 7208 5.5: names of the PTR records whose addresses include the client IP."""
         try:
@@ -122,6 +131,22 @@ class Query(spf.query):  # type: ignore[misc]
             if self.cidrmatch(addresses, self.cidrmax):
                 validated.append(ptr)
         return validated
+
+
+def _ignored_redirect(record: str) -> bool:
+    """Whether pyspf will count a redirect= that an all mechanism makes ignored."""
+    terms = [t for t in record.split(" ") if t]
+    if not terms or terms[0].lower() != "v=spf1":
+        return False
+    has_all = redirect = False
+    for term in terms[1:]:
+        modifier = spf.RE_MODIFIER.split(term)[1:]
+        if len(modifier) == 2:
+            redirect = redirect or modifier[0] == "redirect"  # pyspf's own test for it
+            continue
+        name = term.lstrip("+-?~").split(":", 1)[0].split("/", 1)[0].lower()
+        has_all = has_all or name == "all"
+    return has_all and redirect
 
 
 def evaluate(ip: str, sender: str, helo: str, resolver: Resolver,

@@ -117,3 +117,38 @@ def test_ttl_and_sender_dependence_are_reported() -> None:
     res2.add("example.com", "TXT", f"v=spf1 ip4:{IP} -all")
     ev2 = spf.evaluate(IP, "b@example.com", "mail.example.com", res2)
     assert (ev2.result, ev2.ttl, ev2.reusable) == ("pass", 120, True)
+
+
+def _ten_lookups(res: FakeResolver) -> str:
+    for n in range(9):
+        res.add(f"i{n}.example.net", "TXT", "v=spf1 ip4:198.51.100.1 -all")
+    res.add("host.example.net", "A", "198.51.100.2")
+    return " ".join(f"include:i{n}.example.net" for n in range(9)) + " a:host.example.net"
+
+
+@pytest.mark.parametrize(("tail", "expected"), [
+    ("redirect=r.example.net -all", "fail"),          # redirect ignored: 10 lookups
+    ("-all", "fail"),
+    ("redirect=r.example.net", "permerror"),           # no all: the redirect is an 11th
+    ("a:host.example.net -all", "permerror"),          # 11 lookups
+])
+def test_a_redirect_ignored_by_all_costs_no_lookup(tail: str, expected: str) -> None:
+    """RFC 7208 6.1/4.6.4; pyspf 2.0.14 counts it while parsing the record."""
+    res = FakeResolver()
+    res.add("example.com", "TXT", f"v=spf1 {_ten_lookups(res)} {tail}")
+    res.add("r.example.net", "TXT", f"v=spf1 ip4:{IP} -all")
+    ev = spf.evaluate(IP, "b@example.com", "mail.example.com", res)
+    assert ev.result == expected
+    assert milter_result(res, "example.com") == expected
+    lookups = records.count_lookups("example.com", res)[0]
+    assert (lookups > 10) == (expected == "permerror")
+
+
+@pytest.mark.parametrize("record", [
+    "v=spf1 redirect=r.example.net -all redirect=r.example.net",  # twice: syntax error
+    "v=spf1 ?all redirect=",                                        # empty domain
+])
+def test_an_ignored_redirect_is_still_parsed(record: str) -> None:
+    res = FakeResolver()
+    res.add("example.com", "TXT", record)
+    assert spf.evaluate(IP, "b@example.com", "mail.example.com", res).result == "permerror"
