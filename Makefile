@@ -18,6 +18,10 @@ DEB_BUILD := .build/deb/postwarden-$(VERSION)
 
 .PHONY: demo test deps deb-deps venv lint typecheck unit e2e bench clean deb deb-check suite-data
 
+# Public test suites, fetched at test time from the installed version's own
+# distribution (never committed): RFC 7208's YAML from pyspf's sdist.
+PYSPF_SUITE := .build/pyspf/rfc7208-tests.yml
+
 demo: $(STAMP)
 	$(PY) demo/run_demo.py
 
@@ -61,7 +65,7 @@ typecheck: $(STAMP)
 DKIMPY_VERSION := 1.1.8
 DKIMPY_DATA := .build/dkimpy-$(DKIMPY_VERSION)/dkim/tests/data
 
-suite-data: $(DKIMPY_DATA)
+suite-data: $(DKIMPY_DATA) $(PYSPF_SUITE)
 
 $(DKIMPY_DATA): | $(STAMP)
 	mkdir -p .build/sdist
@@ -71,6 +75,14 @@ $(DKIMPY_DATA): | $(STAMP)
 
 unit: $(STAMP) suite-data
 	$(VENV)/bin/pytest -m "not e2e and not load"
+
+$(PYSPF_SUITE): $(STAMP)
+	rm -rf .build/pyspf && mkdir -p .build/pyspf/sdist
+	v=$$($(PY) -c 'import importlib.metadata as m; print(m.version("pyspf"))') && \
+	$(VENV)/bin/pip download -q --no-binary :all: --no-deps -d .build/pyspf/sdist "pyspf==$$v" && \
+	tar -xzf .build/pyspf/sdist/pyspf-$$v.tar.gz -C .build/pyspf --strip-components=2 --no-same-owner \
+		pyspf-$$v/test/rfc7208-tests.yml pyspf-$$v/test/rfc7208-tests.LICENSE \
+		pyspf-$$v/test/testspf.py
 
 e2e: $(STAMP) suite-data
 	$(VENV)/bin/pytest -m e2e

@@ -74,7 +74,7 @@ if over > 1e-9 then
   if reset == 1 then redis.call('DEL', KEYS[1]) end
   return {0, string.format('%.9f', (base - now) / interval), string.format('%.6f', over), reset}
 end
-redis.call('HSET', KEYS[1], 't', string.format('%.6f', new_tat), 'i', ARGV[3], 'b', ARGV[4])
+redis.call('HSET', KEYS[1], 't', string.format('%.17g', new_tat), 'i', ARGV[3], 'b', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], math.ceil((new_tat - now) * 1000) + 1000)
 return {1, string.format('%.9f', (new_tat - now) / interval), '0', reset}
 """
