@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from postwarden import dns
+from postwarden.checks import rootcause
 from postwarden.checks.report import CheckResult, Report
 from postwarden.checks.runner import RunInputs, targets_for
 from postwarden.checks.runner import run as run_checks
@@ -24,6 +25,7 @@ from postwarden.config import Config
 from postwarden.log import Logger, log
 
 if TYPE_CHECKING:
+    from postwarden.heartbeat import Beat
     from postwarden.milter.pipeline import Inspector
 
 _LEVEL = {"critical": "critical", "warning": "warning"}
@@ -40,9 +42,12 @@ class Watcher:
         self.clock = clock
         self.problems: dict[tuple[str, str], CheckResult] = {}
         self.last_reminder = 0.0
+        self.unknown: dict[tuple[str, str], CheckResult] = {}
+        self.last_unknown_reminder = 0.0
 
     def observe(self, report: Report) -> None:
         now = self.clock()
+        self._unknowns(report, now)
         for t in report.transitions:
             level = "info" if t.get("kind") == "delisted" else (
                 "warning" if t.get("severity") == "info" else str(t.get("severity", "warning")))
@@ -79,6 +84,45 @@ class Watcher:
                                  f"{names}{more}; run postwarden selfcheck")
 
 
+    def _unknowns(self, report: Report, now: float) -> None:
+        """Unknown is loud: one line when checks turn unknown (what and why), a
+        reminder per reminder_interval while it lasts, one line when it ends."""
+        unknown = {(c.id, c.target): c for c in report.checks if c.status == "unknown"}
+        new = [c for k, c in unknown.items() if k not in self.unknown]
+        if not unknown:
+            if self.unknown:
+                names = _names(list(self.unknown.values()))
+                self.log.info(f"{_PREFIX}every check answers again (was unknown: {names})")
+            self.unknown = {}
+            return
+        was_clear = not self.unknown
+        self.unknown = unknown
+        if new and (was_clear or any(c.id in rootcause.ROOTS for c in new)
+                    or not any(c.details.get("cause") for c in new)):
+            self.last_unknown_reminder = now
+            self.log.warning(f"{_PREFIX}{_unknown_line(list(unknown.values()))}")
+        elif now - self.last_unknown_reminder >= self.reminder_interval:
+            self.last_unknown_reminder = now
+            self.log.warning(f"{_PREFIX}reminder: {_unknown_line(list(unknown.values()))}")
+
+
+def _names(results: list[CheckResult], n: int = 6) -> str:
+    names = ", ".join(f"{c.id} {c.target}".strip() for c in results[:n])
+    return names + (f" and {len(results) - n} more" if len(results) > n else "")
+
+
+def _unknown_line(unknown: list[CheckResult]) -> str:
+    """`N check(s) unknown: ROOT CAUSE (or the first few); fix: ...`"""
+    roots = [c for c in unknown if c.id in rootcause.ROOTS]
+    shown = roots or unknown[:3]
+    why = "; ".join(f"{c.id}{' ' + c.target if c.target else ''}: {c.summary}" for c in shown)
+    rest = len(unknown) - len(shown)
+    more = f" (and {rest} more unknown: {_names([c for c in unknown if c not in shown], 4)})" \
+        if rest else ""
+    fix = next((c.advice[0] for c in shown if c.advice), "run postwarden selfcheck")
+    return f"{len(unknown)} check(s) unknown, not watched: {why}{more}; fix: {fix}"
+
+
 class Reaction:
     """Automatic reaction state: hold form mail while a sending IP is L1/L2-listed."""
 
@@ -112,7 +156,8 @@ reaction = Reaction()
 
 
 def periodic_selfcheck(cfg: Config, inspector: Inspector, stop: threading.Event,
-                       logger: Logger = log, clock: Callable[[], float] = time.time) -> None:
+                       logger: Logger = log, clock: Callable[[], float] = time.time,
+                       beat: Beat | None = None) -> None:
     """daemon.BackgroundTask: run the self-check every interval until `stop`."""
     if not cfg.selfcheck.periodic:
         return
@@ -130,10 +175,18 @@ def periodic_selfcheck(cfg: Config, inspector: Inspector, stop: threading.Event,
                 config=current_cfg, resolver=resolver, store=store, clock=clock,
                 targets=targets_for(current_cfg, resolver)))
             watcher.observe(report)
+            if beat is not None:
+                beat.periodic_ran(report.generated, _dns_health(report))
             reaction.update(current_cfg.selfcheck.hold_forms_when_listed, report, logger)
         except Exception as e:  # never let the thread die: the next run may work
             logger.error(f"{_PREFIX}run failed: {type(e).__name__}: {e}")
         stop.wait(current_cfg.selfcheck.interval)
+
+
+def _dns_health(report: Report) -> str:
+    for c in report.find(rootcause.RESOLVER):
+        return "ok" if c.status == "ok" else f"unknown: {c.summary}"
+    return ""
 
 
 def _current(cfg: Config, inspector: Inspector) -> tuple[Config, Any]:

@@ -14,6 +14,7 @@ import os
 import pwd
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -24,6 +25,7 @@ import milter as libmilter
 from postwarden import config as configmod
 from postwarden import dns, hostinfo
 from postwarden.config import Config, ConfigError
+from postwarden.heartbeat import Beat
 from postwarden.log import log
 from postwarden.milter.app import PostwardenMilter, current
 from postwarden.milter.pipeline import Inspector, Services, default_checks, default_fixers
@@ -154,14 +156,15 @@ def _register() -> None:
                        negotiate=Milter.negotiate_callback)
 
 
-BackgroundTask = Callable[[Config, Inspector, threading.Event], None]
+BackgroundTask = Callable[[Config, Inspector, threading.Event, Beat], None]
 background_tasks: list[BackgroundTask] = []  # e.g. the periodic self-check (issue 5)
 
 
-def _periodic_selfcheck(cfg: Config, inspector: Inspector, stop: threading.Event) -> None:
+def _periodic_selfcheck(cfg: Config, inspector: Inspector, stop: threading.Event,
+                        beat: Beat) -> None:
     from postwarden.checks.periodic import periodic_selfcheck
 
-    periodic_selfcheck(cfg, inspector, stop)
+    periodic_selfcheck(cfg, inspector, stop, beat=beat)
 
 
 background_tasks.append(_periodic_selfcheck)
@@ -199,14 +202,17 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
 
     worker = threading.Thread(target=libmilter.main, name="libmilter", daemon=True)
     worker.start()
+    beat = Beat(socket=cfg.socket)
     for task in background_tasks:
-        threading.Thread(target=task, args=(cfg, current.inspector, stop),
+        threading.Thread(target=task, args=(cfg, current.inspector, stop, beat),
                          name=getattr(task, "__name__", "task"), daemon=True).start()
     log.info(f"starting: socket={cfg.socket} mode={cfg.mode} store={cfg.store.backend} "
              f"cpu={'any' if cpu is None else cpu} config={cfg.source}")
+    force = True
     while not stop.is_set() and worker.is_alive():
-        stop.wait(0.5)
-        _flush_events(store)
+        stop.wait(0.0 if force else 0.5)
+        _heartbeat(beat, store, _flush_events(store), force)
+        force = False
         if reload_requested.is_set():
             reload_requested.clear()
             _reload(config_path, log_stderr, store)
@@ -216,6 +222,7 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     log.info("stopping: finishing open sessions")
     libmilter.stop()
     worker.join(timeout=10)
+    _heartbeat(beat, store, True, True, stopped=True)
     if store is not None:
         try:
             store.close()
@@ -224,10 +231,21 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     return 0
 
 
-def _flush_events(store: Store | None) -> None:
-    """Write the activity events queued by the last half second's messages."""
+def _heartbeat(beat: Beat, store: Store | None, store_ok: bool, force: bool = False,
+               stopped: bool = False) -> None:
+    """Tell `selfcheck` and `status` the daemon is alive (every few seconds at most)."""
     if store is None:
         return
+    try:
+        beat.maybe_write(store, time.time(), store_ok, force, stopped)
+    except StoreError:
+        pass  # the event flush reports a down store, once
+
+
+def _flush_events(store: Store | None) -> bool:
+    """Write the activity events queued by the last half second's messages."""
+    if store is None:
+        return False
     try:
         store.flush_events()
     except StoreError as e:
@@ -237,8 +255,9 @@ def _flush_events(store: Store | None) -> None:
                         f"{store.events_dropped} activity events dropped so far while the "
                         f"store is unavailable (the newest {MAX_PENDING} are kept); "
                         "`postwarden status` and the self-check will undercount")
-    else:
-        health.ok()
+        return False
+    health.ok()
+    return True
 
 
 def _reload(config_path: str | None, log_stderr: bool, store: Store | None) -> None:

@@ -21,8 +21,9 @@ __all__ = ["Activity", "BucketState", "EventRecord", "HoldRecord", "RateResult",
            "SelfcheckRun", "Store", "StoreError", "open_store"]
 
 
-def open_store(cfg: object) -> Store:
-    """Build the configured backend (a StoreConfig)."""
+def open_store(cfg: object, readonly: bool = False) -> Store:
+    """Build the configured backend (a StoreConfig). `readonly` (SQLite) never writes
+    the file, for readers such as a monitoring plugin; Redis readers need no write."""
     from postwarden.config import StoreConfig
 
     assert isinstance(cfg, StoreConfig)
@@ -32,4 +33,4 @@ def open_store(cfg: object) -> Store:
         return RedisStore(cfg.redis_url, prefix=cfg.redis_prefix, timeout=cfg.redis_timeout)
     from postwarden.store.sqlite_store import SqliteStore
 
-    return SqliteStore(cfg.path)
+    return SqliteStore(cfg.path, readonly=readonly)

@@ -66,13 +66,15 @@ CREATE TABLE IF NOT EXISTS holds (
 CREATE INDEX IF NOT EXISTS holds_at ON holds(at);
 CREATE TABLE IF NOT EXISTS selfcheck (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, report TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
         super().__init__()
         self.path = str(path)
+        self.readonly = readonly
         self._lock = threading.Lock()
         self._writes = 0
         self._db: sqlite3.Connection | None = None
@@ -92,6 +94,8 @@ class SqliteStore(Store):
         now = time.monotonic()
         if now < self._next_try:
             raise StoreError(self._last_error)
+        if self.readonly:
+            return self._open_readonly(now)
         db = None
         try:
             if self.path != ":memory:":
@@ -112,6 +116,29 @@ class SqliteStore(Store):
         self._db = db
         return db
 
+    def _open_readonly(self, now: float) -> sqlite3.Connection:
+        """Open without ever writing: a monitoring user in the store's group may only
+        read the file. `mode=ro` still needs the WAL's -shm to be writable; when it is
+        not, `immutable=1` reads the main file as it is (the last checkpoint)."""
+        errors = []
+        for flags in ("mode=ro", "immutable=1"):
+            db = None
+            try:
+                db = sqlite3.connect(f"file:{Path(self.path).absolute()}?{flags}", uri=True,
+                                     timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                     check_same_thread=False)
+                db.execute("SELECT count(*) FROM selfcheck").fetchone()
+            except (sqlite3.Error, OSError) as e:
+                errors.append(f"{flags}: {e}")
+                if db is not None:
+                    db.close()
+                continue
+            self._db = db
+            return db
+        self._next_try = now + REOPEN_EVERY
+        self._last_error = f"sqlite {self.path} (read-only): {'; '.join(errors)}"
+        raise StoreError(self._last_error)
+
     @staticmethod
     def _rollback(db: sqlite3.Connection) -> None:
         """Leave no transaction open after a failure (a full disk can fail COMMIT), or
@@ -125,6 +152,8 @@ class SqliteStore(Store):
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction; every sqlite error becomes StoreError."""
+        if self.readonly:
+            raise StoreError(f"sqlite {self.path}: opened read-only")
         with self._lock:
             db = self._connection()
             try:
@@ -256,6 +285,17 @@ class SqliteStore(Store):
             "SELECT at, report FROM selfcheck ORDER BY at DESC, id DESC LIMIT ?",
             (limit,)).fetchall())
         return [SelfcheckRun(*r) for r in rows]
+
+    # --- named values -------------------------------------------------------------
+    def put_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) "
+                       "DO UPDATE SET value = excluded.value", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._read(lambda db: db.execute(
+            "SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
+        return None if row is None else str(row[0])
 
     def close(self) -> None:
         try:
