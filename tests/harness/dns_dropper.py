@@ -21,6 +21,7 @@ class DnsDropper:
         self.port = free_port()
         self.silent = tuple(z.lower().rstrip(".") for z in silent)
         self.dropped = 0
+        self.forwarded = 0  # queries relayed to the fixture server
         outer = self
 
         class Udp(socketserver.BaseRequestHandler):
@@ -34,6 +35,7 @@ class DnsDropper:
                 if any(name == z or name.endswith("." + z) for z in outer.silent):
                     outer.dropped += 1
                     return
+                outer.forwarded += 1
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as up:
                     up.settimeout(5)
                     up.sendto(data, ("127.0.0.1", upstream_port))
