@@ -138,7 +138,7 @@ def _emit(args: argparse.Namespace, report: Report) -> None:
 def run(args: argparse.Namespace) -> int:
     timeout = float(args.timeout) if args.timeout else DEFAULT_TIMEOUT
     try:
-        cfg = configmod.load(args.config)
+        cfg = configmod.load(args.config, reader=args.no_record or args.cached is not None)
     except configmod.ConfigError as e:
         if not (args.nagios or args.json):
             raise

@@ -396,8 +396,9 @@ class Config:
     source: str = field(default="", metadata={"internal": True})
 
 
-def load(path: Path | str | None = None) -> Config:
-    """Read and validate a config file; ConfigError on any problem."""
+def load(path: Path | str | None = None, reader: bool = False) -> Config:
+    """Read and validate a config file; ConfigError on any problem. A `reader` (status,
+    a monitoring plugin) only reads the store, so it need not be able to write there."""
     p = Path(path) if path is not None else DEFAULT_PATH
     try:
         raw = p.read_bytes()
@@ -410,14 +411,14 @@ def load(path: Path | str | None = None) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    cfg = from_dict(data, str(p))
+    cfg = from_dict(data, str(p), reader)
     cfg.source = str(p)
     return cfg
 
 
-def from_dict(data: dict[str, Any], where: str = "config") -> Config:
+def from_dict(data: dict[str, Any], where: str = "config", reader: bool = False) -> Config:
     cfg = _build(Config, data, where, "")
-    _validate_cross(cfg, where)
+    _validate_cross(cfg, where, reader)
     return cfg
 
 
@@ -500,14 +501,14 @@ def _convert(tp: Any, value: Any, where: str, name: str) -> Any:
     raise ConfigError(f"{where}: {name}: internal error, unsupported type {tp!r}")
 
 
-def _validate_cross(cfg: Config, where: str) -> None:
+def _validate_cross(cfg: Config, where: str, reader: bool = False) -> None:
     for fid, action in cfg.policy.enforce.items():
         if action not in ACTIONS:
             raise ConfigError(
                 f"{where}: policy.enforce.{fid} = {action!r}: must be one of "
                 f"{', '.join(ACTIONS)}"
             )
-    if cfg.store.backend == "sqlite":
+    if cfg.store.backend == "sqlite" and not reader:
         parent = Path(cfg.store.path).parent
         if parent.exists() and not os.access(parent, os.W_OK):
             raise ConfigError(

@@ -99,11 +99,12 @@ def daemon_info(store: Store, cfg: Config, now: float) -> dict[str, Any]:
     from postwarden import heartbeat
     from postwarden.checks import daemon_state, milter_reach
 
-    neg = milter_reach.negotiate(cfg.socket, timeout=2.0)
     try:
         hb = heartbeat.read(store)
     except StoreError:
         hb = None
+    socket = hb.socket if hb is not None and hb.socket else cfg.socket  # where it listened
+    neg = milter_reach.negotiate(socket, timeout=2.0)
     fresh = hb is not None and not hb.stale(now)
     if neg.ok:
         running: bool | None = True
@@ -111,7 +112,7 @@ def daemon_info(store: Store, cfg: Config, now: float) -> dict[str, Any]:
         running = fresh if hb is not None else None
     else:
         running = False
-    return {"running": running, "socket": cfg.socket, "socket_answers": neg.ok,
+    return {"running": running, "socket": socket, "socket_answers": neg.ok,
             "socket_error": neg.error,
             "heartbeat": hb.to_dict(now) if hb is not None else None,
             "summary": daemon_state.describe(hb, now) if hb is not None else ""}
@@ -177,7 +178,7 @@ def render(data: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = configmod.load(args.config)
+    cfg = configmod.load(args.config, reader=True)
     try:
         store = open_store(cfg.store, readonly=True)  # status only reads
     except StoreError as e:

@@ -84,7 +84,9 @@ class SqliteStore(Store):
             try:
                 self._connection()
             except StoreError:
-                pass  # retried by the first operation; it reports the error then
+                if readonly:  # a reader has nothing to retry for: say so now
+                    raise
+                # retried by the first operation; it reports the error then
 
     def _connection(self) -> sqlite3.Connection:
         """The open connection, or one more try to open it (at most every few seconds,
