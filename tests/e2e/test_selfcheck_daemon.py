@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import schemas
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -120,6 +121,7 @@ def test_milter_stopped_is_critical_everywhere(
     daemon.stop()
     assert not postfix.milter_socket.exists() or postfix.milter_socket.is_socket()
     code, report = selfcheck(cfg, capsys, "--no-record")
+    schemas.selfcheck_report(report)
     reach = [c for c in report["checks"] if c["id"] == "milter.reachable"]
     assert [(c["target"], c["status"]) for c in reach] == [
         ("unix:postwarden/postwarden.sock", "critical")]
@@ -160,6 +162,7 @@ def test_dns_dead_is_one_root_cause_and_nothing_dns_based_is_ok(
         world: World, make_config: Callable[..., Path], capsys: Any) -> None:
     cfg = make_config(port=free_port())  # nothing answers there
     code, report = selfcheck(cfg, capsys, "--no-record", "--skip", "milter")
+    schemas.selfcheck_report(report)
     roots = [c for c in report["checks"] if c["id"] == "resolver.reachable"]
     assert len(roots) == 1 and roots[0]["status"] == "unknown"
     assert "127.0.0.1" in roots[0]["summary"] and roots[0]["advice"]
@@ -300,4 +303,5 @@ def test_status_json_says_daemon_state(world: World, make_config: Callable[..., 
     code, out, err = _cli("-c", str(cfg), "status", "--json")
     assert code == 0, err
     data = json.loads(out)
+    schemas.status(data)
     assert data["daemon"]["running"] is False and data["daemon"]["heartbeat"] is None, err
