@@ -53,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "config":
+            from postwarden import config_advice, hostinfo
+
             cfg = configmod.load(args.config)
+            for w in config_advice.warnings(cfg, hostinfo.interface_ips):
+                print(f"{cfg.source}: warning: {w}")
             print(f"{cfg.source}: OK")
             return 0
         if args.command == "milter":
