@@ -32,6 +32,7 @@ from postwarden.checks.runner import run as run_checks
 from postwarden.log import log
 
 DEFAULT_TIMEOUT = 8.0
+PROBE_TIMEOUT = 40.0  # --probe without --timeout: sending and waiting take longer
 EXIT_UNKNOWN = 3
 
 
@@ -82,10 +83,13 @@ def cached(cfg: configmod.Config, max_age: float, now: float) -> Report:
 def _run(args: argparse.Namespace, cfg: configmod.Config, timeout: float) -> Report:
     if args.cached is not None:
         return cached(cfg, float(args.cached), time.time())
-    # the per-check deadline stays inside the whole run's --timeout
+    # the per-check deadline stays inside the whole run's --timeout (a probe waits
+    # up to probe_wait for the milter's record)
+    run_timeout = cfg.selfcheck.run_timeout
+    if args.probe:
+        run_timeout = max(run_timeout, cfg.selfcheck.probe_wait + 5.0)
     sc = dataclasses.replace(cfg.selfcheck,
-                             run_timeout=max(0.5, min(cfg.selfcheck.run_timeout,
-                                                      timeout - 1.0)),
+                             run_timeout=max(0.5, min(run_timeout, timeout - 1.0)),
                              query_timeout=min(cfg.selfcheck.query_timeout,
                                                max(0.5, timeout / 3)))
     cfg = dataclasses.replace(cfg, selfcheck=sc)
@@ -96,7 +100,7 @@ def _run(args: argparse.Namespace, cfg: configmod.Config, timeout: float) -> Rep
         return run_checks(RunInputs(
             config=cfg, resolver=resolver, targets=targets, store=store,
             selection=Selection(tuple(args.only), tuple(args.skip)),
-            record=not args.no_record))
+            record=not args.no_record, probe=args.probe))
     finally:
         if store is not None:
             try:
@@ -137,6 +141,8 @@ def _emit(args: argparse.Namespace, report: Report) -> None:
 
 def run(args: argparse.Namespace) -> int:
     timeout = float(args.timeout) if args.timeout else DEFAULT_TIMEOUT
+    if args.probe and not args.timeout:
+        timeout = PROBE_TIMEOUT
     try:
         cfg = configmod.load(args.config, reader=args.no_record or args.cached is not None)
     except configmod.ConfigError as e:

@@ -173,7 +173,8 @@ def periodic_selfcheck(cfg: Config, inspector: Inspector, stop: threading.Event,
             resolver.clear()
             report = run_checks(RunInputs(
                 config=current_cfg, resolver=resolver, store=store, clock=clock,
-                targets=targets_for(current_cfg, resolver)))
+                targets=targets_for(current_cfg, resolver),
+                probe=current_cfg.selfcheck.probe))
             watcher.observe(report)
             if beat is not None:
                 beat.periodic_ran(report.generated, _dns_health(report))

@@ -28,6 +28,7 @@ from postwarden.checks import (
     escalation,
     milter_reach,
     postfix_audit,
+    probe_send,
     rdns,
     records,
     rootcause,
@@ -81,6 +82,7 @@ class RunInputs:
     negotiate: Callable[[str], milter_reach.Negotiation] = milter_reach.negotiate
     postfix_running: Callable[[postfix_audit.PostfixFacts | None], bool | None] = \
         daemon_state.postfix_running
+    probe: bool = False  # send probes through sendmail and SMTP (probe_send)
 
 
 def detect_targets(cfg: Config, ips: Sequence[str] = (), domains: Sequence[str] = (),
@@ -187,6 +189,18 @@ def _tasks(inp: RunInputs, budget: Budget, facts_box: dict[str, Any]) -> list[Ta
                                                      any(r.status == "ok" for r in reach))]
 
     tasks.append(Task(("postfix.", "milter."), sc.postfix_config_dir, postfix))
+
+    def probes() -> list[CheckResult]:
+        try:
+            facts: postfix_audit.PostfixFacts | None = inp.gather_postfix(sc.postfix_config_dir)
+        except Exception:  # the sendmail path is still probed
+            facts = None
+        return probe_send.run(inp.store, facts, marker, tg.domains[0] if tg.domains else "",
+                              tg.hostname, sc.postfix_config_dir, sc.probe_wait, inp.clock,
+                              sc.probe_recipient)
+
+    if inp.probe:
+        tasks.append(Task(("probe.",), "", probes))
     return tasks
 
 
@@ -261,7 +275,7 @@ def _escalation(inp: RunInputs, report: Report, now: float) -> None:
 
 _ORDER = ("selfcheck.", "milter.", "resolver.reachable", "blocklists.", "uceprotect.",
           "escalation.", "dnsbl.", "resolver.", "rdns.", "helo", "spf.",
-          "dkim.", "dmarc.", "mx", "postfix.", "activity.", "checklist.")
+          "dkim.", "dmarc.", "mx", "postfix.", "activity.", "checklist.", "probe.")
 
 
 def _order(c: CheckResult) -> tuple[int, str, str]:

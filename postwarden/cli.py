@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="write nothing: open the store read-only, record no history")
     sc.add_argument("--timeout", type=float, metavar="SECONDS", default=None,
                     help="bound the whole run (default 8); past it: one unknown result")
+    sc.add_argument("--probe", action="store_true",
+                    help="send a probe through sendmail and each SMTP listener with "
+                         "postwarden; critical when the milter never sees one")
     sc.add_argument("--cached", type=float, metavar="MAXAGE", default=None,
                     help="print the daemon's last stored report (no DNS); unknown when it "
                          "is older than MAXAGE seconds")

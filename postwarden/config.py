@@ -369,6 +369,9 @@ class SelfcheckConfig:
     history: int = field(default=200, metadata=_check(_positive))
     reminder_interval: int = field(default=86400, metadata=_check(_positive))
     hold_forms_when_listed: bool = False
+    probe: bool = False
+    probe_wait: float = field(default=15.0, metadata=_check(_positive))
+    probe_recipient: str = ""
 
 
 @dataclass

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from test_selfcheck_runner import DOMAINS, _cfg, _clean_world, _inputs
+
 from postwarden.checks import checklist
 from postwarden.checks import report as rep
 from postwarden.checks.rootcause import DNS_FAMILIES
 from postwarden.checks.runner import Selection, Targets, run
-from test_selfcheck_runner import DOMAINS, _cfg, _clean_world, _inputs
 
 
 def test_resolver_down_is_one_root_cause_and_nothing_dns_based_is_ok(tmp_path: Path) -> None:

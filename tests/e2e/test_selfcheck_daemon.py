@@ -30,6 +30,7 @@ from harness.dns_dropper import DnsDropper
 from harness.knot import DnsServer
 from harness.milterproc import MilterProcess
 from harness.postfix import Postfix
+from harness.sink import Sink
 from postwarden.checks.rootcause import DNS_FAMILIES
 from postwarden.store.sqlite_store import SqliteStore
 from selfcheck_world import World, selfcheck, write_config
@@ -65,6 +66,7 @@ def make_config(e2e_base: Path, dns_server: DnsServer, postfix: Postfix
         key.write_bytes(KEY.private_bytes(serialization.Encoding.PEM,
                                           serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption()))
+        os.chmod(key, 0o600)  # postwarden refuses a signing key others may read
         return write_config(d / "postwarden.toml", port or dns_server.port, d, key,
                             postfix.conf, **selfcheck)
 
@@ -305,3 +307,56 @@ def test_status_json_says_daemon_state(world: World, make_config: Callable[..., 
     data = json.loads(out)
     schemas.status(data)
     assert data["daemon"]["running"] is False and data["daemon"]["heartbeat"] is None, err
+
+
+def test_probe_sees_each_path_and_nothing_is_delivered(
+        world: World, make_config: Callable[..., Path], postfix: Postfix, sink: Sink,
+        no_daemon: None, capsys: Any) -> None:
+    cfg = make_config(probe_wait=8.0)
+    key = {"domain": "example.com", "selector": "mail",
+           "key_file": str(cfg.parent / "mail.private")}
+    daemon = _start_daemon(postfix, cfg, dkim={"sign": True, "keys": [key]})
+    try:
+        code, report = selfcheck(cfg, capsys, "--probe", "--only", "probe")
+        schemas.selfcheck_report(report)
+        got = {(c["id"], c["target"]): c for c in report["checks"]}
+        smtp_path = f"127.0.0.1:{postfix.smtp_port}"
+        for path in (("probe.sendmail", "sendmail"), ("probe.smtp", smtp_path)):
+            c = got[path]
+            assert c["status"] == "ok" and c["details"]["inspected"] is True, c
+            assert c["details"]["signed_by"].startswith("example.com"), c
+            assert c["details"]["dmarc"] == "pass" and "DMARC pass predicted" in c["summary"]
+        assert got[("probe.sendmail", "sendmail")]["details"]["origin"] == "local"
+        # the listener without postwarden is not probed; submission needs credentials
+        assert not any(t.endswith(f":{postfix.plain_port}") for _i, t in got)
+        assert any(c["status"] == "info" and "needs credentials" in c["summary"]
+                   for c in got.values())
+        assert code == 0
+        postfix.wait_idle()
+        time.sleep(1.0)
+        assert sink.messages == []  # every probe discarded, none delivered
+        assert len([ln for ln in daemon.lines() if "discarded (a self-check probe" in ln]) == 2
+
+        # a forged header (no valid HMAC) is ordinary mail: inspected and delivered
+        postfix.sendmail(b"From: a@example.com\nTo: b@example.net\nSubject: x\n"
+                         b"X-Postwarden-Probe: v1 " + b"0" * 32 + b" 1 " + b"f" * 64 +
+                         b"\n\nhello\n", "a@example.com", ["b@example.net"])
+        sink.wait_for(1)
+
+        # postwarden removed from non_smtpd_milters: the sendmail path is critical
+        before = postfix.extra_main
+        postfix.write_config(extra_main=before + "\nnon_smtpd_milters =\n")
+        postfix.reload()
+        try:
+            code, report = selfcheck(cfg, capsys, "--probe", "--only", "probe")
+            got = {(c["id"], c["target"]): c for c in report["checks"]}
+            sm = got[("probe.sendmail", "sendmail")]
+            assert sm["status"] == "critical" and sm["details"]["inspected"] is False
+            assert "non_smtpd_milters" in sm["summary"]
+            assert got[("probe.smtp", smtp_path)]["status"] == "ok"
+            assert code == 2
+        finally:
+            postfix.write_config(extra_main=before)
+            postfix.reload()
+    finally:
+        daemon.stop()
