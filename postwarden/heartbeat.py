@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from postwarden import __version__
 
 KEY = "heartbeat"
-EVERY = 10.0  # seconds between writes
+EVERY = 5.0  # seconds between writes
 STALE_AFTER = 60.0  # several missed writes: the daemon is not running (or is stuck)
 
 
@@ -73,19 +73,21 @@ class Beat:
     last_periodic: float = 0.0
     dns: str = ""
     _last_write: float = 0.0
+    _dirty: bool = False  # something worth telling at once (a periodic run ended)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def periodic_ran(self, when: float, dns: str) -> None:
         with self._lock:
-            self.last_periodic, self.dns = when, dns
+            self.last_periodic, self.dns, self._dirty = when, dns, True
 
     def maybe_write(self, store: Any, now: float, store_ok: bool, force: bool = False,
                     stopped: bool = False) -> bool:
         """Write when EVERY seconds have passed (or `force`); StoreError propagates."""
-        if not force and now - self._last_write < EVERY:
+        if not force and not self._dirty and now - self._last_write < EVERY:
             return False
         self._last_write = now
         with self._lock:
+            self._dirty = False
             hb = Heartbeat(__version__, os.getpid(), self.started, now,
                            float(getattr(store, "last_event", 0.0)), self.last_periodic,
                            store_ok, self.dns, self.socket, now if stopped else 0.0)
