@@ -18,7 +18,8 @@ import time
 from typing import Any
 
 from postwarden import config as configmod
-from postwarden import dns
+from postwarden import dns, heartbeat
+from postwarden.checks import daemon_state
 from postwarden.checks.report import (
     CheckResult,
     Report,
@@ -61,6 +62,7 @@ def cached(cfg: configmod.Config, max_age: float, now: float) -> Report:
         return _failed("--cached: the store cannot be opened (see stderr)")
     try:
         runs = store.selfcheck_history(1)
+        beat = heartbeat.read(store)
     finally:
         with contextlib.suppress(Exception):  # closing a read-only handle loses nothing
             store.close()
@@ -69,6 +71,9 @@ def cached(cfg: configmod.Config, max_age: float, now: float) -> Report:
                        "run records one every [selfcheck] interval)")
     report = Report.from_json(runs[0].report_json)
     report.generated = report.generated or runs[0].when
+    # The stored report may predate the daemon's death: judge its heartbeat now.
+    report.checks = [c for c in report.checks if c.id != "milter.heartbeat"]
+    report.checks.insert(0, _live_heartbeat(beat, now))
     age = now - report.generated
     if age > max_age:
         report.checks.append(CheckResult(
@@ -78,6 +83,23 @@ def cached(cfg: configmod.Config, max_age: float, now: float) -> Report:
             ("Check `postwarden status`; the daemon records a report every "
              "[selfcheck] interval",), {"age": round(age, 1), "max_age": max_age}))
     return report
+
+
+def _live_heartbeat(beat: heartbeat.Heartbeat | None, now: float) -> CheckResult:
+    if beat is None:
+        return CheckResult("milter.heartbeat", "", "unknown",
+                           "no heartbeat in the store: is the daemon running with this "
+                           "[store]?", (), {"heartbeat": None})
+    d = {"heartbeat": beat.to_dict(now)}
+    if beat.stale(now):
+        return CheckResult("milter.heartbeat", str(beat.pid), "critical",
+                           "the daemon is not running (" + daemon_state.describe(beat, now)
+                           + "): this cached report is from before it stopped, and "
+                           "Postfix passes mail unchecked",
+                           ("systemctl start postwarden; journalctl -u postwarden says why "
+                            "it stopped",), d)
+    return CheckResult("milter.heartbeat", str(beat.pid), "ok",
+                       "daemon running: " + daemon_state.describe(beat, now), (), d)
 
 
 def _run(args: argparse.Namespace, cfg: configmod.Config, timeout: float) -> Report:

@@ -43,7 +43,8 @@ class Watcher:
         self.problems: dict[tuple[str, str], CheckResult] = {}
         self.last_reminder = 0.0
         self.unknown: dict[tuple[str, str], CheckResult] = {}
-        self.last_unknown_reminder = 0.0
+        self.announced: dict[tuple[str, str], float] = {}  # when each unknown was last said
+        self.episode_said = False  # this stretch of unknowns was logged: say when it ends
 
     def observe(self, report: Report) -> None:
         now = self.clock()
@@ -88,22 +89,23 @@ class Watcher:
         """Unknown is loud: one line when checks turn unknown (what and why), a
         reminder per reminder_interval while it lasts, one line when it ends."""
         unknown = {(c.id, c.target): c for c in report.checks if c.status == "unknown"}
-        new = [c for k, c in unknown.items() if k not in self.unknown]
         if not unknown:
-            if self.unknown:
+            if self.unknown and self.episode_said:
                 names = _names(list(self.unknown.values()))
                 self.log.info(f"{_PREFIX}every check answers again (was unknown: {names})")
-            self.unknown = {}
+            self.unknown, self.episode_said = {}, False
             return
-        was_clear = not self.unknown
         self.unknown = unknown
-        if new and (was_clear or any(c.id in rootcause.ROOTS for c in new)
-                    or not any(c.details.get("cause") for c in new)):
-            self.last_unknown_reminder = now
-            self.log.warning(f"{_PREFIX}{_unknown_line(list(unknown.values()))}")
-        elif now - self.last_unknown_reminder >= self.reminder_interval:
-            self.last_unknown_reminder = now
-            self.log.warning(f"{_PREFIX}reminder: {_unknown_line(list(unknown.values()))}")
+        # Flood limit: each unknown is said at most once per reminder_interval, so one
+        # that flaps between unknown and known every run is not logged every run.
+        due = [c for k, c in unknown.items()
+               if now - self.announced.get(k, float("-inf")) >= self.reminder_interval]
+        if due and (any(c.id in rootcause.ROOTS for c in due)
+                    or not all(c.details.get("cause") for c in due)):
+            again = "reminder: " if self.episode_said else ""
+            self.announced.update({k: now for k in unknown})
+            self.episode_said = True
+            self.log.warning(f"{_PREFIX}{again}{_unknown_line(list(unknown.values()))}")
 
 
 def _names(results: list[CheckResult], n: int = 6) -> str:

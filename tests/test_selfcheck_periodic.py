@@ -115,3 +115,17 @@ def test_reaction_on_off_only_when_enabled() -> None:
     assert r.active
     r.update(True, clean, lg)
     assert not r.active and buf.getvalue().count("automatic reaction OFF") == 1
+
+
+def test_a_flapping_unknown_is_announced_once_per_reminder_interval() -> None:
+    lg, buf = _logger()
+    now = [1000.0]
+    w = Watcher(lg, reminder_interval=86400, clock=lambda: now[0])
+    for _ in range(5):  # unknown, known, unknown, known, ... hourly
+        w.observe(_report(SPF_UNKNOWN))
+        now[0] += 3600
+        w.observe(_report(SPF_OK))
+        now[0] += 3600
+    lines = buf.getvalue().splitlines()
+    assert len([ln for ln in lines if "check(s) unknown" in ln]) == 1
+    assert len([ln for ln in lines if "answers again" in ln]) == 1
