@@ -96,3 +96,16 @@ def test_no_dkim_selector_means_the_checklist_cannot_say_dkim_is_fine(tmp_path: 
     assert item.details["answer"] == "unknown" and item.status == "unknown"
     verdict = report.find("checklist.verdict")[0]
     assert verdict.status != "ok"
+
+
+def test_php_ini_sets_follow_php_itself() -> None:
+    import shutil
+
+    from harness import need
+
+    need("php")
+    sets = checklist.php_ini_sets()
+    assert shutil.which("php") and sets
+    cli = sets[0]  # what `php --ini` names: php.ini first, then its conf.d snippets
+    assert cli[0].endswith("php.ini") and all(f.endswith(".ini") for f in cli)
+    assert any("/conf.d/" in f for f in cli)

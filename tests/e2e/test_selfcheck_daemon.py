@@ -374,3 +374,22 @@ def test_probe_sees_each_path_and_nothing_is_delivered(
             postfix.reload()
     finally:
         daemon.stop()
+
+
+def test_timeout_bounds_the_whole_run_with_one_line(
+        world: World, make_config: Callable[..., Path], dns_server: DnsServer) -> None:
+    relay = DnsDropper(dns_server.port, EVERYTHING)  # a resolver that never answers
+    relay.start()
+    cfg = make_config(port=relay.port, query_timeout=5.0, run_timeout=20.0)
+    try:
+        t0 = time.monotonic()
+        code, out, err = _cli("-c", str(cfg), "selfcheck", "--nagios", "--no-record",
+                              "--skip", "milter", "--timeout", "2")
+        wall = time.monotonic() - t0
+    finally:
+        relay.stop()
+    assert code == 3 and len(out.splitlines()) == 1 and out.startswith("SELFCHECK UNKNOWN"), \
+        (out, err)
+    assert relay.dropped > 0
+    print(f"\n--timeout 2 against a silent resolver: {wall:.2f}s wall (process), "
+          f"{relay.dropped} queries unanswered: {out.strip()[:120]}")
