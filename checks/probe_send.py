@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import smtplib
+import ssl
 import subprocess
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ class ProbePath:
     host: str = ""
     port: int = 0
     service: str = ""
+    auth: bool = False  # submission: STARTTLS and SASL login first
 
 
 _PORTS = {"smtp": 25, "submission": 587, "smtps": 465, "submissions": 465}
@@ -52,8 +54,10 @@ def _listen(service_name: str) -> tuple[str, int] | None:
             p)
 
 
-def paths(facts: PostfixFacts | None, marker: str) -> tuple[list[ProbePath], list[str]]:
-    """The paths to probe, and the listeners skipped (with why)."""
+def paths(facts: PostfixFacts | None, marker: str, credentials: bool = False
+          ) -> tuple[list[ProbePath], list[str]]:
+    """The paths to probe, and the listeners skipped (with why). Submission
+    listeners are probed only with `credentials` ([selfcheck] probe_sasl_user)."""
     out = [ProbePath("sendmail", "sendmail")]
     skipped: list[str] = []
     if facts is None:
@@ -69,12 +73,26 @@ def paths(facts: PostfixFacts | None, marker: str) -> tuple[list[ProbePath], lis
         if where is None:
             skipped.append(f"{service}: TLS-wrapped, not probed")
             continue
-        if _is_submission(facts, service):
-            skipped.append(f"{service}: submission needs credentials, not probed")
+        submission = _is_submission(facts, service)
+        if submission and not credentials:
+            skipped.append(f"{service}: submission needs credentials "
+                           "([selfcheck] probe_sasl_user), not probed")
             continue
         host, port = where
-        out.append(ProbePath(f"{host}:{port}", "smtp", host, port, service))
+        out.append(ProbePath(f"{host}:{port}", "smtp", host, port, service, submission))
     return out, skipped
+
+
+def login(user: str, password_file: str) -> tuple[str, str] | None:
+    """Submission credentials, the password read from its own file (the config is
+    readable by the monitoring group; the password file need not be)."""
+    if not user or not password_file:
+        return None
+    try:
+        with open(password_file, encoding="utf-8") as f:
+            return user, f.readline().rstrip("\r\n")
+    except OSError:
+        return None
 
 
 def message(sender: str, rcpt: str, token: str, hostname: str) -> bytes:
@@ -87,7 +105,7 @@ def message(sender: str, rcpt: str, token: str, hostname: str) -> bytes:
 
 
 def submit(path: ProbePath, data: bytes, sender: str, rcpt: str, config_dir: str,
-           timeout: float) -> str:
+           timeout: float, login: tuple[str, str] | None = None) -> str:
     """Send one probe; '' or why it could not be sent."""
     try:
         if path.kind == "sendmail":
@@ -101,6 +119,13 @@ def submit(path: ProbePath, data: bytes, sender: str, rcpt: str, config_dir: str
             return ""
         with smtplib.SMTP(path.host, path.port, timeout=timeout,
                           local_hostname="localhost") as s:
+            if path.auth and login is not None:
+                # Our own listener on loopback, usually with the host's certificate
+                # for its public name: encrypt, but do not check the name.
+                ctx = ssl.create_default_context()
+                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                s.starttls(context=ctx)
+                s.login(*login)
             s.sendmail(sender, [rcpt], data)
         return ""
     except (OSError, smtplib.SMTPException, subprocess.SubprocessError) as e:
@@ -109,7 +134,7 @@ def submit(path: ProbePath, data: bytes, sender: str, rcpt: str, config_dir: str
 
 def run(store: Any, facts: PostfixFacts | None, marker: str, domain: str, hostname: str,
         config_dir: str, wait: float, clock: Callable[[], float] = time.time,
-        recipient: str = "") -> list[CheckResult]:
+        recipient: str = "", login: tuple[str, str] | None = None) -> list[CheckResult]:
     """Probe every path; one `probe.<kind>` result per path."""
     if store is None:
         return [CheckResult("probe.sendmail", "sendmail", "unknown",
@@ -124,12 +149,12 @@ def run(store: Any, facts: PostfixFacts | None, marker: str, domain: str, hostna
                              "postwarden user), without --no-record",), {"inspected": None})]
     sender = f"postwarden-probe@{domain or hostname}"
     rcpt = recipient or sender
-    todo, skipped = paths(facts, marker)
+    todo, skipped = paths(facts, marker, login is not None)
     sent: dict[str, tuple[ProbePath, str, str]] = {}  # nonce -> path, error, token
     for p in todo:
         nonce, token = probe.make_token(secret, clock())
         err = submit(p, message(sender, rcpt, token, hostname), sender, rcpt, config_dir,
-                     min(wait, 20.0))
+                     min(wait, 20.0), login)
         sent[nonce] = (p, err, token)
     seen: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + wait

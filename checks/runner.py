@@ -197,7 +197,8 @@ def _tasks(inp: RunInputs, budget: Budget, facts_box: dict[str, Any]) -> list[Ta
             facts = None
         return probe_send.run(inp.store, facts, marker, tg.domains[0] if tg.domains else "",
                               tg.hostname, sc.postfix_config_dir, sc.probe_wait, inp.clock,
-                              sc.probe_recipient)
+                              sc.probe_recipient, probe_send.login(sc.probe_sasl_user,
+                                                                   sc.probe_sasl_password_file))
 
     if inp.probe:
         tasks.append(Task(("probe.",), "", probes))

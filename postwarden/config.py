@@ -372,6 +372,8 @@ class SelfcheckConfig:
     probe: bool = False
     probe_wait: float = field(default=15.0, metadata=_check(_positive))
     probe_recipient: str = ""
+    probe_sasl_user: str = ""
+    probe_sasl_password_file: str = ""
 
 
 @dataclass

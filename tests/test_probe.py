@@ -46,7 +46,11 @@ def test_paths_are_sendmail_and_each_smtpd_listener_with_postwarden() -> None:
     assert [(p.kind, p.name) for p in todo] == [("sendmail", "sendmail"),
                                                  ("smtp", "127.0.0.1:25")]
     assert sorted(skipped) == ["smtps/inet: TLS-wrapped, not probed",
-                               "submission/inet: submission needs credentials, not probed"]
+                               "submission/inet: submission needs credentials "
+                               "([selfcheck] probe_sasl_user), not probed"]
+    todo, skipped = probe_send.paths(facts, "postwarden.sock", credentials=True)
+    assert [(p.name, p.auth) for p in todo] == [("sendmail", False), ("127.0.0.1:25", False),
+                                                 ("127.0.0.1:587", True)]
 
 
 def test_a_path_the_milter_never_saw_is_critical(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ import schemas
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from conftest import SASL_USERS
 from harness import free_port
 from harness.dns_dropper import DnsDropper
 from harness.knot import DnsServer
@@ -326,7 +327,11 @@ def test_status_json_says_daemon_state(world: World, make_config: Callable[..., 
 def test_probe_sees_each_path_and_nothing_is_delivered(
         world: World, make_config: Callable[..., Path], postfix: Postfix, sink: Sink,
         no_daemon: None, capsys: Any) -> None:
-    cfg = make_config(probe_wait=8.0)
+    cfg = make_config(probe_wait=8.0, probe_sasl_user="alice",
+                      probe_sasl_password_file="/nonexistent")
+    (cfg.parent / "probe.pw").write_text(SASL_USERS["alice"] + "\n")
+    os.chmod(cfg.parent / "probe.pw", 0o600)
+    cfg.write_text(cfg.read_text().replace('"/nonexistent"', f'"{cfg.parent / "probe.pw"}"'))
     key = {"domain": "example.com", "selector": "mail",
            "key_file": str(cfg.parent / "mail.private")}
     daemon = _start_daemon(postfix, cfg, dkim={"sign": True, "keys": [key]})
@@ -335,21 +340,23 @@ def test_probe_sees_each_path_and_nothing_is_delivered(
         schemas.selfcheck_report(report)
         got = {(c["id"], c["target"]): c for c in report["checks"]}
         smtp_path = f"127.0.0.1:{postfix.smtp_port}"
-        for path in (("probe.sendmail", "sendmail"), ("probe.smtp", smtp_path)):
+        sub_path = f"127.0.0.1:{postfix.submission_port}"
+        for path in (("probe.sendmail", "sendmail"), ("probe.smtp", smtp_path),
+                     ("probe.smtp", sub_path)):
             c = got[path]
             assert c["status"] == "ok" and c["details"]["inspected"] is True, c
             assert c["details"]["signed_by"].startswith("example.com"), c
             assert c["details"]["dmarc"] == "pass" and "DMARC pass predicted" in c["summary"]
         assert got[("probe.sendmail", "sendmail")]["details"]["origin"] == "local"
-        # the listener without postwarden is not probed; submission needs credentials
+        assert got[("probe.smtp", sub_path)]["details"]["origin"] == "submission"
+        assert got[("probe.smtp", sub_path)]["details"]["source"] == "sasl:alice"
+        # the listener without postwarden is not probed
         assert not any(t.endswith(f":{postfix.plain_port}") for _i, t in got)
-        assert any(c["status"] == "info" and "needs credentials" in c["summary"]
-                   for c in got.values())
         assert code == 0
         postfix.wait_idle()
         time.sleep(1.0)
         assert sink.messages == []  # every probe discarded, none delivered
-        assert len([ln for ln in daemon.lines() if "discarded (a self-check probe" in ln]) == 2
+        assert len([ln for ln in daemon.lines() if "discarded (a self-check probe" in ln]) == 3
 
         # a forged header (no valid HMAC) is ordinary mail: inspected and delivered
         postfix.sendmail(b"From: a@example.com\nTo: b@example.net\nSubject: x\n"
