@@ -3,14 +3,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 APT_PACKAGES := postfix postfix-doc libmilter-dev php-cli knot knot-dnsutils redis-server \
-	dovecot-core opendkim opendkim-tools dkimpy-milter openssl build-essential python3-venv
+	dovecot-core opendkim opendkim-tools dkimpy-milter python3-dkim openssl build-essential python3-venv
 
-.PHONY: demo test deps venv lint typecheck unit e2e bench clean
+.PHONY: demo test deps venv lint typecheck unit e2e bench clean suite-data
 
 demo: $(STAMP)
 	$(PY) demo/run_demo.py
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) lint typecheck suite-data
 	$(VENV)/bin/pytest
 
 deps:
@@ -42,10 +42,23 @@ typecheck: $(STAMP)
 	@ln -s "$$PWD/checks" .build/typecheck/postwarden/checks
 	cd .build/typecheck && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p postwarden
 
-unit: $(STAMP)
+# Public test suites' data, fetched from PyPI source distributions at test-setup
+# time into .build/ (never committed): dkimpy's own test messages and keys.
+DKIMPY_VERSION := 1.1.8
+DKIMPY_DATA := .build/dkimpy-$(DKIMPY_VERSION)/dkim/tests/data
+
+suite-data: $(DKIMPY_DATA)
+
+$(DKIMPY_DATA): | $(STAMP)
+	mkdir -p .build/sdist
+	$(VENV)/bin/pip download -q --no-binary :all: --no-deps dkimpy==$(DKIMPY_VERSION) -d .build/sdist
+	tar -xzf .build/sdist/dkimpy-$(DKIMPY_VERSION).tar.gz -C .build dkimpy-$(DKIMPY_VERSION)/dkim/tests
+	test -d $@ && touch $@
+
+unit: $(STAMP) suite-data
 	$(VENV)/bin/pytest -m "not e2e and not load"
 
-e2e: $(STAMP)
+e2e: $(STAMP) suite-data
 	$(VENV)/bin/pytest -m e2e
 
 bench: $(STAMP)

@@ -19,7 +19,6 @@ from typing import Any
 
 from postwarden import config as configmod
 from postwarden import dns, heartbeat
-from postwarden.checks import daemon_state
 from postwarden.checks.report import (
     CheckResult,
     Report,
@@ -93,13 +92,13 @@ def _live_heartbeat(beat: heartbeat.Heartbeat | None, now: float) -> CheckResult
     d = {"heartbeat": beat.to_dict(now)}
     if beat.stale(now):
         return CheckResult("milter.heartbeat", str(beat.pid), "critical",
-                           "the daemon is not running (" + daemon_state.describe(beat, now)
+                           "the daemon is not running (" + heartbeat.describe(beat, now)
                            + "): this cached report is from before it stopped, and "
                            "Postfix passes mail unchecked",
                            ("systemctl start postwarden; journalctl -u postwarden says why "
                             "it stopped",), d)
     return CheckResult("milter.heartbeat", str(beat.pid), "ok",
-                       "daemon running: " + daemon_state.describe(beat, now), (), d)
+                       "daemon running: " + heartbeat.describe(beat, now), (), d)
 
 
 def _run(args: argparse.Namespace, cfg: configmod.Config, timeout: float) -> Report:

@@ -9,13 +9,13 @@ running is a warning: mail flows and nothing inspects it.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from postwarden import heartbeat
 from postwarden.checks.postfix_audit import PostfixFacts
 from postwarden.checks.report import CheckResult
+from postwarden.heartbeat import ago, describe, when
 
 ID = "milter.heartbeat"
 
@@ -39,32 +39,6 @@ def postfix_running(facts: PostfixFacts | None) -> bool | None:
     except PermissionError:
         return True
     return True
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
-
-
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def describe(hb: heartbeat.Heartbeat, now: float) -> str:
-    """One line: what the daemon last said about itself."""
-    parts = [f"postwarden {hb.version} pid {hb.pid} started {_when(hb.started)}",
-             f"heartbeat {_ago(hb.age(now))}"]
-    parts.append(f"last message inspected {_ago(now - hb.last_message)}" if hb.last_message
-                 else "no message inspected since start")
-    parts.append(f"last periodic self-check {_ago(now - hb.last_periodic)}"
-                 if hb.last_periodic else "periodic self-check not run yet")
-    parts.append("store ok" if hb.store_ok else "store DOWN")
-    if hb.dns:
-        parts.append(f"DNS {hb.dns}")
-    return ", ".join(parts)
 
 
 def check_heartbeat(store: Any, now: float, postfix_up: bool | None,
@@ -91,8 +65,8 @@ def check_heartbeat(store: Any, now: float, postfix_up: bool | None,
         return CheckResult(ID, str(hb.pid), "warning" if bad else "ok",
                            ("daemon running, but " + " and ".join(bad) + ": " if bad else
                             "daemon running: ") + describe(hb, now), (), d)
-    what = (f"daemon stopped at {_when(hb.stopped)}" if hb.stopped
-            else f"daemon heartbeat is stale ({_ago(hb.age(now))}): not running or hung")
+    what = (f"daemon stopped at {when(hb.stopped)}" if hb.stopped
+            else f"daemon heartbeat is stale ({ago(hb.age(now))}): not running or hung")
     if postfix_up:
         return CheckResult(ID, str(hb.pid), "warning",
                            f"{what} while Postfix is running: mail passes unchecked",

@@ -4,8 +4,10 @@ Every `selfcheck.interval` seconds it runs the self-check, records it, and logs
 `warning:`/`critical:` lines only when something changed (a UCEPROTECT
 transition, a check turning bad or changing severity), an info line when a
 problem is resolved, and one reminder per `reminder_interval` while problems
-persist. It also drives the automatic reaction (hold form mail while a sending
-IP is L1/L2-listed, off by default), logging when it turns on and off.
+persist. It publishes the UCEPROTECT listings in the daemon's HostState, which the
+milter reads (form mail while L1/L2-listed), and logs when the automatic reaction
+(holding that mail, `[selfcheck] hold_forms_when_listed`, off by default) turns on
+and off.
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from postwarden import dns
+from postwarden.blocklists import UCEPROTECT
 from postwarden.checks import rootcause
 from postwarden.checks.report import CheckResult, Report
 from postwarden.checks.runner import RunInputs, targets_for
 from postwarden.checks.runner import run as run_checks
 from postwarden.config import Config
+from postwarden.hoststate import L1_L2, HostState, Snapshot
 from postwarden.log import Logger, log
 
 if TYPE_CHECKING:
     from postwarden.heartbeat import Beat
-    from postwarden.milter.pipeline import Inspector
 
 _LEVEL = {"critical": "critical", "warning": "warning"}
 _PREFIX = "selfcheck: "
@@ -84,7 +87,6 @@ class Watcher:
             self.log.line(worst, f"{_PREFIX}reminder: {len(current)} problem(s) persist: "
                                  f"{names}{more}; run postwarden selfcheck")
 
-
     def _unknowns(self, report: Report, now: float) -> None:
         """Unknown is loud: one line when checks turn unknown (what and why), a
         reminder per reminder_interval while it lasts, one line when it ends."""
@@ -125,28 +127,42 @@ def _unknown_line(unknown: list[CheckResult]) -> str:
     return f"{len(unknown)} check(s) unknown, not watched: {why}{more}; fix: {fix}"
 
 
-class Reaction:
-    """Automatic reaction state: hold form mail while a sending IP is L1/L2-listed."""
+def publish(state: HostState, report: Report) -> Snapshot:
+    """One run's UCEPROTECT answers and resolver health into the shared HostState."""
+    listed: dict[tuple[str, str], bool | None] = {}
+    for bl in UCEPROTECT:
+        for c in report.checks:
+            if c.id != bl.check_id:
+                continue
+            # a task that timed out answers once for all its IPs ("ip1,ip2"), unknown
+            answer = c.details.get("listed")
+            for ip in c.target.split(","):
+                listed[(ip, bl.level)] = answer if isinstance(answer, bool) else None
+    resolver = next((c for c in report.checks if c.id == "resolver.public"), None)
+    dns_ok = None if resolver is None or resolver.status == "unknown" \
+        else resolver.status == "ok"
+    ips = report.host.get("ips")
+    return state.observe(report.generated, listed,
+                         ips=[str(i) for i in ips] if isinstance(ips, list) else None,
+                         dns_ok=dns_ok, dns_note=resolver.summary if resolver else "")
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+
+class Reaction:
+    """The automatic reaction's log lines: on while a sending IP is L1/L2-listed and
+    `hold_forms_when_listed` is on. The milter reads the listings from the HostState
+    (postwarden.milter.listed_form); this only says when holding starts and stops."""
+
+    def __init__(self, state: HostState | None = None) -> None:
+        self.state = state if state is not None else HostState()
         self.active = False
         self.why = ""
 
     def update(self, enabled: bool, report: Report, logger: Logger) -> None:
-        listed = sorted({f"{c.target} ({c.id.split('.')[-1].upper()})" for c in report.checks
-                         if c.id in ("uceprotect.l1", "uceprotect.l2")
-                         and c.details.get("listed") is True})
-        if not listed and self.active:
-            # unknown this run keeps the reaction on; only a clean answer ends it
-            still = [c for c in report.checks if c.id in ("uceprotect.l1", "uceprotect.l2")
-                     and c.details.get("listed") is None]
-            if still:
-                return
+        snap = publish(self.state, report)
+        listed = snap.listed(L1_L2)
         want = enabled and bool(listed)
-        with self._lock:
-            changed = want != self.active
-            self.active, self.why = want, ", ".join(listed)
+        changed = want != self.active
+        self.active, self.why = want, ", ".join(str(x) for x in listed)
         if changed and want:
             logger.warning(f"{_PREFIX}automatic reaction ON: holding all form mail while "
                            f"{self.why} is listed on UCEPROTECT")
@@ -154,23 +170,29 @@ class Reaction:
             logger.info(f"{_PREFIX}automatic reaction OFF: form mail flows again")
 
 
-reaction = Reaction()
+Current = Callable[[], tuple[Config, Any]]  # the live (config, store); swapped on reload
 
 
-def periodic_selfcheck(cfg: Config, inspector: Inspector, stop: threading.Event,
+def periodic_selfcheck(current: Current, state: HostState, stop: threading.Event,
                        logger: Logger = log, clock: Callable[[], float] = time.time,
                        beat: Beat | None = None) -> None:
-    """daemon.BackgroundTask: run the self-check every interval until `stop`."""
+    """The daemon's background thread: run the self-check every interval until `stop`.
+
+    `current` gives the config and store after any SIGHUP reload; `state` is the
+    HostState the milter's checks read.
+    """
+    cfg, _store = current()
     if not cfg.selfcheck.periodic:
         return
     # The self-check's own resolver, cleared every run: blocklist answers must be
     # fresh each hour and must not evict the milter's hot-path cache.
     resolver = dns.from_config(dataclasses.replace(cfg.dns, timeout=cfg.selfcheck.query_timeout))
     watcher = Watcher(logger, cfg.selfcheck.reminder_interval, clock)
+    reaction = Reaction(state)
     if stop.wait(min(cfg.selfcheck.startup_delay, cfg.selfcheck.interval)):
         return
     while not stop.is_set():
-        current_cfg, store = _current(cfg, inspector)
+        current_cfg, store = current()
         try:
             resolver.clear()
             report = run_checks(RunInputs(
@@ -190,11 +212,3 @@ def _dns_health(report: Report) -> str:
     for c in report.find(rootcause.RESOLVER):
         return "ok" if c.status == "ok" else f"unknown: {c.summary}"
     return ""
-
-
-def _current(cfg: Config, inspector: Inspector) -> tuple[Config, Any]:
-    """The config after a SIGHUP reload, if any."""
-    from postwarden.milter.app import current
-
-    insp = current.inspector or inspector
-    return insp.services.config, insp.services.store

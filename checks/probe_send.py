@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
+from postwarden import probetoken as probe
 from postwarden.checks.milter_reach import parse_milters
 from postwarden.checks.postfix_audit import PostfixFacts, _is_submission
 from postwarden.checks.report import CheckResult
-from postwarden.milter import probe
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,13 @@ A DNS failure is `unknown`, never `ok`.
 
 from __future__ import annotations
 
-import base64
 import re
 from pathlib import Path
 from typing import Any
 
 import spf
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from postwarden import dmarc_record
+from postwarden import dkimkeys, dmarc_record
 from postwarden.checks.report import CheckResult
 from postwarden.dns import Budget, Resolver
 
@@ -185,34 +182,11 @@ def _with_terms(record: str, add: str) -> str:
 
 # --- DKIM ---------------------------------------------------------------------
 
-def _tags(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for part in text.split(";"):
-        k, eq, v = part.partition("=")
-        if eq:
-            out.setdefault(k.strip().lower(), "".join(v.split()))
-    return out
-
-
-def _load_public(der: bytes, k: str) -> Any:
-    if k == "ed25519":
-        return ed25519.Ed25519PublicKey.from_public_bytes(der)
-    try:
-        return serialization.load_der_public_key(der)
-    except ValueError:
-        pem = (b"-----BEGIN RSA PUBLIC KEY-----\n" + base64.encodebytes(der)
-               + b"-----END RSA PUBLIC KEY-----\n")
-        return serialization.load_pem_public_key(pem)
-
-
-def _raw(key: Any) -> bytes:
-    return bytes(key.public_bytes(serialization.Encoding.DER,
-                                  serialization.PublicFormat.SubjectPublicKeyInfo))
-
-
 def check_dkim(selector: str, domain: str, resolver: Resolver, key_file: str = "",
                budget: Budget | None = None) -> CheckResult:
-    """Published, parses, >= 1024 bits (2048 recommended), not t=y, matches the local key."""
+    """Published, usable by receivers (v=, k=, h=, s=, p= read by the shared parser
+    in postwarden.dkimkeys, as the milter's verifier reads them), >= 1024 bits
+    (2048 recommended), not t=y, matches the local key."""
     name = f"{selector}._domainkey.{domain}"
     fix_publish = (f"Publish the public key of your signer at {name} TXT "
                    "(opendkim-genkey -b 2048 -s SELECTOR -d DOMAIN writes it to SELECTOR.txt)")
@@ -224,49 +198,59 @@ def check_dkim(selector: str, domain: str, resolver: Resolver, key_file: str = "
     if not recs:
         return CheckResult("dkim.record", name, "critical", "no DKIM key published",
                            (fix_publish,), {})
-    tags = _tags(recs[0])
-    details: dict[str, Any] = {"records": len(recs), "k": tags.get("k", "rsa")}
-    if not tags.get("p"):
+    rec = dkimkeys.parse_key_record(recs[0])
+    details: dict[str, Any] = {"records": len(recs), "k": rec.key_type}
+    if rec.hashes:
+        details["h"] = list(rec.hashes)
+    if rec.services != ("*",):
+        details["s"] = list(rec.services)
+    if rec.warnings:
+        details["warnings"] = list(rec.warnings)
+    if rec.revoked:
         return CheckResult("dkim.record", name, "critical", "DKIM key revoked (empty p=)",
                            (fix_publish,), details)
-    try:
-        key = _load_public(base64.b64decode(tags["p"], validate=True), details["k"])
-    except (ValueError, TypeError) as e:
-        return CheckResult("dkim.record", name, "critical", f"DKIM key does not parse ({e})",
-                           (fix_publish,), details)
-    bits = key.key_size if isinstance(key, rsa.RSAPublicKey) else 256
+    if rec.key is None:
+        return CheckResult("dkim.record", name, "critical",
+                           f"receivers cannot use this DKIM key: {rec.problem}",
+                           (fix_publish + " and nothing but v=DKIM1; k=rsa|ed25519; p=...",),
+                           details)
+    key, bits = rec.key, rec.bits
     details["bits"] = bits
     if key_file:
         details["key_file"] = key_file
         try:
-            private = serialization.load_pem_private_key(Path(key_file).read_bytes(), None)
-        except (OSError, ValueError, TypeError) as e:
+            private = dkimkeys.load_private_key(Path(key_file).read_bytes(), key_file)
+        except (OSError, dkimkeys.KeyFileError) as e:
             return CheckResult("dkim.record", name, "unknown",
                                f"cannot read the local key {key_file} ({e})",
                                ("Make the key file readable by the user running selfcheck",),
                                details)
-        details["matches_local_key"] = _raw(private.public_key()) == _raw(key)
+        details["matches_local_key"] = dkimkeys.same_key(private, key)
         if not details["matches_local_key"]:
             return CheckResult("dkim.record", name, "critical",
                                f"published key does not match the local key {key_file}: "
                                "every signature fails",
-                               (f"Publish the public key of {key_file}: "
-                                f"openssl pkey -in {key_file} -pubout | "
-                                "grep -v -- ----- | tr -d '\\n' -> p=...",), details)
-    if isinstance(key, rsa.RSAPublicKey) and bits < 1024:
+                               (f"Publish the public key of {key_file}: {name}. TXT "
+                                f"\"{dkimkeys.record_for(private)}\"",), details)
+    rsa_key = rec.key_type == "rsa"
+    if rsa_key and bits < 1024:
         return CheckResult("dkim.record", name, "critical",
                            f"{bits}-bit RSA key: receivers treat the signature as absent",
                            ("Generate a 2048-bit key and publish it under a new selector",),
                            details)
-    if isinstance(key, rsa.RSAPublicKey) and bits < 2048:
+    if rsa_key and bits < 2048:
         return CheckResult("dkim.record", name, "warning", f"{bits}-bit RSA key; 2048 recommended",
                            ("Generate a 2048-bit key and publish it under a new selector",),
                            details)
-    if "y" in tags.get("t", "").split(":"):
+    if rec.warnings:
+        return CheckResult("dkim.record", name, "warning",
+                           f"{rec.key_type} key, {bits} bits, but {'; '.join(rec.warnings)}",
+                           (fix_publish,), details)
+    if rec.testing:
         return CheckResult("dkim.record", name, "info",
                            f"{bits}-bit key in test mode (t=y): receivers may ignore failures",
                            ("Remove t=y once signing works",), details)
-    return CheckResult("dkim.record", name, "ok", f"{details['k']} key, {bits} bits"
+    return CheckResult("dkim.record", name, "ok", f"{rec.key_type} key, {bits} bits"
                        + (", matches the local key" if key_file else ""), (), details)
 
 

@@ -52,6 +52,13 @@ class Task:
     target: str
     fn: Callable[[], list[CheckResult]]
 
+    @property
+    def failed_id(self) -> str:
+        """The id that reports this task as unknown: a prefix task answers with its
+        config check (`postfix.` -> `postfix.config`), never with a bare prefix."""
+        first = self.ids[0]
+        return first + "config" if first.endswith(".") else first
+
 
 @dataclass
 class Selection:
@@ -127,7 +134,8 @@ def _tasks(inp: RunInputs, budget: Budget, facts_box: dict[str, Any]) -> list[Ta
     tasks.append(Task(("resolver.reachable",), ",".join(res.nameservers),
                       lambda: [rootcause.check_resolver(res, budget)]))
     if not tg.ips:
-        tasks.append(Task(("uceprotect.", "dnsbl."), "", _one(rootcause.no_sending_ip)))
+        tasks.append(Task(("blocklists.no_sending_ip", "uceprotect.", "dnsbl."), "",
+                          _one(rootcause.no_sending_ip)))
     for bl in lists_for(sc.lists_add, sc.lists_remove, sc.spamhaus_dqs_key):
         tasks.append(Task((bl.check_id,), ",".join(tg.ips),
                           partial(dnsbl.check_list, bl, tg.ips, res, severities, budget)))
@@ -201,7 +209,7 @@ def _tasks(inp: RunInputs, budget: Budget, facts_box: dict[str, Any]) -> list[Ta
                                                                    sc.probe_sasl_password_file))
 
     if inp.probe:
-        tasks.append(Task(("probe.",), "", probes))
+        tasks.append(Task(("probe.sendmail", "probe.smtp"), "", probes))
     return tasks
 
 
@@ -223,14 +231,14 @@ def run(inp: RunInputs) -> Report:
     pool.shutdown(wait=False, cancel_futures=True)
     for fut, task in futures.items():
         if fut in pending:
-            results.append(CheckResult(task.ids[0].rstrip("."), task.target, "unknown",
+            results.append(CheckResult(task.failed_id, task.target, "unknown",
                                        f"did not finish within run_timeout "
                                        f"({cfg.selfcheck.run_timeout:.0f}s)", (), {}))
             continue
         try:
             results.extend(fut.result())
         except Exception as e:  # a bug in one check: say so, keep the others
-            results.append(CheckResult(task.ids[0].rstrip("."), task.target, "unknown",
+            results.append(CheckResult(task.failed_id, task.target, "unknown",
                                        f"check failed: {type(e).__name__}: {e}", (), {}))
     if sel.wants("resolver."):
         results.append(dnsbl.check_resolver(inp.resolver.nameservers, results))

@@ -254,4 +254,5 @@ def _log_verdict(msg: Message, verdict: Verdict, mode: str) -> None:
     domain = domain_of(msg.header_from) or domain_of(msg.mail_from)
     for f in verdict.findings:
         if f.severity >= Severity.WARNING:  # `error:` is kept for postwarden's own faults
-            log.limited(f"{f.id}|{domain}", "warning", f"{f.id}: {f.text}", msg.queue_id)
+            fix = f"; fix: {f.advice[0]}" if f.advice else ""
+            log.limited(f"{f.id}|{domain}", "warning", f"{f.id}: {f.text}{fix}", msg.queue_id)

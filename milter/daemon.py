@@ -15,7 +15,6 @@ import pwd
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -24,8 +23,10 @@ import milter as libmilter
 
 from postwarden import config as configmod
 from postwarden import dns, hostinfo
+from postwarden.checks.periodic import periodic_selfcheck
 from postwarden.config import Config, ConfigError
 from postwarden.heartbeat import Beat
+from postwarden.hoststate import HostState
 from postwarden.log import log
 from postwarden.milter.app import PostwardenMilter, current
 from postwarden.milter.pipeline import Inspector, Services, default_checks, default_fixers
@@ -36,7 +37,8 @@ from postwarden.store.base import MAX_PENDING
 NAME = "postwarden"
 
 
-def build_inspector(cfg: Config, store: Store | None) -> Inspector:
+def build_inspector(cfg: Config, store: Store | None,
+                    host: HostState | None = None) -> Inspector:
     resolver = dns.from_config(cfg.dns)
     facts = hostinfo.fill(cfg.host, resolver, cfg.selfcheck.postfix_config_dir)
     if facts.detected:
@@ -45,7 +47,8 @@ def build_inspector(cfg: Config, store: Store | None) -> Inspector:
                  f"(detected: {','.join(facts.detected)}; set [host] to override)")
     if not cfg.host.ips:
         log.warning("no public sending IP found: SPF cannot be judged; set [host] ips")
-    services = Services(config=cfg, resolver=resolver, store=store)
+    services = Services(config=cfg, resolver=resolver, store=store,
+                        host=host if host is not None else HostState())
     return Inspector(services, default_checks(services), default_fixers(services))
 
 
@@ -156,20 +159,6 @@ def _register() -> None:
                        negotiate=Milter.negotiate_callback)
 
 
-BackgroundTask = Callable[[Config, Inspector, threading.Event, Beat], None]
-background_tasks: list[BackgroundTask] = []  # e.g. the periodic self-check (issue 5)
-
-
-def _periodic_selfcheck(cfg: Config, inspector: Inspector, stop: threading.Event,
-                        beat: Beat) -> None:
-    from postwarden.checks.periodic import periodic_selfcheck
-
-    periodic_selfcheck(cfg, inspector, stop, beat=beat)
-
-
-background_tasks.append(_periodic_selfcheck)
-
-
 def run(config_path: str | None, log_stderr: bool = False) -> int:
     cfg = configmod.load(config_path)
     if log_stderr:
@@ -177,7 +166,8 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     log.setup(cfg.log.target, cfg.log.facility, cfg.log.repeat_interval)
     cpu = _pin_to_one_cpu() if cfg.pin_cpu else None  # before any thread starts
     store = _open_store(cfg)
-    current.inspector = build_inspector(cfg, store)
+    host = HostState()  # written by the periodic self-check, read by the milter's checks
+    current.inspector = build_inspector(cfg, store, host)
 
     libmilter.setconn(_prepare_socket(cfg))
     libmilter.settimeout(600)
@@ -203,9 +193,8 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     worker = threading.Thread(target=libmilter.main, name="libmilter", daemon=True)
     worker.start()
     beat = Beat(socket=cfg.socket)
-    for task in background_tasks:
-        threading.Thread(target=task, args=(cfg, current.inspector, stop, beat),
-                         name=getattr(task, "__name__", "task"), daemon=True).start()
+    threading.Thread(target=periodic_selfcheck, args=(_live, host, stop),
+                     kwargs={"beat": beat}, name="periodic_selfcheck", daemon=True).start()
     log.info(f"starting: socket={cfg.socket} mode={cfg.mode} store={cfg.store.backend} "
              f"cpu={'any' if cpu is None else cpu} config={cfg.source}")
     force = True
@@ -215,7 +204,7 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
         force = False
         if reload_requested.is_set():
             reload_requested.clear()
-            _reload(config_path, log_stderr, store)
+            _reload(config_path, log_stderr, store, host)
     if not worker.is_alive() and not stop.is_set():
         log.error("libmilter stopped unexpectedly; exiting so the service manager restarts us")
         return 75
@@ -260,7 +249,16 @@ def _flush_events(store: Store | None) -> bool:
     return True
 
 
-def _reload(config_path: str | None, log_stderr: bool, store: Store | None) -> None:
+def _live() -> tuple[Config, Store | None]:
+    """The periodic self-check's getter: the config and store after any reload."""
+    inspector = current.inspector
+    if inspector is None:
+        raise RuntimeError("no inspector yet")  # run() builds it before the thread
+    return inspector.services.config, inspector.services.store
+
+
+def _reload(config_path: str | None, log_stderr: bool, store: Store | None,
+            host: HostState) -> None:
     try:
         new = configmod.load(config_path)
     except ConfigError as e:
@@ -274,5 +272,5 @@ def _reload(config_path: str | None, log_stderr: bool, store: Store | None) -> N
         log.warning("reload: socket and store changes take effect only on restart")
         new.socket, new.store = old.services.config.socket, old.services.config.store
     log.setup(new.log.target, new.log.facility, new.log.repeat_interval)
-    current.inspector = build_inspector(new, store)
+    current.inspector = build_inspector(new, store, host)
     log.info(f"reloaded: mode={new.mode} config={new.source}")

@@ -15,9 +15,10 @@ from typing import Any, Protocol
 from postwarden.config import Config
 from postwarden.dns import Budget, Resolver
 from postwarden.findings import Finding, Severity
+from postwarden.hoststate import HostState
 from postwarden.log import log
 from postwarden.message import Message
-from postwarden.policy import Decision, decide
+from postwarden.policy import Decision, decide, effective
 from postwarden.store import Store
 
 
@@ -29,6 +30,7 @@ class Services:
     resolver: Resolver
     store: Store | None = None
     clock: Callable[[], float] = time.time
+    host: HostState = field(default_factory=HostState)  # written by the periodic self-check
 
 
 @dataclass
@@ -74,6 +76,7 @@ class Inspector:
         self.services = services
         self.checks = checks
         self.fixers = fixers or []
+        self.policy = effective(services.config)
 
     def inspect(self, msg: Message) -> Verdict:
         cfg = self.services.config
@@ -89,7 +92,7 @@ class Inspector:
                             "message accepted by this check (fail open)", msg.queue_id)
                 findings.append(Finding("internal.error", Severity.ERROR,
                                         f"check {name} failed", {"check": name}))
-        decision = decide(findings, msg.origin, cfg.mode, cfg.policy)
+        decision = decide(findings, msg.origin, cfg.mode, self.policy)
         changes: list[HeaderChange] = []
         for fixer in self.fixers:
             try:
@@ -105,8 +108,7 @@ class Inspector:
 def default_checks(services: Services) -> list[Check]:
     """Every per-message check, in the order their memo dependencies need."""
     # Imported here: the check modules import this one for CheckContext.
-    from postwarden.checks import reaction
-    from postwarden.milter import dkim_check, dmarc_check, forms, ratelimit, spf_check
+    from postwarden.milter import dkim_check, dmarc_check, forms, listed_form, ratelimit, spf_check
 
     return [
         # DKIM and SPF leave their results in ctx.memo; DMARC reads them.
@@ -115,8 +117,8 @@ def default_checks(services: Services) -> list[Check]:
         # the source key (memo) first, then history signals, the score, the limits.
         forms.forms_check, ratelimit.history_check, forms.suspicion_check,
         ratelimit.limit_check,
-        # the self-check's automatic reaction: form mail while L1/L2-listed.
-        reaction.listed_form_check,
+        # form mail while the self-check saw a sending IP L1/L2-listed.
+        listed_form.listed_form_check,
     ]
 
 

@@ -13,53 +13,14 @@ delivered. Tokens older than MAX_AGE are ignored (no replay of an old probe).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
-import secrets
 import threading
 from typing import Any
 
 from postwarden.log import log
 from postwarden.message import Message
-
-HEADER = "X-Postwarden-Probe"
-SECRET_META = "probe.secret"  # noqa: S105 (the store key that holds it, not a secret)
-SEEN_PREFIX = "probe.seen."
-MAX_AGE = 3600.0
-_TOKEN = re.compile(r"^v1 ([0-9a-f]{32}) (\d{1,12}) ([0-9a-f]{64})$")
-
-
-def mac(secret: str, nonce: str, ts: int) -> str:
-    return hmac.new(secret.encode(), f"v1|{nonce}|{ts}".encode(), hashlib.sha256).hexdigest()
-
-
-def make_token(secret: str, now: float) -> tuple[str, str]:
-    """(nonce, header value) for one probe."""
-    nonce = secrets.token_hex(16)
-    ts = int(now)
-    return nonce, f"v1 {nonce} {ts} {mac(secret, nonce, ts)}"
-
-
-def verify(value: str, secret: str, now: float) -> str | None:
-    """The nonce of a genuine, fresh token; None for anything else."""
-    m = _TOKEN.match(value.strip())
-    if not m or not secret:
-        return None
-    nonce, ts, got = m.group(1), int(m.group(2)), m.group(3)
-    if abs(now - ts) > MAX_AGE:
-        return None
-    return nonce if hmac.compare_digest(got, mac(secret, nonce, ts)) else None
-
-
-def ensure_secret(store: Any) -> str:
-    """The store's probe secret, created on first use (StoreError propagates)."""
-    secret = store.get_meta(SECRET_META)
-    if not secret:
-        store.put_meta(SECRET_META, secrets.token_hex(32))
-        secret = store.get_meta(SECRET_META)  # another writer may have won: use theirs
-    return str(secret)
+from postwarden.probetoken import HEADER, SECRET_META, SEEN_PREFIX, verify
 
 
 class Catcher:

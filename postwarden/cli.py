@@ -49,11 +49,27 @@ def _parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="configuration tools")
     cfgsub = cfg.add_subparsers(dest="config_command", required=True)
     cfgsub.add_parser("check", help="validate the config file; exit 2 if it is invalid")
+
+    fi = sub.add_parser("findings", help="list every finding id (family, severity, meaning)")
+    fi.add_argument("--markdown", action="store_true", help="print docs/findings.md")
     return p
+
+
+def _findings(markdown: bool) -> int:
+    from postwarden import ids
+
+    if markdown:
+        print(ids.markdown(), end="")
+        return 0
+    for f in ids.REGISTRY.values():
+        print(f"{f.id:32} {f.half:9} {f.severity!s:8} {f.doc}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "findings":
+        return _findings(args.markdown)
     try:
         if args.command == "config":
             from postwarden import config_advice, hostinfo

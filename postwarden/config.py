@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from postwarden import ids
+
 DEFAULT_PATH = Path("/etc/postwarden/postwarden.toml")
 ACTIONS = ("accept", "hold", "tempfail", "reject")
 
@@ -148,12 +150,12 @@ class PolicyConfig:
             "dmarc.fail": "hold",
             "ratelimit.exceeded": "hold",
             "form.suspicious": "hold",
-            "uceprotect.listed_form": "hold",
         }
     )
+    # uceprotect.listed_form is not here: [selfcheck] hold_forms_when_listed adds it
+    # to both (postwarden.policy.effective), so the one switch turns the hold on.
     hold_in_monitor: list[str] = field(
-        default_factory=lambda: ["ratelimit.exceeded", "form.suspicious",
-                                 "uceprotect.listed_form"]
+        default_factory=lambda: ["ratelimit.exceeded", "form.suspicious"]
     )
 
 
@@ -204,6 +206,8 @@ class DkimConfig:
     sign_origins: list[str] = field(default_factory=lambda: list(_FIX_ORIGINS),
                                     metadata=_check(_origins))
     keys: list[DkimKey] = field(default_factory=list)
+    canonicalization: str = field(default="relaxed/relaxed", metadata=_check(_one_of(
+        "relaxed/relaxed", "relaxed/simple", "simple/relaxed", "simple/simple")))
     sign_headers: list[str] = field(default_factory=lambda: [
         "from", "reply-to", "subject", "date", "to", "cc", "message-id", "in-reply-to",
         "references", "mime-version", "content-type", "content-transfer-encoding",
@@ -233,8 +237,7 @@ class FromRewriteConfig:
                               "address in your domain such as 'noreply@example.com'")
 
 
-FORM_SIGNALS = ("many_rcpts", "many_domains", "foreign_from", "reply_to_differs",
-                "many_urls", "url_shortener", "repeated_body", "burst")
+FORM_SIGNALS = tuple(ids.FORM_SIGNALS)  # each is the finding form.<signal>
 LIMIT_KEYS = ("source", "sasl_user", "sender", "client_ip", "from_domain")
 ORIGINS = ("local", "submission", "internal")
 
@@ -506,7 +509,21 @@ def _convert(tp: Any, value: Any, where: str, name: str) -> Any:
     raise ConfigError(f"{where}: {name}: internal error, unsupported type {tp!r}")
 
 
+_IDS_HELP = "`postwarden findings` and docs/findings.md list every id"
+
+
 def _validate_cross(cfg: Config, where: str, reader: bool = False) -> None:
+    # An unknown id would be a silent no-op: a typo must not switch a hold off.
+    for fid in cfg.policy.enforce:
+        problem = ids.policy_key_problem(fid)
+        if problem:
+            raise ConfigError(f"{where}: policy.enforce.{fid}: {problem}; {_IDS_HELP}")
+    for i, fid in enumerate(cfg.policy.hold_in_monitor):
+        problem = ("takes exact ids, not family.*" if fid.endswith(".*")
+                   else ids.policy_key_problem(fid))
+        if problem:
+            raise ConfigError(f"{where}: policy.hold_in_monitor[{i}] = {fid!r}: {problem}; "
+                              f"{_IDS_HELP}")
     for fid, action in cfg.policy.enforce.items():
         if action not in ACTIONS:
             raise ConfigError(

@@ -93,3 +93,29 @@ class Beat:
                            store_ok, self.dns, self.socket, now if stopped else 0.0)
         store.put_meta(KEY, json.dumps(asdict(hb)))
         return True
+
+
+def ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def describe(hb: Heartbeat, now: float) -> str:
+    """One line: what the daemon last said about itself."""
+    parts = [f"postwarden {hb.version} pid {hb.pid} started {when(hb.started)}",
+             f"heartbeat {ago(hb.age(now))}"]
+    parts.append(f"last message inspected {ago(now - hb.last_message)}" if hb.last_message
+                 else "no message inspected since start")
+    parts.append(f"last periodic self-check {ago(now - hb.last_periodic)}"
+                 if hb.last_periodic else "periodic self-check not run yet")
+    parts.append("store ok" if hb.store_ok else "store DOWN")
+    if hb.dns:
+        parts.append(f"DNS {hb.dns}")
+    return ", ".join(parts)

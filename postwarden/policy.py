@@ -6,13 +6,17 @@ enforce mode would have done (`would=`), except for the ids in
 `hold_in_monitor` (rate limits, suspicious form mail): held mail is never lost, so
 holding it is safe even while monitoring. Local mail (sendmail/pickup) is only
 ever held: a reject bounces to www-data and a tempfail retries forever.
+
+`uceprotect.listed_form` is reported for every form message while a sending IP is
+L1/L2-listed; `[selfcheck] hold_forms_when_listed` only adds it to both tables
+(`effective`), so with the switch off the log still shows the finding.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from postwarden.config import PolicyConfig
+from postwarden.config import Config, PolicyConfig
 from postwarden.findings import Finding
 from postwarden.message import Origin
 
@@ -30,6 +34,21 @@ class Decision:
     def reason(self) -> str:
         """`ratelimit.exceeded,form.suspicious`: what made the action."""
         return ",".join(f.id for f in self.because)
+
+
+LISTED_FORM = "uceprotect.listed_form"
+
+
+def effective(cfg: Config) -> PolicyConfig:
+    """`[policy]` plus what `[selfcheck] hold_forms_when_listed` adds (an explicit
+    `[policy] enforce` entry for the id wins)."""
+    if not cfg.selfcheck.hold_forms_when_listed:
+        return cfg.policy
+    enforce = {LISTED_FORM: HOLD, **cfg.policy.enforce}
+    hold = list(cfg.policy.hold_in_monitor)
+    if LISTED_FORM not in hold:
+        hold.append(LISTED_FORM)
+    return PolicyConfig(enforce=enforce, hold_in_monitor=hold)
 
 
 def enforce_action(finding_id: str, table: dict[str, str]) -> str:

@@ -96,15 +96,14 @@ def collect(store: Store, cfg: Config, now: float, on_hold: set[str] | None) -> 
 def daemon_info(store: Store, cfg: Config, now: float) -> dict[str, Any]:
     """Is the daemon running? Its socket answering the milter negotiation, and the
     heartbeat it writes to the store."""
-    from postwarden import heartbeat
-    from postwarden.checks import daemon_state, milter_reach
+    from postwarden import heartbeat, milterproto
 
     try:
         hb = heartbeat.read(store)
     except StoreError:
         hb = None
     socket = hb.socket if hb is not None and hb.socket else cfg.socket  # where it listened
-    neg = milter_reach.negotiate(socket, timeout=2.0)
+    neg = milterproto.negotiate(socket, timeout=2.0)
     fresh = hb is not None and not hb.stale(now)
     if neg.ok:
         running: bool | None = True
@@ -115,7 +114,7 @@ def daemon_info(store: Store, cfg: Config, now: float) -> dict[str, Any]:
     return {"running": running, "socket": socket, "socket_answers": neg.ok,
             "socket_error": neg.error,
             "heartbeat": hb.to_dict(now) if hb is not None else None,
-            "summary": daemon_state.describe(hb, now) if hb is not None else ""}
+            "summary": heartbeat.describe(hb, now) if hb is not None else ""}
 
 
 def _daemon_lines(d: dict[str, Any]) -> list[str]:

@@ -67,9 +67,18 @@ def test_every_key_is_documented_in_the_example() -> None:
     ('socket = "/run/postwarden.sock"', "socket", "unix:"),
     ('socket_mode = "0666"', "socket_mode", "world-writable"),
     ('[policy.enforce]\n"dkim.missing" = "drop"', "policy.enforce.dkim.missing", "hold"),
+    ('[policy.enforce]\n"ratelimit.exceded" = "hold"', "policy.enforce.ratelimit.exceded",
+     "did you mean 'ratelimit.exceeded'"),
+    ('[policy.enforce]\n"dkmi.*" = "hold"', "policy.enforce.dkmi.*", "did you mean 'dkim.*'"),
+    ('[policy.enforce]\n"dnsbl.*" = "hold"', "policy.enforce.dnsbl.*", "only self-check ids"),
+    ('[policy.enforce]\n"spf.record" = "hold"', "policy.enforce.spf.record", "self-check id"),
+    ('[policy]\nhold_in_monitor = ["form.suspicios"]', "policy.hold_in_monitor[0]",
+     "did you mean 'form.suspicious'"),
+    ('[policy]\nhold_in_monitor = ["form.*"]', "policy.hold_in_monitor[0]", "exact ids"),
     ('[log]\ntarget = "file"', "log.target", "syslog"),
     ("[host]\nips = 5", "host.ips", "list"),
     ("dns = 5", "dns", "table"),
+    ('[dkim]\ncanonicalization = "relaxed"', "dkim.canonicalization", "'relaxed/relaxed'"),
 ])
 def test_bad_values_name_the_key_and_the_fix(toml: str, key: str, words: str) -> None:
     with pytest.raises(ConfigError) as e:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from postwarden import probetoken as probe
 from postwarden.checks import probe_send
 from postwarden.checks.postfix_audit import PostfixFacts
-from postwarden.milter import probe
 from postwarden.store.sqlite_store import SqliteStore
 
 NOW = 1_800_000_000.0

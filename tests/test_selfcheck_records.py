@@ -6,6 +6,7 @@ import base64
 import subprocess
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -142,3 +143,35 @@ def test_mx() -> None:
     assert records.check_mx(D, FakeResolver({(D, "MX"): ["10 mail.example.com"]})).status == "ok"
     assert records.check_mx(D, FakeResolver()).status == "warning"
     assert records.check_mx(D, FakeResolver({(D, "MX"): TIMEOUT})).status == "unknown"
+
+
+@pytest.mark.parametrize(("tags", "reason"), [
+    ("v=DKIM2; k=rsa;", "v=DKIM2"),
+    ("v=DKIM1; k=dsa;", "unknown key type k=dsa"),
+    ("v=DKIM1; k=rsa; h=sha1;", "does not allow sha256"),
+    ("v=DKIM1; s=tlsrpt;", "not for email"),
+])
+def test_dkim_keys_receivers_cannot_use_are_critical(tags: str, reason: str) -> None:
+    """k=, v=, s=, h= are read as receivers read them (the shared dkimkeys parser)."""
+    record = tags + " p=" + _txt(_key(2048)).split("p=", 1)[1]
+    r = records.check_dkim("mail", D, FakeResolver({(NAME, "TXT"): [record]}))
+    assert r.status == "critical" and reason in r.summary, r
+
+
+def test_dkim_ed25519_key_file_matches_and_wrong_type_does_not(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from postwarden.dkimkeys import record_for
+
+    ed = ed25519.Ed25519PrivateKey.generate()
+    seed = tmp_path / "ed.key"  # dknewkey's format, which the signer also reads
+    seed.write_bytes(base64.b64encode(ed.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+        serialization.NoEncryption())) + b"\n")
+    ok = records.check_dkim("mail", D, FakeResolver({(NAME, "TXT"): [record_for(ed)]}),
+                            str(seed))
+    assert ok.status == "ok" and ok.details["matches_local_key"] is True
+    assert "ed25519 key" in ok.summary
+    other = records.check_dkim("mail", D, FakeResolver({(NAME, "TXT"): [_txt(_key(2048))]}),
+                               str(seed))
+    assert other.status == "critical" and "k=ed25519" in other.advice[0]

@@ -159,3 +159,42 @@ def test_automatic_reaction_holds_form_mail_only_while_listed(
     while not sink.find(free_marker):
         assert time.monotonic() < deadline, milter.lines()[-10:]
         time.sleep(0.2)
+
+
+def test_listed_form_mail_is_reported_but_flows_with_the_reaction_off(
+        dns_server: DnsServer, postfix: Postfix, sink: Sink,
+        start_milter: Callable[..., Any], tmp_path: Path) -> None:
+    """hold_forms_when_listed off (the default): the finding is still on the summary
+    line, with the switch that would hold it, and the mail is delivered."""
+    from harness.php import run_php
+
+    _world({L1: 0}).publish(dns_server)
+    milter = start_milter({"selfcheck": {
+        "interval": 2, "startup_delay": 0.5, "query_timeout": 0.5,
+        "postfix_config_dir": str(postfix.conf), "php_ini": ["/nonexistent/php.ini"],
+        "lists_remove": ["zen.spamhaus.org", "b.barracudacentral.org", "bl.spamcop.net",
+                         "psbl.surriel.com", "bl.mailspike.net", "all.s5h.net",
+                         "all.spamrats.com", "ix.dnsbl.manitu.net", "truncate.gbudb.net",
+                         "dnsbl.dronebl.org"]}})
+    milter.wait_line(rf"UCEPROTECT L1.* for {IP}", timeout=30)
+    pattern = "uceprotect.listed_form"
+    deadline = time.monotonic() + 30
+    while True:  # the HostState is published right after the transition line
+        script = tmp_path / f"form-{uuid.uuid4().hex[:8]}.php"
+        marker = uuid.uuid4().hex
+        script.write_text(f"<?php\nmail('owner@example.org', 'Contact', 'Hi {marker}', "
+                          "'From: webmaster@example.com');\n")
+        run_php(script, postfix.conf)
+        wait = time.monotonic() + 20
+        while not sink.find(marker):  # delivered, listed or not: nothing holds it
+            assert time.monotonic() < wait, milter.lines()[-10:]
+            time.sleep(0.2)
+        summaries = [line for line in milter.lines() if pattern in line and "findings=" in line]
+        if summaries:
+            break
+        assert time.monotonic() < deadline, milter.lines()[-10:]
+    assert "action=accept would=accept" in summaries[0]
+    assert not any("automatic reaction ON" in line for line in milter.lines())
+    milter.wait_line(rf"warning: uceprotect\.listed_form: form mail .* while {IP} \(L1\) "
+                     r"is listed on UCEPROTECT; fix: .*hold_forms_when_listed", timeout=5)
+    assert not any("hold: reason=" in line for line in milter.lines())
