@@ -21,6 +21,7 @@ from postwarden.log import log
 from postwarden.logsafe import escape, field
 from postwarden.message import Message, Origin, domain_of, strip_brackets
 from postwarden.metrics import metrics
+from postwarden.milter import probe
 from postwarden.milter.origin import classify
 from postwarden.milter.pipeline import Inspector, Verdict
 from postwarden.policy import ACCEPT, HOLD, REJECT, TEMPFAIL, Decision
@@ -154,6 +155,9 @@ class PostwardenMilter(Milter.Base):
         started = time.perf_counter()
         try:
             verdict = inspector.inspect(msg)
+            if probe.catcher.catch(msg, verdict, inspector.services.store,
+                                   inspector.services.clock()):
+                return Milter.DISCARD  # a self-check probe: recorded, never delivered
             self._apply_changes(verdict)
         except Exception as e:  # fail open, but the summary line is still written
             log.error(f"internal error: {type(e).__name__}: {e}; "

@@ -14,6 +14,7 @@ import os
 import pwd
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -24,6 +25,7 @@ from postwarden import __version__, dns, hostinfo, sdnotify
 from postwarden import config as configmod
 from postwarden.checks.periodic import periodic_selfcheck
 from postwarden.config import Config, ConfigError
+from postwarden.heartbeat import Beat
 from postwarden.hoststate import HostState
 from postwarden.log import log
 from postwarden.metrics import metrics
@@ -192,17 +194,20 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     _start_metrics(cfg, stop)
     worker = threading.Thread(target=libmilter.main, name="libmilter", daemon=True)
     worker.start()
+    beat = Beat(socket=cfg.socket)
     threading.Thread(target=periodic_selfcheck, args=(_live, host, stop),
-                     name="periodic_selfcheck", daemon=True).start()
+                     kwargs={"beat": beat}, name="periodic_selfcheck", daemon=True).start()
     log.info(f"starting postwarden {__version__}: mode={cfg.mode}, socket={cfg.socket}, "
              f"store={cfg.store.backend}, cpu={'any' if cpu is None else cpu}, "
              f"config={cfg.source}")
     # The socket has listened since opensocket(): connections wait in its backlog
     # until libmilter accepts them, so Postfix may be let in now.
     sdnotify.notify(f"READY=1\nSTATUS=listening on {cfg.socket}\nMAINPID={os.getpid()}")
+    force = True
     while not stop.is_set() and worker.is_alive():
-        stop.wait(0.5)
-        _flush_events(store)
+        stop.wait(0.0 if force else 0.5)
+        _heartbeat(beat, store, _flush_events(store), force)
+        force = False
         if reload_requested.is_set():
             reload_requested.clear()
             _reload(config_path, log_stderr, store, host)
@@ -213,6 +218,7 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     log.info("stopping: finishing open sessions")
     libmilter.stop()
     worker.join(timeout=10)
+    _heartbeat(beat, store, True, True, stopped=True)
     if store is not None:
         try:
             store.close()
@@ -239,10 +245,21 @@ def _start_metrics(cfg: Config, stop: threading.Event) -> None:
                          name="metrics-textfile", daemon=True).start()
 
 
-def _flush_events(store: Store | None) -> None:
-    """Write the activity events queued by the last half second's messages."""
+def _heartbeat(beat: Beat, store: Store | None, store_ok: bool, force: bool = False,
+               stopped: bool = False) -> None:
+    """Tell `selfcheck` and `status` the daemon is alive (every few seconds at most)."""
     if store is None:
         return
+    try:
+        beat.maybe_write(store, time.time(), store_ok, force, stopped)
+    except StoreError:
+        pass  # the event flush reports a down store, once
+
+
+def _flush_events(store: Store | None) -> bool:
+    """Write the activity events queued by the last half second's messages."""
+    if store is None:
+        return False
     try:
         store.flush_events()
     except StoreError as e:
@@ -252,8 +269,9 @@ def _flush_events(store: Store | None) -> None:
                         f"{store.events_dropped} activity events dropped so far while the "
                         f"store is unavailable (the newest {MAX_PENDING} are kept); "
                         "`postwarden status` and the self-check will undercount")
-    else:
-        health.ok()
+        return False
+    health.ok()
+    return True
 
 
 def _live() -> tuple[Config, Store | None]:

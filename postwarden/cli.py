@@ -53,7 +53,15 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--only", action="append", default=[], help="only check ids with prefix")
     sc.add_argument("--skip", action="append", default=[], help="skip check ids with prefix")
     sc.add_argument("--no-record", action="store_true",
-                    help="do not record this run in the store history")
+                    help="write nothing: open the store read-only, record no history")
+    sc.add_argument("--timeout", type=float, metavar="SECONDS", default=None,
+                    help="bound the whole run (default 8); past it: one unknown result")
+    sc.add_argument("--probe", action="store_true",
+                    help="send a probe through sendmail and each SMTP listener with "
+                         "postwarden; critical when the milter never sees one")
+    sc.add_argument("--cached", type=float, metavar="MAXAGE", default=None,
+                    help="print the daemon's last stored report (no DNS); unknown when it "
+                         "is older than MAXAGE seconds")
 
     st = sub.add_parser("status", help="rate-limit use, held messages, recent findings")
     st.add_argument("--json", action="store_true", help="print the status as JSON")
@@ -122,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "config":
+            from postwarden import config_advice, hostinfo
+
             cfg = configmod.load(args.config)
+            for w in config_advice.warnings(cfg, hostinfo.interface_ips):
+                write_stdout(f"{cfg.source}: warning: {w}\n")
             write_stdout(f"{cfg.source}: OK\n")
             return 0
         if args.command == "milter":

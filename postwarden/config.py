@@ -384,6 +384,11 @@ class SelfcheckConfig:
     history: int = field(default=200, metadata=_check(_positive))
     reminder_interval: int = field(default=86400, metadata=_check(_positive))
     hold_forms_when_listed: bool = False
+    probe: bool = False
+    probe_wait: float = field(default=15.0, metadata=_check(_positive))
+    probe_recipient: str = ""
+    probe_sasl_user: str = ""
+    probe_sasl_password_file: str = ""
 
 
 def _loopback_listen(value: Any) -> str | None:
@@ -436,8 +441,9 @@ class Config:
     source: str = field(default="", metadata={"internal": True})
 
 
-def load(path: Path | str | None = None) -> Config:
-    """Read and validate a config file; ConfigError on any problem."""
+def load(path: Path | str | None = None, reader: bool = False) -> Config:
+    """Read and validate a config file; ConfigError on any problem. A `reader` (status,
+    a monitoring plugin) only reads the store, so it need not be able to write there."""
     p = Path(path) if path is not None else DEFAULT_PATH
     try:
         raw = p.read_bytes()
@@ -450,14 +456,14 @@ def load(path: Path | str | None = None) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    cfg = from_dict(data, str(p))
+    cfg = from_dict(data, str(p), reader)
     cfg.source = str(p)
     return cfg
 
 
-def from_dict(data: dict[str, Any], where: str = "config") -> Config:
+def from_dict(data: dict[str, Any], where: str = "config", reader: bool = False) -> Config:
     cfg = _build(Config, data, where, "")
-    _validate_cross(cfg, where)
+    _validate_cross(cfg, where, reader)
     return cfg
 
 
@@ -543,7 +549,7 @@ def _convert(tp: Any, value: Any, where: str, name: str) -> Any:
 _IDS_HELP = "`postwarden findings` and docs/findings.md list every id"
 
 
-def _validate_cross(cfg: Config, where: str) -> None:
+def _validate_cross(cfg: Config, where: str, reader: bool = False) -> None:
     # An unknown id would be a silent no-op: a typo must not switch a hold off.
     for fid in cfg.policy.enforce:
         problem = ids.policy_key_problem(fid)
@@ -561,7 +567,7 @@ def _validate_cross(cfg: Config, where: str) -> None:
                 f"{where}: policy.enforce.{fid} = {action!r}: must be one of "
                 f"{', '.join(ACTIONS)}"
             )
-    if cfg.store.backend == "sqlite":
+    if cfg.store.backend == "sqlite" and not reader:
         parent = Path(cfg.store.path).parent
         if parent.exists() and not os.access(parent, os.W_OK):
             raise ConfigError(

@@ -137,6 +137,33 @@ class Resolver:
     def clear(self) -> None:
         self._cache.clear()
 
+    def ping(self, budget: Budget | None = None) -> dict[str, str]:
+        """Does each nameserver answer at all? server -> "" (it answered, whatever the
+        rcode: REFUSED or SERVFAIL is still an answer) or why not. Tells "the resolver
+        is down" (one root cause) apart from "one list does not answer"."""
+        lifetime = self.timeout if budget is None else min(self.timeout, budget.remaining())
+        out = {}
+        for ns in self.nameservers:
+            out[ns] = self._ping(ns, max(lifetime, 0.05))
+        return out
+
+    def _ping(self, server: str, lifetime: float) -> str:
+        import dns.query
+
+        q = dns.message.make_query(".", "SOA")
+        try:
+            dns.query.udp(q, server, timeout=lifetime, port=self._res.port,
+                          ignore_unexpected=True)
+        except dns.exception.Timeout:
+            return f"no answer within {lifetime:.1f}s"
+        except (dns.exception.DNSException, OSError, ValueError) as e:
+            return f"{type(e).__name__}: {e}"
+        return ""
+
+    @property
+    def port(self) -> int:
+        return int(self._res.port)
+
 
 def _text(rd: object) -> str:
     """TXT strings joined (RFC 7208 3.3); names without the trailing dot."""

@@ -136,6 +136,7 @@ class Store(abc.ABC):
         self._pending: list[EventRecord] = []
         self._pending_lock = threading.Lock()
         self.events_dropped = 0
+        self.last_event = 0.0
 
     # --- hold reasons -------------------------------------------------------
     @abc.abstractmethod
@@ -174,6 +175,7 @@ class Store(abc.ABC):
 
         Raises StoreError only when it had to write a full batch and could not.
         """
+        self.last_event = when  # read by the daemon's heartbeat
         with self._pending_lock:
             self._pending.append(EventRecord(when, kind, source, findings))
             # Every EVENT_BATCH events, not on each one past it: while the backend is
@@ -247,6 +249,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def selfcheck_history(self, limit: int = 10) -> list[SelfcheckRun]:
         """The newest `limit` self-check reports, newest first."""
+
+    # --- small named values (daemon heartbeat, probe secret and sightings) ------
+    @abc.abstractmethod
+    def put_meta(self, key: str, value: str) -> None:
+        """Set one small named value (overwrites)."""
+
+    @abc.abstractmethod
+    def get_meta(self, key: str) -> str | None:
+        """The value set by put_meta, or None if never set."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

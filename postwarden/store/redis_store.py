@@ -305,6 +305,14 @@ class RedisStore(Store):
             runs.append(SelfcheckRun(float(when), report))
         return sorted(runs, key=lambda r: r.when, reverse=True)[:limit]
 
+    # --- named values -------------------------------------------------------------
+    def put_meta(self, key: str, value: str) -> None:
+        self._call(self._r.set, self._k("meta", key), value)
+
+    def get_meta(self, key: str) -> str | None:
+        v = self._call(self._r.get, self._k("meta", key))
+        return None if v is None else bytes(v).decode("utf-8", "replace")
+
     def close(self) -> None:
         try:
             self.flush_events()

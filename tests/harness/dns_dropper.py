@@ -38,6 +38,7 @@ class DnsDropper:
         self.silent = tuple(z.lower().rstrip(".") for z in silent)
         self.silence = silence  # (lowercased name without the dot, "TXT") -> drop it
         self.dropped = 0
+        self.forwarded = 0  # queries relayed to the fixture server
         outer = self
 
         class Udp(socketserver.BaseRequestHandler):
@@ -45,6 +46,7 @@ class DnsDropper:
                 data, sock = self.request
                 if outer._drops(data):
                     return
+                outer.forwarded += 1
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as up:
                     up.settimeout(5)
                     up.sendto(data, ("127.0.0.1", upstream_port))
