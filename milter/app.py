@@ -9,6 +9,7 @@ postwarden fails open and never loses or delays a message because of its own bug
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,12 +18,14 @@ import Milter
 from postwarden.findings import Finding, Severity, ids
 from postwarden.log import log
 from postwarden.message import Message, Origin, domain_of, strip_brackets
+from postwarden.milter import macros
 from postwarden.milter.origin import classify
 from postwarden.milter.pipeline import Inspector, Verdict
 from postwarden.policy import ACCEPT, HOLD, REJECT, TEMPFAIL, Decision
 from postwarden.store import HoldRecord, StoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
+_session = threading.local()  # libmilter runs one thread per MTA connection
 MAX_BODY = 64 * 1024 * 1024  # beyond this the body is not kept: checks see a prefix
 
 
@@ -30,6 +33,7 @@ class Holder:
     """The current Inspector; swapped whole on SIGHUP so a message sees one config."""
 
     inspector: Inspector | None = None
+    unix_socket: bool = True  # the peer can only be a local process with access
 
 
 current = Holder()
@@ -66,9 +70,25 @@ class PostwardenMilter(Milter.Base):
         self.body_size = 0
         self.failed = False
 
+    @staticmethod
+    def in_thread() -> PostwardenMilter | None:
+        """The session this libmilter thread serves (None outside a session)."""
+        m = getattr(_session, "milter", None)
+        return m if isinstance(m, PostwardenMilter) else None
+
+    def callback_failed(self, error: str) -> None:
+        """pymilter could not hand us one command (see daemon._install_callback_error_hook):
+        that item is skipped, the message is still answered and inspected."""
+        qid = self.msg.queue_id if self.msg else None
+        log.limited(f"callback.{error[:40]}", "error",
+                    f"pymilter could not pass a command to postwarden ({error}); that item "
+                    "(e.g. a header whose name is not UTF-8) is skipped, the rest of the "
+                    "message is inspected", qid)
+
     @Milter.noreply
     @guarded
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        _session.milter = self
         self.client_name = hostname or ""
         if isinstance(hostaddr, tuple) and len(hostaddr) >= 2:
             self.client_addr, self.client_port = str(hostaddr[0]), int(hostaddr[1])
@@ -147,7 +167,19 @@ class PostwardenMilter(Milter.Base):
         return self._act(msg, verdict, inspector)
 
     def _macro(self, name: str) -> str:
-        """A macro's value; pymilter raises on one that is not valid UTF-8."""
+        """A macro's value, read with bounds (libmilter's own lookup can be crashed
+        by a malformed macro packet: see postwarden.milter.macros)."""
+        try:
+            return macros.getsymval(self._ctx, name) or ""
+        except macros.Unavailable as e:
+            if not current.unix_socket:
+                log.limited("macros.unavailable", "error",
+                            f"macros not read ({e}): on an inet: socket that could "
+                            "crash the daemon; origin by daemon name and SASL login "
+                            "and the queue ID are unknown")
+                return ""
+            log.limited("macros.unavailable", "warning",
+                        f"reading macros through libmilter ({e})")
         try:
             return self.getsymval(name) or ""
         except UnicodeDecodeError:
@@ -194,6 +226,7 @@ class PostwardenMilter(Milter.Base):
 
     @guarded
     def close(self) -> int:
+        _session.milter = None
         return Milter.CONTINUE
 
     @Milter.nocallback

@@ -9,10 +9,14 @@ gracefully.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import grp
 import os
 import pwd
 import signal
+import socket
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +29,7 @@ from postwarden import config as configmod
 from postwarden import dns, hostinfo
 from postwarden.config import Config, ConfigError
 from postwarden.log import log
+from postwarden.milter import macros
 from postwarden.milter.app import PostwardenMilter, current
 from postwarden.milter.pipeline import Inspector, Services, default_checks, default_fixers
 from postwarden.milter.ratelimit import health
@@ -47,7 +52,28 @@ def build_inspector(cfg: Config, store: Store | None) -> Inspector:
     return Inspector(services, default_checks(services), default_fixers(services))
 
 
+def _private_store_files(cfg: Config) -> None:
+    """The store holds SASL logins and senders: never readable by other users, whatever
+    umask the daemon was started with. SQLite gives its -wal and -shm files the mode
+    of the database file, so creating that one 0640 covers all three."""
+    if cfg.store.backend != "sqlite":
+        return
+    db = Path(cfg.store.path)
+    try:
+        if not db.exists():
+            db.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640))
+        for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            if f.exists() and f.stat().st_mode & 0o007:
+                f.chmod(f.stat().st_mode & 0o770)
+                log.info(f"store: {f} was readable by every user; now mode "
+                         f"{f.stat().st_mode & 0o777:04o}")
+    except OSError as e:
+        log.warning(f"store: cannot make {db} private ({e}); check its mode")
+
+
 def _open_store(cfg: Config) -> Store | None:
+    _private_store_files(cfg)
     try:
         return open_store(cfg.store)
     except (StoreError, OSError, ImportError) as e:
@@ -63,6 +89,42 @@ def _prepare_socket(cfg: Config) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.umask(0o777 & ~int(cfg.socket_mode, 8))
     return spec
+
+
+EXIT_IN_USE = 73  # EX_CANTCREAT: the socket belongs to a running instance
+
+
+class SocketInUse(Exception):
+    pass
+
+
+def _lock_socket(cfg: Config) -> int | None:
+    """Hold an exclusive lock on SOCKET.lock for the daemon's lifetime.
+
+    libmilter removes an existing socket file before it binds, and again on exit:
+    a second instance started on the same path would take the socket away from the
+    running one and leave Postfix with nothing to talk to. The lock is taken before
+    libmilter is asked to open the socket; the file is never removed (an flock dies
+    with its process, so a stale file is harmless)."""
+    if not cfg.socket.startswith("unix:"):
+        return None  # a second bind on the same TCP port fails by itself
+    path = cfg.socket[5:] + ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise
+        try:
+            other = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        finally:
+            os.close(fd)
+        raise SocketInUse(f"another postwarden milter (pid {other}) holds {path}: "
+                          f"it serves {cfg.socket}; not starting a second one (stop it "
+                          "first, or give this one another socket)") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _fix_socket_owner(cfg: Config) -> None:
@@ -167,25 +229,13 @@ def _periodic_selfcheck(cfg: Config, inspector: Inspector, stop: threading.Event
 background_tasks.append(_periodic_selfcheck)
 
 
-def run(config_path: str | None, log_stderr: bool = False) -> int:
-    cfg = configmod.load(config_path)
-    if log_stderr:
-        cfg.log.target = "stderr"
-    log.setup(cfg.log.target, cfg.log.facility, cfg.log.repeat_interval)
-    cpu = _pin_to_one_cpu() if cfg.pin_cpu else None  # before any thread starts
-    store = _open_store(cfg)
-    current.inspector = build_inspector(cfg, store)
-
-    libmilter.setconn(_prepare_socket(cfg))
-    libmilter.settimeout(600)
-    _raise_max_data_size()
-    _register()
-    libmilter.opensocket(True)
-    _fix_socket_owner(cfg)
-    _drop_privileges(cfg)
-
+def run(config_path: str | None, log_stderr: bool = False,
+        pending_reload: threading.Event | None = None) -> int:
+    # Signals first: a SIGHUP during start-up (config load, DNS detection) must be
+    # a reload once we are up, not the default action (exit). The CLI installs an
+    # earlier handler and hands over what it caught (pending_reload).
     stop = threading.Event()
-    reload_requested = threading.Event()
+    reload_requested = pending_reload or threading.Event()
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -197,6 +247,36 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
 
+    os.umask(0o027)  # nothing postwarden writes is for other users
+    cfg = configmod.load(config_path)
+    if log_stderr:
+        cfg.log.target = "stderr"
+    log.setup(cfg.log.target, cfg.log.facility, cfg.log.repeat_interval)
+    try:
+        lock = _lock_socket(cfg)
+    except SocketInUse as e:
+        log.error(f"{e}")
+        return EXIT_IN_USE
+    except OSError as e:
+        log.error(f"cannot lock the socket {cfg.socket}: {e}; not starting")
+        return EXIT_IN_USE
+    for warning in configmod.warnings(cfg):
+        log.warning(warning)
+    _warn_if_inet(cfg)
+    _install_callback_error_hook()
+    cpu = _pin_to_one_cpu() if cfg.pin_cpu else None  # before any thread starts
+    store = _open_store(cfg)
+    current.inspector = build_inspector(cfg, store)
+
+    libmilter.setconn(_prepare_socket(cfg))
+    libmilter.settimeout(600)
+    _raise_max_data_size()
+    _register()
+    libmilter.opensocket(True)
+    _fix_socket_owner(cfg)
+    _drop_privileges(cfg)
+    _warn_if_reload_cannot_read(cfg)
+
     worker = threading.Thread(target=libmilter.main, name="libmilter", daemon=True)
     worker.start()
     for task in background_tasks:
@@ -204,6 +284,7 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
                          name=getattr(task, "__name__", "task"), daemon=True).start()
     log.info(f"starting: socket={cfg.socket} mode={cfg.mode} store={cfg.store.backend} "
              f"cpu={'any' if cpu is None else cpu} config={cfg.source}")
+    _notify_systemd(b"READY=1")
     while not stop.is_set() and worker.is_alive():
         stop.wait(0.5)
         _flush_events(store)
@@ -214,6 +295,7 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
         log.error("libmilter stopped unexpectedly; exiting so the service manager restarts us")
         return 75
     log.info("stopping: finishing open sessions")
+    del lock  # held (open) until the process ends, after libmilter removed the socket
     libmilter.stop()
     worker.join(timeout=10)
     if store is not None:
@@ -242,11 +324,18 @@ def _flush_events(store: Store | None) -> None:
 
 
 def _reload(config_path: str | None, log_stderr: bool, store: Store | None) -> None:
+    """A reload either takes effect whole or is refused with one error line."""
     try:
-        new = configmod.load(config_path)
+        _reload_unguarded(config_path, log_stderr, store)
     except ConfigError as e:
         log.error(f"reload refused, keeping the running config: {e}")
-        return
+    except Exception as e:  # a bug must not end the daemon on SIGHUP
+        log.error(f"reload refused, keeping the running config: internal error "
+                  f"{type(e).__name__}: {e}")
+
+
+def _reload_unguarded(config_path: str | None, log_stderr: bool, store: Store | None) -> None:
+    new = configmod.load(config_path)
     if log_stderr:
         new.log.target = "stderr"
     old = current.inspector
@@ -254,6 +343,70 @@ def _reload(config_path: str | None, log_stderr: bool, store: Store | None) -> N
                             or new.store != old.services.config.store):
         log.warning("reload: socket and store changes take effect only on restart")
         new.socket, new.store = old.services.config.socket, old.services.config.store
+    inspector = build_inspector(new, store)
     log.setup(new.log.target, new.log.facility, new.log.repeat_interval)
-    current.inspector = build_inspector(new, store)
+    current.inspector = inspector
     log.info(f"reloaded: mode={new.mode} config={new.source}")
+
+
+def _notify_systemd(state: bytes) -> None:
+    """Type=notify: systemd holds `systemctl reload` (our SIGHUP) until READY=1, which
+    closes the moments before Python has installed any handler."""
+    addr = os.environ.get("NOTIFY_SOCKET", "")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(addr)
+            s.sendall(state)
+    except OSError as e:
+        log.warning(f"cannot tell systemd we are ready ({e}); with Type=notify it will "
+                    "time out the start")
+
+
+def _warn_if_inet(cfg: Config) -> None:
+    current.unix_socket = cfg.socket.startswith("unix:")
+    if current.unix_socket:
+        return
+    log.warning(f"listening on TCP {cfg.socket} (allow_inet = true): every local user can "
+                "connect and speak the milter protocol to postwarden, not only Postfix; "
+                "use a unix socket unless you must")
+    if not macros.available:
+        log.error("this libmilter build's macro layout is unknown: macros will not be read "
+                  "on the TCP socket (origin by daemon name, SASL login and queue IDs "
+                  "unknown); use a unix socket")
+
+
+def _warn_if_reload_cannot_read(cfg: Config) -> None:
+    """After the drop to `user`, SIGHUP re-reads the config and the DKIM keys as that
+    user: say now, once, if that cannot work, rather than refuse every reload later."""
+    if not cfg.user or not cfg.source:
+        return
+    needed = [cfg.source] + [k.key_file for k in cfg.dkim.keys]
+    unreadable = [p for p in needed if not os.access(p, os.R_OK)]
+    if unreadable:
+        log.warning(f"after switching to user {cfg.user}, {', '.join(unreadable)} cannot be "
+                    "read: SIGHUP reloads will be refused; restart the service to apply "
+                    f"config changes, or make those files readable by {cfg.user}'s group")
+
+
+def _install_callback_error_hook() -> None:
+    """pymilter builds each callback's arguments in C; when that fails (a header
+    name that is not UTF-8) no Python code of ours runs and pymilter's exception
+    policy answers. CONTINUE (not the default TEMPFAIL, which in a no-reply stage
+    leaves libmilter out of step so end-of-message is never answered) skips that
+    one item; pymilter reports the error through sys.excepthook, which logs it with
+    the queue ID and marks the message."""
+    libmilter.set_exception_policy(Milter.CONTINUE)
+    previous = sys.excepthook
+
+    def hook(tp: type[BaseException], value: BaseException, tb: object) -> None:
+        session = PostwardenMilter.in_thread()
+        if session is None:
+            previous(tp, value, tb)  # type: ignore[arg-type]
+            return
+        session.callback_failed(f"{tp.__name__}: {value}")
+
+    sys.excepthook = hook

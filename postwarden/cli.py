@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from postwarden import __version__
 from postwarden import config as configmod
@@ -49,12 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "config":
             cfg = configmod.load(args.config)
+            for warning in configmod.warnings(cfg):
+                print(f"{cfg.source}: warning: {warning}")
             print(f"{cfg.source}: OK")
             return 0
         if args.command == "milter":
+            # Before the heavy imports: a SIGHUP from here on is a reload once the
+            # daemon is up, never the default action (exit).
+            hup = threading.Event()
+            signal.signal(signal.SIGHUP, lambda signum, frame: hup.set())
             from postwarden.milter import daemon
 
-            return daemon.run(args.config, log_stderr=args.log_stderr)
+            return daemon.run(args.config, log_stderr=args.log_stderr, pending_reload=hup)
         if args.command == "selfcheck":
             from postwarden.checks import cli as selfcheck_cli
 
