@@ -15,11 +15,12 @@ the allocation and every non-NULL entry ends at a NUL inside the packet buffer. 
 this module reads them with bounds: count the entries up to the terminator, then
 pair them; a trailing name without a value is ignored. The struct offsets are those
 of libmilter's `struct smfi_str` and pymilter's `milter_ContextObject` (type
-milter.Context); before every read they are proven on the live session
-(libmilter's own smfi_getpriv() of the context must be the pymilter context
-object, and so must the private-data field at our offset). Where the proof fails (another libmilter build) Unavailable is raised;
-the adapter then falls back to smfi_getsymval only on a unix socket, where the peer
-is Postfix (see app.PostwardenMilter._macro), and says so once in the log.
+milter.Context). Before every read they are proven on the live session: libmilter's
+own smfi_getpriv() of the context must be the pymilter context object, and so must
+the private-data field at our offset. Where the proof fails (another libmilter
+build) Unavailable is raised; the adapter then falls back to smfi_getsymval only on
+a unix socket, where the peer is Postfix (app.PostwardenMilter._macro), and says so
+once in the log.
 """
 
 from __future__ import annotations
