@@ -8,9 +8,10 @@ postwarden fails open and never loses or delays a message because of its own bug
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import Milter
@@ -19,6 +20,7 @@ from postwarden.findings import Finding, Severity, ids
 from postwarden.log import log
 from postwarden.message import Message, Origin, domain_of, strip_brackets
 from postwarden.milter import macros
+from postwarden.milter.body import Body
 from postwarden.milter.origin import classify
 from postwarden.milter.pipeline import Inspector, Verdict
 from postwarden.policy import ACCEPT, HOLD, REJECT, TEMPFAIL, Decision
@@ -66,8 +68,7 @@ class PostwardenMilter(Milter.Base):
         self.client_port = 0
         self.daemon_name = ""
         self.msg: Message | None = None
-        self.body_parts: list[bytes] = []
-        self.body_size = 0
+        self.spool: Body | None = None
         self.failed = False
 
     @staticmethod
@@ -99,7 +100,7 @@ class PostwardenMilter(Milter.Base):
     @guarded
     def envfrom(self, mailfrom: str, *params: str) -> int:
         self.failed = False
-        self.body_parts, self.body_size = [], 0
+        self._drop_body()
         self.msg = Message(
             client_name=_valid(self.client_name),
             client_addr=self.client_addr,
@@ -134,11 +135,12 @@ class PostwardenMilter(Milter.Base):
     @guarded
     def body(self, chunk: bytes) -> int:
         if self.msg is not None and self.msg.origin is not Origin.INBOUND:
-            if self.body_size + len(chunk) <= MAX_BODY:
-                self.body_parts.append(chunk)
-            else:
-                self.msg.body_truncated = True
-            self.body_size += len(chunk)
+            if self.spool is None:
+                inspector = current.inspector
+                memory = inspector.services.config.body_memory if inspector else 1 << 20
+                self.spool = Body(memory, MAX_BODY)
+            self.spool.add(chunk)
+            self.msg.body_truncated = self.spool.truncated
         return Milter.CONTINUE
 
     @guarded
@@ -152,10 +154,12 @@ class PostwardenMilter(Milter.Base):
             if cfg.outbound.log_inbound:
                 log.info(f"origin=inbound from=<{msg.mail_from}> not inspected", msg.queue_id)
             return Milter.ACCEPT
-        msg.body = b"".join(self.body_parts)
-        self.body_parts = []
+        body, self.spool = self.spool, None
         try:
-            verdict = inspector.inspect(msg)
+            with body.reading() if body is not None else _no_body() as data:
+                msg.body = data
+                verdict = inspector.inspect(msg)
+                msg.body = b""
             self._apply_changes(verdict)
         except Exception as e:  # fail open, but the summary line is still written
             log.error(f"internal error: {type(e).__name__}: {e}; "
@@ -219,14 +223,21 @@ class PostwardenMilter(Milter.Base):
             return Milter.REJECT
         return Milter.ACCEPT
 
+    def _drop_body(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+
     @guarded
     def abort(self) -> int:
-        self.msg, self.body_parts = None, []
+        self.msg = None
+        self._drop_body()
         return Milter.CONTINUE
 
     @guarded
     def close(self) -> int:
         _session.milter = None
+        self._drop_body()
         return Milter.CONTINUE
 
     @Milter.nocallback
@@ -244,6 +255,11 @@ class PostwardenMilter(Milter.Base):
     @Milter.nocallback
     def unknown(self, cmd: str) -> int:
         return Milter.CONTINUE
+
+
+@contextlib.contextmanager
+def _no_body() -> Iterator[bytes]:
+    yield b""
 
 
 def _valid(text: str) -> str:

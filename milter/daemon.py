@@ -31,6 +31,7 @@ from postwarden.config import Config, ConfigError
 from postwarden.log import log
 from postwarden.milter import macros
 from postwarden.milter.app import PostwardenMilter, current
+from postwarden.milter.body import return_memory_to_os
 from postwarden.milter.pipeline import Inspector, Services, default_checks, default_fixers
 from postwarden.milter.ratelimit import health
 from postwarden.store import Store, StoreError, open_store
@@ -264,6 +265,9 @@ def run(config_path: str | None, log_stderr: bool = False,
         log.warning(warning)
     _warn_if_inet(cfg)
     _install_callback_error_hook()
+    if not return_memory_to_os():
+        log.warning("cannot fix malloc's mmap threshold: memory of big messages may stay "
+                    "allocated after they are gone")
     cpu = _pin_to_one_cpu() if cfg.pin_cpu else None  # before any thread starts
     store = _open_store(cfg)
     current.inspector = build_inspector(cfg, store)
@@ -280,7 +284,7 @@ def run(config_path: str | None, log_stderr: bool = False,
     worker = threading.Thread(target=libmilter.main, name="libmilter", daemon=True)
     worker.start()
     for task in background_tasks:
-        threading.Thread(target=task, args=(cfg, current.inspector, stop),
+        threading.Thread(target=_keep_running, args=(task, stop),
                          name=getattr(task, "__name__", "task"), daemon=True).start()
     log.info(f"starting: socket={cfg.socket} mode={cfg.mode} store={cfg.store.backend} "
              f"cpu={'any' if cpu is None else cpu} config={cfg.source}")
@@ -304,6 +308,25 @@ def run(config_path: str | None, log_stderr: bool = False,
         except StoreError as e:
             log.warning(f"stopping: activity events since the last write are lost: {e}")
     return 0
+
+
+TASK_RETRY = 60.0
+
+
+def _keep_running(task: BackgroundTask, stop: threading.Event) -> None:
+    """A background task that raises is logged and started again, never lost silently
+    (the periodic self-check is what warns about a new listing)."""
+    while not stop.is_set():
+        inspector = current.inspector
+        if inspector is None:
+            return
+        try:
+            task(inspector.services.config, inspector, stop)
+            return
+        except Exception as e:
+            log.error(f"{getattr(task, '__name__', 'task')} failed: {type(e).__name__}: {e}; "
+                      f"starting it again in {TASK_RETRY:.0f} s")
+            stop.wait(TASK_RETRY)
 
 
 def _flush_events(store: Store | None) -> None:

@@ -401,6 +401,7 @@ class Config:
     socket_group: str = "postfix"
     user: str = ""
     pin_cpu: bool = True
+    body_memory: int = field(default=1024 * 1024, metadata=_check(_positive))
     mode: str = field(default="monitor", metadata=_check(_one_of("monitor", "enforce")))
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     host: HostConfig = field(default_factory=HostConfig)

@@ -266,3 +266,39 @@ def test_selfcheck_thread_survives_a_huge_interval_value() -> None:
     with pytest.raises(config.ConfigError, match="at most"):
         config.from_dict({"selfcheck": {"interval": 10**12}})
 
+
+
+def test_big_bodies_are_bounded_and_returned(daemon: Any) -> None:
+    """16 concurrent 8 MiB messages: the daemon keeps at most body_memory of each while
+    it arrives and inspects spooled bodies one at a time, then gives the memory back.
+    Whole-body buffering grew RSS by 1.6x the bodies at peak and kept 1.4x after
+    (bench/body_memory.py)."""
+    from harness.bodyload import big_messages
+
+    proc = daemon()
+    assert proc.proc is not None
+    sessions, size = 16, 8 << 20
+    run = big_messages(proc.address, proc.proc.pid, sessions, size)
+    total_kib = sessions * size >> 10
+    print(f"\nRSS KiB before {run.before_kib} peak {run.peak_kib} after {run.after_kib} "
+          f"for {total_kib} KiB of bodies")
+    assert run.answered == sessions
+    assert run.peak_kib - run.before_kib < 0.75 * total_kib
+    assert run.after_kib - run.before_kib < 0.35 * total_kib
+    for i in range(sessions):
+        assert proc.wait_summary(f"BIG{i:06d}")["origin"] == "submission"
+
+
+def test_unit_restarts_and_waits_for_ready(daemon: Any, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    unit = (Path(__file__).resolve().parents[1] / "packaging" / "postwarden.service").read_text()
+    assert "Restart=on-failure" in unit and "Type=notify" in unit
+    assert "StartLimitBurst=" in unit and "RestartPreventExitStatus=2" in unit
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = tmp_path / "notify"
+    notify.bind(str(path))
+    notify.settimeout(20)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    daemon()
+    assert notify.recv(100) == b"READY=1"
+    notify.close()

@@ -1,0 +1,68 @@
+"""A message body as it arrives, with the daemon's memory for bodies bounded.
+
+A body stays in memory up to `body_memory` bytes and goes to an unlinked temporary
+file past that, so a session receiving a big message holds at most body_memory of
+it. The checks need the whole body at end of message (dkimpy verifies and signs
+the whole message, the form checks read a prefix), so a spooled body is read back
+then, but only one spooled body at a time is inspected (`inspecting`): 16
+concurrent 16 MiB messages cost one message's copies, not sixteen. Small bodies,
+nearly all mail, never wait.
+
+glibc raises its mmap threshold each time a big block is freed, after which big
+blocks come from the heap and stay allocated when freed; `return_memory_to_os`
+fixes the threshold so they are always mapped and unmapped on free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import tempfile
+import threading
+from collections.abc import Iterator
+
+_spooled_inspection = threading.Lock()
+M_MMAP_THRESHOLD = -3
+
+
+def return_memory_to_os(threshold: int = 256 * 1024) -> bool:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False
+
+
+class Body:
+    def __init__(self, memory: int, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.truncated = False
+        self._file: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(
+            max_size=memory, prefix="postwarden-body-")
+
+    def add(self, chunk: bytes) -> None:
+        if self.size + len(chunk) <= self.limit:
+            self._file.write(chunk)
+        else:
+            self.truncated = True
+        self.size += len(chunk)
+
+    @property
+    def spooled(self) -> bool:
+        return bool(getattr(self._file, "_rolled", False))
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[bytes]:
+        """The whole body (up to the limit) for the checks; a spooled one waits for
+        its turn and its copy is dropped on exit."""
+        lock = _spooled_inspection if self.spooled else contextlib.nullcontext()
+        with lock:
+            self._file.seek(0)
+            data = self._file.read()
+            self.close()
+            yield data
+
+    def close(self) -> None:
+        self._file.close()
