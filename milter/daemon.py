@@ -110,6 +110,10 @@ def _lock_socket(cfg: Config) -> int | None:
     if not cfg.socket.startswith("unix:"):
         return None  # a second bind on the same TCP port fails by itself
     path = cfg.socket[5:] + ".lock"
+    parent = Path(path).parent
+    if not parent.is_dir():
+        parent.mkdir(parents=True)
+        parent.chmod(0o755)  # Postfix (another user) must reach the socket inside
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -302,3 +302,19 @@ def test_unit_restarts_and_waits_for_ready(daemon: Any, tmp_path: Path,
     daemon()
     assert notify.recv(100) == b"READY=1"
     notify.close()
+
+
+def test_start_says_when_reload_cannot_work_after_the_privilege_drop(daemon: Any) -> None:
+    """Root-only config, user = nobody: SIGHUP would re-read it as nobody. The daemon
+    says so once at start (and a reload is refused with a line, never a crash)."""
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (the privilege drop)")
+    proc = daemon({"user": "nobody", "socket_group": ""})
+    proc.config_path.chmod(0o600)
+    proc.stop()
+    proc.start()
+    proc.wait_line(r"warning: after switching to user nobody, .*postwarden\.toml cannot be "
+                   r"read: SIGHUP reloads will be refused")
+    proc.hup()
+    proc.wait_line(r"error: reload refused, keeping the running config: .*cannot read")
+    assert proc.proc is not None and proc.proc.poll() is None
