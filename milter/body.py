@@ -37,7 +37,9 @@ def return_memory_to_os(threshold: int = 256 * 1024) -> bool:
 class Body:
     def __init__(self, memory: int, limit: int) -> None:
         self.limit = limit
+        self.memory = memory
         self.size = 0
+        self.kept = 0
         self.truncated = False
         self._file: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(
             max_size=memory, prefix="postwarden-body-")
@@ -45,13 +47,14 @@ class Body:
     def add(self, chunk: bytes) -> None:
         if self.size + len(chunk) <= self.limit:
             self._file.write(chunk)
+            self.kept += len(chunk)
         else:
             self.truncated = True
         self.size += len(chunk)
 
     @property
     def spooled(self) -> bool:
-        return bool(getattr(self._file, "_rolled", False))
+        return self.kept > self.memory  # where SpooledTemporaryFile rolls over to disk
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[bytes]:

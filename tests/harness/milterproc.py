@@ -94,7 +94,9 @@ class MilterProcess:
             if handshake(self.address):
                 return
             time.sleep(0.05)
-        raise HarnessError(f"postwarden not ready: {self.log_path.read_text()[-3000:]}")
+        self.kill()  # a half-started daemon would hold the socket's lock for the next test
+        raise HarnessError(f"postwarden not ready after {timeout:.0f} s: "
+                           f"{self.log_path.read_text()[-3000:]}")
 
     @property
     def address(self) -> str:
