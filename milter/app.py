@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import Milter
@@ -156,10 +156,8 @@ class PostwardenMilter(Milter.Base):
             return Milter.ACCEPT
         body, self.spool = self.spool, None
         try:
-            with body.reading() if body is not None else _no_body() as data:
-                msg.body = data
+            with body.given_to(msg) if body is not None else contextlib.nullcontext():
                 verdict = inspector.inspect(msg)
-                msg.body = b""
             self._apply_changes(verdict)
         except Exception as e:  # fail open, but the summary line is still written
             log.error(f"internal error: {type(e).__name__}: {e}; "
@@ -255,11 +253,6 @@ class PostwardenMilter(Milter.Base):
     @Milter.nocallback
     def unknown(self, cmd: str) -> int:
         return Milter.CONTINUE
-
-
-@contextlib.contextmanager
-def _no_body() -> Iterator[bytes]:
-    yield b""
 
 
 def _valid(text: str) -> str:

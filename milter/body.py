@@ -22,16 +22,37 @@ import tempfile
 import threading
 from collections.abc import Iterator
 
+from postwarden.message import Message
+
 _spooled_inspection = threading.Lock()
 M_MMAP_THRESHOLD = -3
 
 
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
 def return_memory_to_os(threshold: int = 256 * 1024) -> bool:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
-    except (OSError, AttributeError):
+        return _LIBC is not None and bool(_LIBC.mallopt(M_MMAP_THRESHOLD, threshold))
+    except AttributeError:
         return False
+
+
+def _trim() -> None:
+    """Give freed heap pages back after a big message (the copies dkimpy makes of a
+    body are many mid-sized blocks, not one mapping)."""
+    try:
+        if _LIBC is not None:
+            _LIBC.malloc_trim(0)
+    except AttributeError:
+        pass
 
 
 class Body:
@@ -57,15 +78,21 @@ class Body:
         return self.kept > self.memory  # where SpooledTemporaryFile rolls over to disk
 
     @contextlib.contextmanager
-    def reading(self) -> Iterator[bytes]:
-        """The whole body (up to the limit) for the checks; a spooled one waits for
-        its turn and its copy is dropped on exit."""
-        lock = _spooled_inspection if self.spooled else contextlib.nullcontext()
+    def given_to(self, msg: Message) -> Iterator[None]:
+        """msg.body holds the whole body (up to the limit) while the checks run; a
+        spooled one waits for its turn, and is dropped (and the heap trimmed) after."""
+        spooled = self.spooled
+        lock = _spooled_inspection if spooled else contextlib.nullcontext()
         with lock:
             self._file.seek(0)
-            data = self._file.read()
+            msg.body = self._file.read()
             self.close()
-            yield data
+            try:
+                yield
+            finally:
+                msg.body = b""
+                if spooled:
+                    _trim()
 
     def close(self) -> None:
         self._file.close()
