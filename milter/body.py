@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -29,8 +28,10 @@ M_MMAP_THRESHOLD = -3
 
 
 def _libc() -> ctypes.CDLL | None:
+    """The C library already loaded in this process (no find_library: it runs
+    ldconfig and a compiler in subprocesses)."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return ctypes.CDLL(None)
     except OSError:
         return None
 
