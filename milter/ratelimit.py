@@ -23,6 +23,7 @@ from postwarden.config import LimitConfig
 from postwarden.findings import Finding, Severity
 from postwarden.log import log
 from postwarden.message import Message
+from postwarden.metrics import metrics
 from postwarden.milter.forms import (
     MEMO_SOURCE,
     Source,
@@ -48,6 +49,7 @@ class StoreHealth:
         self._lock = threading.Lock()
 
     def failed(self, e: StoreError, what: str) -> None:
+        metrics.store_errors.inc()
         with self._lock:
             self._down = True
         # One line per condition (locked, full, read-only, gone), not one per message.

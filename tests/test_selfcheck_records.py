@@ -57,6 +57,64 @@ def test_spf_lookup_count_recurses_into_includes() -> None:
     assert records.count_lookups(D, res)[0] == 6
 
 
+def test_spf_a_domain_included_twice_counts_twice_and_is_no_loop() -> None:
+    """RFC 7208 4.6.4: each evaluation of a term counts; two branches are not a loop."""
+    res = FakeResolver({(D, "TXT"): ["v=spf1 include:a.example.net include:b.example.net -all"],
+                        ("a.example.net", "TXT"): ["v=spf1 include:common.example.net -all"],
+                        ("b.example.net", "TXT"): ["v=spf1 include:common.example.net -all"],
+                        ("common.example.net", "TXT"): ["v=spf1 a mx -all"]})
+    lookups, problems = records.count_lookups(D, res)
+    assert (lookups, problems) == (8, [])
+    assert res.asked.count(("common.example.net", "TXT")) == 1  # gathered once
+
+
+def test_spf_a_real_loop_is_reported() -> None:
+    res = FakeResolver({(D, "TXT"): ["v=spf1 include:a.example.net -all"],
+                        ("a.example.net", "TXT"): [f"v=spf1 include:{D} -all"]})
+    lookups, problems = records.count_lookups(D, res)
+    assert lookups == 2 and problems == [f"include loop at {D} (from a.example.net)"]
+    self_redirect = FakeResolver({(D, "TXT"): [f"v=spf1 ip4:{IP} redirect={D}"]})
+    assert records.count_lookups(D, self_redirect)[1] == [f"include loop at {D} (from {D})"]
+
+
+def test_spf_redirect_is_ignored_when_the_record_has_all() -> None:
+    """RFC 7208 6.1: redirect= is ignored if there is an all mechanism anywhere."""
+    res = FakeResolver({(D, "TXT"): [f"v=spf1 ip4:{IP} redirect=r.example.net -all"],
+                        ("r.example.net", "TXT"): ["v=spf1 a a a a a a a a a a -all"]})
+    assert records.count_lookups(D, res) == (0, [])
+    assert ("r.example.net", "TXT") not in res.asked
+    res.records[(D, "TXT")] = [f"v=spf1 ip4:{IP} redirect=r.example.net"]
+    res.clear()
+    assert records.count_lookups(D, res) == (11, [])
+    assert records.check_spf(D, [IP], res).status == "critical"
+
+
+def test_spf_terms_after_all_are_never_evaluated() -> None:
+    res = FakeResolver({(D, "TXT"): [f"v=spf1 ip4:{IP} mx -all include:x.example.net a"]})
+    assert records.count_lookups(D, res) == (1, [])
+
+
+def test_spf_include_without_record_is_a_warning_for_forged_mail() -> None:
+    res = FakeResolver({(D, "TXT"): [f"v=spf1 ip4:{IP} include:gone.example.net -all"]})
+    r = records.check_spf(D, [IP], res)
+    assert r.status == "warning" and "gone.example.net" in r.summary
+    assert r.details["results"] == {IP: "pass"}
+
+
+def test_spf_unfetchable_include_makes_the_count_unknown() -> None:
+    res = FakeResolver({(D, "TXT"): [f"v=spf1 ip4:{IP} include:slow.example.net -all"],
+                        ("slow.example.net", "TXT"): TIMEOUT})
+    r = records.check_spf(D, [IP], res)
+    assert r.status == "unknown" and "slow.example.net" in r.summary
+
+
+def test_spf_void_lookups_are_permerror_in_the_selfcheck() -> None:
+    res = FakeResolver({(D, "TXT"): ["v=spf1 a:nx.example.net a:nx.example.net "
+                                     f"a:nx.example.net ip4:{IP} -all"]})
+    r = records.check_spf(D, [IP], res)
+    assert r.status == "critical" and r.details["results"] == {IP: "permerror"}
+
+
 def test_spf_plus_all_and_neutral() -> None:
     plus = records.check_spf(D, [IP], FakeResolver({(D, "TXT"): ["v=spf1 +all"]}))
     assert plus.status == "critical" and "+all" in plus.summary

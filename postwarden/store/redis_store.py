@@ -26,9 +26,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from postwarden.store.base import (
+    AUDIT_RETENTION,
     EVENT_RETENTION,
     HOLD_RETENTION,
     SELFCHECK_KEEP,
+    AuditRecord,
     BucketState,
     EventRecord,
     HoldRecord,
@@ -72,7 +74,7 @@ if over > 1e-9 then
   if reset == 1 then redis.call('DEL', KEYS[1]) end
   return {0, string.format('%.9f', (base - now) / interval), string.format('%.6f', over), reset}
 end
-redis.call('HSET', KEYS[1], 't', string.format('%.6f', new_tat), 'i', ARGV[3], 'b', ARGV[4])
+redis.call('HSET', KEYS[1], 't', string.format('%.17g', new_tat), 'i', ARGV[3], 'b', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], math.ceil((new_tat - now) * 1000) + 1000)
 return {1, string.format('%.9f', (new_tat - now) / interval), '0', reset}
 """
@@ -236,6 +238,24 @@ class RedisStore(Store):
                       "not a hash of finite numbers; reset to zero")
         return value
 
+    def rate_reset(self, key: str) -> bool:
+        return bool(self._call(self._r.delete, self._k("rl", key)))
+
+    # --- operator audit trail -----------------------------------------------------
+    def record_audit(self, rec: AuditRecord) -> None:
+        payload = json.dumps([rec.actor, rec.action, rec.target, rec.detail])
+        self._call(self._append, keys=[self._k("audit"), self._k("seq")],
+                   args=[rec.when, payload, rec.when - AUDIT_RETENTION, MAX_EVENTS])
+
+    def audit(self, since: float = 0.0) -> list[AuditRecord]:
+        rows = self._call(self._r.zrevrangebyscore, self._k("audit"), "+inf",
+                          f"({since}", withscores=True)
+        out = []
+        for member, score in rows:
+            actor, action, target, detail = json.loads(member.split(b" ", 1)[1])
+            out.append(AuditRecord(float(score), actor, action, target, detail))
+        return out
+
     # --- events -----------------------------------------------------------------
     def _write_events(self, batch: list[EventRecord]) -> None:
         pipe = self._r.pipeline(transaction=True)
@@ -284,6 +304,14 @@ class RedisStore(Store):
                 continue
             runs.append(SelfcheckRun(float(when), report))
         return sorted(runs, key=lambda r: r.when, reverse=True)[:limit]
+
+    # --- named values -------------------------------------------------------------
+    def put_meta(self, key: str, value: str) -> None:
+        self._call(self._r.set, self._k("meta", key), value)
+
+    def get_meta(self, key: str) -> str | None:
+        v = self._call(self._r.get, self._k("meta", key))
+        return None if v is None else bytes(v).decode("utf-8", "replace")
 
     def close(self) -> None:
         try:

@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from postwarden.store.base import (
+    AUDIT_RETENTION,
     EVENT_RETENTION,
     HOLD_RETENTION,
     SELFCHECK_KEEP,
+    AuditRecord,
     BucketState,
     EventRecord,
     HoldRecord,
@@ -84,20 +86,25 @@ CREATE TABLE IF NOT EXISTS holds (
     id INTEGER PRIMARY KEY, queue_id TEXT NOT NULL, at REAL NOT NULL, reason TEXT NOT NULL,
     source TEXT NOT NULL, sender TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS holds_at ON holds(at);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    target TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS selfcheck (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, report TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS notices (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str | Path, create: bool = True) -> None:
+    def __init__(self, path: str | Path, create: bool = True, readonly: bool = False) -> None:
         """`create=False` for readers (`status`): a missing file is an error, not a new
-        empty store that would report nothing held."""
+        empty store that would report nothing held. `readonly` never writes the file."""
         super().__init__()
         self.path = str(path)
-        self._create = create
+        self._create = create and not readonly
+        self.readonly = readonly
         self._identity: tuple[int, int] | None = None
         self._next_check = 0.0
         self._lock = threading.Lock()
@@ -109,7 +116,9 @@ class SqliteStore(Store):
             try:
                 self._connection()
             except StoreError:
-                pass  # retried by the first operation; it reports the error then
+                if readonly:  # a reader has nothing to retry for: say so now
+                    raise
+                # retried by the first operation; it reports the error then
 
     def _connection(self) -> sqlite3.Connection:
         """The open connection, or one more try to open it (at most every few seconds,
@@ -123,12 +132,14 @@ class SqliteStore(Store):
         now = time.monotonic()
         if now < self._next_try:
             raise StoreError(self._last_error)
+        if self.path != ":memory:" and not self._create and not Path(self.path).exists():
+            raise StoreError(f"sqlite {self.path}: the store file does not exist "
+                             "(never written yet, or deleted: the milter creates it "
+                             "again with its next message)")
+        if self.readonly:
+            return self._open_readonly(now)
         db = None
         try:
-            if self.path != ":memory:" and not self._create and not Path(self.path).exists():
-                raise StoreError(f"sqlite {self.path}: the store file does not exist "
-                                 "(never written yet, or deleted: the milter creates it "
-                                 "again with its next message)")
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
@@ -186,6 +197,29 @@ class SqliteStore(Store):
         except (StoreError, sqlite3.Error):
             pass  # the next operation reports the broken store
 
+    def _open_readonly(self, now: float) -> sqlite3.Connection:
+        """Open without ever writing: a monitoring user in the store's group may only
+        read the file. `mode=ro` still needs the WAL's -shm to be writable; when it is
+        not, `immutable=1` reads the main file as it is (the last checkpoint)."""
+        errors = []
+        for flags in ("mode=ro", "immutable=1"):
+            db = None
+            try:
+                db = sqlite3.connect(f"file:{Path(self.path).absolute()}?{flags}", uri=True,
+                                     timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                     check_same_thread=False)
+                db.execute("SELECT count(*) FROM selfcheck").fetchone()
+            except (sqlite3.Error, OSError) as e:
+                errors.append(f"{flags}: {e}")
+                if db is not None:
+                    db.close()
+                continue
+            self._db = db
+            return db
+        self._next_try = now + REOPEN_EVERY
+        self._last_error = f"sqlite {self.path} (read-only): {'; '.join(errors)}"
+        raise StoreError(self._last_error)
+
     @staticmethod
     def _rollback(db: sqlite3.Connection) -> None:
         """Leave no transaction open after a failure (a full disk can fail COMMIT), or
@@ -199,6 +233,8 @@ class SqliteStore(Store):
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction; every sqlite error becomes StoreError."""
+        if self.readonly:
+            raise StoreError(f"sqlite {self.path}: opened read-only")
         with self._lock:
             db = self._connection()
             try:
@@ -367,6 +403,24 @@ class SqliteStore(Store):
         good = self._valid("events", rows, (float, str, str, str))
         return [EventRecord(_f(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in good]
 
+    def rate_reset(self, key: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM buckets WHERE key = ?", (key,)).rowcount > 0
+
+    # --- operator audit trail -----------------------------------------------------
+    def record_audit(self, rec: AuditRecord) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO audit(at, actor, action, target, detail) "
+                       "VALUES (?, ?, ?, ?, ?)",
+                       (rec.when, rec.actor, rec.action, rec.target, rec.detail))
+            db.execute("DELETE FROM audit WHERE at < ?", (rec.when - AUDIT_RETENTION,))
+
+    def audit(self, since: float = 0.0) -> list[AuditRecord]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT at, actor, action, target, detail FROM audit WHERE at > ? "
+            "ORDER BY at DESC, id DESC", (since,)).fetchall())
+        return [AuditRecord(*r) for r in rows]
+
     # --- self-check history -----------------------------------------------------
     def record_selfcheck(self, when: float, report_json: str) -> None:
         with self._tx() as db:
@@ -386,6 +440,17 @@ class SqliteStore(Store):
         rows = self._read(lambda db: db.execute(
             "SELECT id, at, text FROM notices ORDER BY at DESC, id DESC LIMIT 20").fetchall())
         return [(_f(r[1]), str(r[2])) for r in self._valid("notices", rows, (float, str))]
+
+    # --- named values -------------------------------------------------------------
+    def put_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) "
+                       "DO UPDATE SET value = excluded.value", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._read(lambda db: db.execute(
+            "SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
+        return None if row is None else str(row[0])
 
     def close(self) -> None:
         try:
