@@ -16,9 +16,10 @@ from postwarden.store.base import (
     Store,
     StoreError,
 )
+from postwarden.store.feedback import DeliveryRecord, OutboundRecord
 
-__all__ = ["Activity", "BucketState", "EventRecord", "HoldRecord", "RateResult",
-           "SelfcheckRun", "Store", "StoreError", "open_store"]
+__all__ = ["Activity", "BucketState", "DeliveryRecord", "EventRecord", "HoldRecord",
+           "OutboundRecord", "RateResult", "SelfcheckRun", "Store", "StoreError", "open_store"]
 
 
 def open_store(cfg: object) -> Store:
