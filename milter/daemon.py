@@ -26,6 +26,7 @@ from postwarden.checks.periodic import periodic_selfcheck
 from postwarden.config import Config, ConfigError
 from postwarden.hoststate import HostState
 from postwarden.log import log
+from postwarden.milter import feedback_reader
 from postwarden.milter.app import PostwardenMilter, current
 from postwarden.milter.pipeline import Inspector, Services, default_checks, default_fixers
 from postwarden.milter.ratelimit import health
@@ -192,6 +193,7 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     worker.start()
     threading.Thread(target=periodic_selfcheck, args=(_live, host, stop),
                      name="periodic_selfcheck", daemon=True).start()
+    feedback_reader.start(_live, host, stop)  # its own thread; logs which source it reads
     log.info(f"starting: socket={cfg.socket} mode={cfg.mode} store={cfg.store.backend} "
              f"cpu={'any' if cpu is None else cpu} config={cfg.source}")
     while not stop.is_set() and worker.is_alive():
