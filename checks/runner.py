@@ -20,7 +20,16 @@ from typing import Any
 
 from postwarden import hostinfo
 from postwarden.blocklists import lists_for
-from postwarden.checks import activity, checklist, dnsbl, escalation, postfix_audit, rdns, records
+from postwarden.checks import (
+    activity,
+    checklist,
+    dnsbl,
+    escalation,
+    postfix_audit,
+    rdns,
+    receivers,
+    records,
+)
 from postwarden.checks.report import CheckResult, Report
 from postwarden.config import Config
 from postwarden.dns import Budget, Resolver
@@ -196,6 +205,8 @@ def run(inp: RunInputs) -> Report:
     act = activity.check(inp.store, now) if sel.wants_any(("activity.", "checklist.")) else None
     if act is not None:
         results.append(act)
+    if sel.wants("feedback."):
+        results.append(receivers.check(inp.store, now, cfg.feedback.retention))
     if sel.wants("checklist."):
         results += checklist.answer(results, checklist.Facts(
             facts_box.get("facts"), cfg.forms.enabled, cfg.ratelimit.enabled,

@@ -167,6 +167,9 @@ _TABLE: tuple[FindingId, ...] = (
               "myhostname is not a fully qualified public name"),
     FindingId("postfix.inet_protocols", SELFCHECK, W,
               "IPv6 is on but an IPv6 address has no PTR"),
+    FindingId("feedback.receivers", SELFCHECK, C,
+              "receivers' replies over the window: rejections by class and receiver "
+              "(critical on a mismatch with postwarden's DMARC prediction)"),
     FindingId("activity.7d", SELFCHECK, INF, "mail sent in the last 7 days, and its top sources"),
     *(FindingId(f"checklist.{k}", SELFCHECK, INF, doc) for k, doc in CHECKLIST_ITEMS.items()),
     FindingId("checklist.verdict", SELFCHECK, W,

@@ -20,6 +20,7 @@ from typing import Any
 
 from postwarden import config as configmod
 from postwarden.config import Config
+from postwarden.feedback import summary as feedback_summary
 from postwarden.store import Store, StoreError, open_store
 
 HOLD_DAYS = 7
@@ -90,6 +91,7 @@ def collect(store: Store, cfg: Config, now: float, on_hold: set[str] | None) -> 
         "hold_queue_known": on_hold is not None,
         "last_hour": {"messages": len(events), "findings": dict(findings.most_common()),
                       "sources": dict(by_source.most_common(TOP))},
+        "feedback": feedback_summary.collect(store, now, cfg.feedback.retention),
     }
 
 
@@ -131,6 +133,8 @@ def render(data: dict[str, Any]) -> str:
     out += ["", f"Last hour: {lh['messages']} messages inspected"]
     for fid, n in lh["findings"].items():
         out.append(f"  {fid:<30} {n}")
+    if "feedback" in data:
+        out += ["", *feedback_summary.render(data["feedback"])]
     return "\n".join(out) + "\n"
 
 

@@ -374,3 +374,43 @@ def test_brake_holds_a_form_whose_mail_bounces_5_1_1(store: SqliteStore) -> None
     mon = _inspector(store, mode="monitor", policy=policy).inspect(
         form_message(queue_id="NEXT000004"))
     assert (mon.decision.action, mon.decision.would) == ("accept", "hold")
+
+
+# --- shown: status and the self-check's "receivers said" ---------------------------------------
+
+def test_status_and_selfcheck_show_what_receivers_said(store: SqliteStore) -> None:
+    from postwarden.checks import receivers
+    from postwarden.checks.report import Report, render_nagios, render_prometheus, render_text
+    from postwarden.feedback import summary
+
+    store.record_outbound(outbound("MMMMM00001", dmarc="pass"))
+    store.record_outbound(outbound("MMMMM00002", source="sasl:alice"))
+    fb = Feedback(store, clock=lambda: T0 + 1, logger=Logger())
+    fb(line("MMMMM00001", "x@gmail.test", "5.7.26", "bounced",
+            said("mx.gmail.test", GMAIL_DMARC + "\x1b[2J")))
+    fb(line("MMMMM00002", "y@outlook.test", "2.0.0", "sent", "250 ok"))
+    data = summary.collect(store, T0 + 2)
+    src = {s["source"]: s for s in data["sources"]}
+    assert src["php:33:contact.php"]["sent"] == 1
+    assert src["php:33:contact.php"]["by_class"] == {"bounced:auth": 1}
+    assert src["php:33:contact.php"]["last_reply"]["dsn"] == "5.7.26"
+    assert "\x1b" not in src["php:33:contact.php"]["last_reply"]["reply"]
+    assert (src["sasl:alice"]["delivered"], src["sasl:alice"]["bounced"]) == (1, 0)
+    assert [m["queue_id"] for m in data["mismatches"]] == ["MMMMM00001"]
+    text = "\n".join(summary.render(data))
+    assert "MISMATCH MMMMM00001: predicted dmarc=pass; gmail.test answered 5.7.26" in text
+
+    c = receivers.check(store, T0 + 2)
+    assert c.status == "critical" and c.summary.startswith("MISMATCH: predicted dmarc=pass")
+    report = Report(generated=T0 + 2, checks=[c])
+    assert "== Receivers said ==" in render_text(report)
+    assert "bounced_auth=1;;;0" in render_nagios(report)
+    prom = render_prometheus(report)
+    assert ('postwarden_feedback_replies{status="bounced",class="auth",'
+            'receiver="gmail.test"} 1') in prom
+    assert 'postwarden_feedback_replies{status="sent",class="",receiver="outlook.test"} 1' \
+        in prom
+    assert "postwarden_feedback_mismatches 1" in prom
+    empty = receivers.check(SqliteStore(":memory:"), T0)
+    assert empty.status == "info" and "no delivery results" in empty.summary
+    assert receivers.check(None, T0).status == "unknown"
