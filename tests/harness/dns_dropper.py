@@ -12,6 +12,7 @@ import socketserver
 import threading
 
 import dns.message
+import dns.rdatatype
 
 from harness import free_port
 
@@ -21,16 +22,19 @@ class DnsDropper:
         self.port = free_port()
         self.silent = tuple(z.lower().rstrip(".") for z in silent)
         self.dropped = 0
+        self.seen: list[str] = []  # every "NAME TYPE" asked, in order (a counting forwarder)
         outer = self
 
         class Udp(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 data, sock = self.request
                 try:
-                    name = dns.message.from_wire(data).question[0].name.to_text().lower()
+                    q = dns.message.from_wire(data).question[0]
+                    name = q.name.to_text().lower()
                 except Exception:
                     return
                 name = name.rstrip(".")
+                outer.seen.append(f"{name} {dns.rdatatype.to_text(q.rdtype)}")
                 if any(name == z or name.endswith("." + z) for z in outer.silent):
                     outer.dropped += 1
                     return
