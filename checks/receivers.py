@@ -9,13 +9,17 @@ summary says to look), never `ok`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from postwarden.checks.report import CheckResult, Status
 from postwarden.feedback import summary
+from postwarden.feedback.logline import printable
 from postwarden.store.feedback import OUTBOUND_RETENTION
 
 CHECK_ID = "feedback.receivers"
+MISMATCH = "dmarc_report.mismatch"
+FOREIGN = "dmarc_report.foreign_ip"
 _SERIOUS = ("blocklist", "auth", "reputation", "rdns")
 
 
@@ -61,3 +65,39 @@ def check(store: Any, now: float, window: float = OUTBOUND_RETENTION) -> CheckRe
     elif rejected:
         status = "info"
     return CheckResult(CHECK_ID, "", status, summary_text, advice, details)
+
+
+def dmarc_report_checks(store: Any, now: float, window: float = OUTBOUND_RETENTION
+                        ) -> list[CheckResult]:
+    """The findings of the DMARC aggregate reports imported within the window
+    (`postwarden dmarc-reports`), one result per finding."""
+    if store is None:
+        return []
+    try:
+        stored = store.reports(now - window)
+    except Exception as e:
+        return [CheckResult(MISMATCH, "", "unknown", f"store failed: {e}", (), {})]
+    out: list[CheckResult] = []
+    for _key, _when, digest in stored:
+        try:
+            findings = json.loads(digest).get("findings", [])
+        except (ValueError, AttributeError):
+            continue
+        for f in findings:
+            if not isinstance(f, dict):
+                continue
+            raw = f.get("data")
+            data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+            target = printable(str(data.get("source_ip", "")), 64)
+            text = printable(str(f.get("text", "")), 400)
+            if f.get("id") == MISMATCH:
+                out.append(CheckResult(MISMATCH, target, "critical", text,
+                                       ("Compare with the message evidence: `postwarden "
+                                        "status`, the mail log by queue ID",), data))
+            elif f.get("id") == FOREIGN:
+                status: Status = "info" if data.get("dmarc") == "pass" else "warning"
+                out.append(CheckResult(FOREIGN, target, status, text,
+                                       ("Add a legitimate sender to SPF and DKIM; "
+                                        "otherwise the domain is being spoofed (p=reject "
+                                        "stops it)",), data))
+    return out

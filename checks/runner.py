@@ -207,6 +207,8 @@ def run(inp: RunInputs) -> Report:
         results.append(act)
     if sel.wants("feedback."):
         results.append(receivers.check(inp.store, now, cfg.feedback.retention))
+    if sel.wants("dmarc_report."):
+        results += receivers.dmarc_report_checks(inp.store, now, cfg.feedback.retention)
     if sel.wants("checklist."):
         results += checklist.answer(results, checklist.Facts(
             facts_box.get("facts"), cfg.forms.enabled, cfg.ratelimit.enabled,

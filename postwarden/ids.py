@@ -170,6 +170,12 @@ _TABLE: tuple[FindingId, ...] = (
     FindingId("feedback.receivers", SELFCHECK, C,
               "receivers' replies over the window: rejections by class and receiver "
               "(critical on a mismatch with postwarden's DMARC prediction)"),
+    FindingId("dmarc_report.mismatch", SELFCHECK, E,
+              "a DMARC aggregate report saw dkim/spf/dmarc=fail from this host's IP for "
+              "mail postwarden predicted to pass"),
+    FindingId("dmarc_report.foreign_ip", SELFCHECK, W,
+              "a DMARC aggregate report shows mail using our domain from an IP that is not "
+              "this host's (info when it passed DMARC)"),
     FindingId("activity.7d", SELFCHECK, INF, "mail sent in the last 7 days, and its top sources"),
     *(FindingId(f"checklist.{k}", SELFCHECK, INF, doc) for k, doc in CHECKLIST_ITEMS.items()),
     FindingId("checklist.verdict", SELFCHECK, W,

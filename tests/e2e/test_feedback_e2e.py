@@ -267,3 +267,64 @@ def test_brake_holds_the_form_whose_mail_bounces_unknown_recipients(
     pf.wait_queue(lambda es: any(e["queue_id"] == nxt and e["queue_name"] == "hold"
                                  for e in es))
     pf.postsuper("-d", nxt)
+
+
+def test_dmarc_reports_imported_once_bad_ones_rejected_mismatch_reported(
+        milter: Callable[..., MilterProcess], fb_postfix: Postfix, tmp_path: Path) -> None:
+    from dmarc_fixtures import MALFORMED, XML_BOMB, gz, report_mail, report_xml, zipped
+
+    m = milter()
+    sent = [php_form(fb_postfix, tmp_path, f"friend-{i}@gmail.test") for i in range(2)]
+    for q in sent:
+        assert m.wait_summary(q)["dmarc"] == "pass"
+    now = time.time()
+    ours = {"ip": HOST_IP, "count": 2, "dkim": "fail", "spf": "fail"}  # planted mismatch
+    spoof = {"ip": "203.0.113.9", "count": 40, "dkim": "fail", "spf": "fail"}
+    good = report_xml("g-100", now - 3600, now + 3600, [ours, spoof])
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "google.com!example.com!1!2.xml.gz").write_bytes(gz(good))
+    (reports / "duplicate.xml").write_bytes(good)
+    (reports / "yahoo.zip").write_bytes(zipped("yahoo.xml", report_xml(
+        "y-7", now - 3600, now + 3600, [{"ip": HOST_IP, "count": 2}], org="yahoo.com")))
+    (reports / "broken.xml").write_bytes(MALFORMED)
+    (reports / "bomb.xml").write_bytes(XML_BOMB)
+    maildir = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    (maildir / "new" / "1700000000.M1.mail").write_bytes(report_mail(
+        "outlook.xml.gz", gz(report_xml("o-1", now - 3600, now + 3600,
+                                        [{"ip": HOST_IP, "count": 2}], org="outlook.com"))))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN), "--config", str(m.config_path), *args],
+                              capture_output=True, text=True, timeout=120)
+
+    r = cli("dmarc-reports", str(reports), str(maildir))
+    assert r.returncode == 1, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[-1] == "3 imported, 1 duplicate(s), 2 rejected, 3 finding(s)", r.stdout
+    assert any(x.startswith("rejected:") and "bomb.xml: refused" in x and "XML bomb" in x
+               for x in lines)
+    assert any(x.startswith("rejected:") and "broken.xml: not well-formed XML" in x
+               for x in lines)
+    assert any(x.startswith("duplicate: google.com report g-100") for x in lines)
+    mism = [x for x in lines if "dmarc_report.mismatch" in x]
+    assert len(mism) == 2  # spf and dmarc predicted pass, both seen failing
+    assert any("MISMATCH: google.com saw dmarc=fail for 2 message(s) From example.com from "
+               f"{HOST_IP}; postwarden predicted dmarc=pass" in x for x in mism)
+    assert any("dmarc_report.foreign_ip" in x and "203.0.113.9" in x for x in lines)
+    # again: every input is a duplicate now (4 inputs, 3 reports), nothing counted twice
+    again = json.loads(cli("dmarc-reports", "--json", str(reports), str(maildir)).stdout)
+    assert (len(again["imported"]), len(again["duplicates"]), len(again["rejected"])) == \
+        (0, 4, 2)
+    # and the self-check carries the findings in "receivers said"
+    sc = cli("selfcheck", "--json", "--no-record", "--only", "dmarc_report",
+             "--only", "feedback")
+    report = json.loads(sc.stdout)
+    ids = sorted((c["id"], c["status"]) for c in report["checks"])
+    assert ("dmarc_report.mismatch", "critical") in ids
+    assert ("dmarc_report.foreign_ip", "warning") in ids
+    assert any(i == "feedback.receivers" for i, _ in ids)
+    assert cli("selfcheck", "--no-record", "--only", "dmarc_report").stdout.count(
+        "== Receivers said ==") == 1
