@@ -194,6 +194,7 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     threading.Thread(target=periodic_selfcheck, args=(_live, host, stop),
                      name="periodic_selfcheck", daemon=True).start()
     feedback_reader.start(_live, host, stop)  # its own thread; logs which source it reads
+    feedback_reader.start_dmarc_watch(_live, stop)  # [feedback] dmarc_maildir, when set
     log.info(f"starting: socket={cfg.socket} mode={cfg.mode} store={cfg.store.backend} "
              f"cpu={'any' if cpu is None else cpu} config={cfg.source}")
     while not stop.is_set() and worker.is_alive():

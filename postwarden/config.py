@@ -414,6 +414,8 @@ class FeedbackConfig:
     brake_window: int = field(default=3600, metadata=_check(_positive))
     brake_min: int = field(default=5, metadata=_check(_positive))
     brake_ratio: float = field(default=0.5, metadata=_check(_fraction))
+    dmarc_maildir: str = ""
+    dmarc_interval: int = field(default=3600, metadata=_check(_positive))
 
 
 @dataclass

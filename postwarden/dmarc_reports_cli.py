@@ -21,7 +21,7 @@ from postwarden import config as configmod
 from postwarden import dmarc_reports as dr
 from postwarden.feedback.logline import printable
 from postwarden.findings import Severity
-from postwarden.store import StoreError, open_store
+from postwarden.store import Store, StoreError, open_store
 
 
 def _host(cfg: configmod.Config) -> tuple[list[str], list[str]]:
@@ -34,6 +34,41 @@ def _host(cfg: configmod.Config) -> tuple[list[str], list[str]]:
     return t.ips, t.domains
 
 
+def import_inputs(store: Store, paths: list[str], ips: list[str], domains: list[str],
+                  now: float) -> tuple[dict[str, Any], bool]:
+    """Import every report under `paths`: (the result, whether something needs a look:
+    a rejected input or a finding of warning or worse). StoreError escapes."""
+    out: dict[str, Any] = {"imported": [], "duplicates": [], "rejected": [], "findings": []}
+    bad = False
+    for name, data in dr.inputs(paths):
+        try:
+            if isinstance(data, dr.ReportError):
+                raise data
+            found = dr.reports(name, data)
+        except dr.ReportError as e:
+            out["rejected"].append({"input": printable(name, 300),
+                                    "reason": printable(str(e), 300)})
+            bad = True
+            continue
+        for rep in found:
+            preds = store.outbound_since(rep.begin - 1)
+            rows, findings = dr.compare(rep, ips, domains, preds)
+            digest = {"org": rep.org, "report_id": rep.report_id, "begin": rep.begin,
+                      "end": rep.end, "domain": rep.domain, "rows": len(rep.rows),
+                      "ours": len(rows), "messages": sum(r.count for r in rows),
+                      "findings": [{"id": f.id, "severity": str(f.severity),
+                                    "text": f.text, "data": f.data} for f in findings]}
+            if not store.claim_report(rep.key, now, json.dumps(digest)):
+                out["duplicates"].append({"input": printable(name, 300),
+                                          "org": printable(rep.org, 200),
+                                          "report_id": printable(rep.report_id, 200)})
+                continue
+            out["imported"].append({"input": printable(name, 300), **digest})
+            out["findings"] += digest["findings"]
+            bad = bad or any(f.severity >= Severity.WARNING for f in findings)
+    return out, bad
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
     try:
@@ -42,36 +77,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"postwarden: error: store {cfg.store.backend} unavailable: {e}", file=sys.stderr)
         return 1
     ips, domains = _host(cfg)
-    now = time.time()
-    out: dict[str, Any] = {"imported": [], "duplicates": [], "rejected": [], "findings": []}
-    bad = False
     try:
-        for name, data in dr.inputs(args.paths):
-            try:
-                if isinstance(data, dr.ReportError):
-                    raise data
-                found = dr.reports(name, data)
-            except dr.ReportError as e:
-                out["rejected"].append({"input": printable(name, 300),
-                                        "reason": printable(str(e), 300)})
-                bad = True
-                continue
-            for rep in found:
-                preds = store.outbound_since(rep.begin - 1)
-                rows, findings = dr.compare(rep, ips, domains, preds)
-                digest = {"org": rep.org, "report_id": rep.report_id, "begin": rep.begin,
-                          "end": rep.end, "domain": rep.domain, "rows": len(rep.rows),
-                          "ours": len(rows), "messages": sum(r.count for r in rows),
-                          "findings": [{"id": f.id, "severity": str(f.severity),
-                                        "text": f.text, "data": f.data} for f in findings]}
-                if not store.claim_report(rep.key, now, json.dumps(digest)):
-                    out["duplicates"].append({"input": printable(name, 300),
-                                              "org": printable(rep.org, 200),
-                                              "report_id": printable(rep.report_id, 200)})
-                    continue
-                out["imported"].append({"input": printable(name, 300), **digest})
-                out["findings"] += digest["findings"]
-                bad = bad or any(f.severity >= Severity.WARNING for f in findings)
+        out, bad = import_inputs(store, list(args.paths), ips, domains, time.time())
     except StoreError as e:
         print(f"postwarden: error: store failed: {e}", file=sys.stderr)
         return 1

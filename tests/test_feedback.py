@@ -414,3 +414,50 @@ def test_status_and_selfcheck_show_what_receivers_said(store: SqliteStore) -> No
     empty = receivers.check(SqliteStore(":memory:"), T0)
     assert empty.status == "info" and "no delivery results" in empty.summary
     assert receivers.check(None, T0).status == "unknown"
+
+
+def test_journal_follower_resumes_after_its_cursor(tmp_path: Path, store: SqliteStore) -> None:
+    """A stand-in journalctl (same arguments, same JSON lines) records how it was called."""
+    import sys
+
+    from postwarden.feedback.follow import JournalFollower
+
+    argv_log = tmp_path / "argv"
+    fake = tmp_path / "journalctl"
+    entries = [
+        {"__CURSOR": "s=1;i=1", "SYSLOG_IDENTIFIER": "postfix/smtp", "_PID": "77",
+         "MESSAGE": line("JJJJJ00001", "a@gmail.test", "2.0.0", "sent", "250 ok")
+         .split("]: ", 1)[1]},
+        {"__CURSOR": "s=1;i=2", "SYSLOG_IDENTIFIER": "postfix/smtp", "_PID": "77",
+         "MESSAGE": [ord(c) for c in "not valid \xff utf-8"]},  # journald's byte array
+        "not json at all",
+    ]
+    import json as _json
+    body = "\n".join(e if isinstance(e, str) else _json.dumps(e) for e in entries)
+    fake.write_text(f"#!{sys.executable}\n"
+                    "import sys, time\n"
+                    f"open({str(argv_log)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+                    f"sys.stdout.write({body!r} + '\\n'); sys.stdout.flush()\n"
+                    "time.sleep(30)\n")
+    fake.chmod(0o755)
+    got: list[str] = []
+
+    def handle(text: str) -> bool:
+        got.append(text)
+        return parse(text) is not None
+
+    for _ in range(2):
+        stop = threading.Event()
+        j = JournalFollower(["postfix/smtp", "postfix/lmtp"], store, str(fake))
+        t = threading.Thread(target=j.run, args=(stop, handle))
+        t.start()
+        deadline = time.monotonic() + 10
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stop.set()
+        t.join(10)
+        assert not t.is_alive()
+        got.clear()
+    calls = argv_log.read_text().splitlines()
+    assert calls[0] == "-f -o json --no-pager -t postfix/smtp -t postfix/lmtp -n 0"
+    assert calls[1].endswith("--after-cursor=s=1;i=1")  # the last delivery line's cursor

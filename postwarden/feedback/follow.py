@@ -210,6 +210,8 @@ class JournalFollower:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+                if proc.stdout is not None:
+                    proc.stdout.close()
             if not stop.is_set():
                 log.limited("feedback.journal", "error",
                             f"feedback: journalctl exited ({proc.returncode}); restarting")
@@ -218,8 +220,13 @@ class JournalFollower:
     def _read(self, proc: subprocess.Popen[bytes], stop: threading.Event,
               handle: Handle) -> None:
         assert proc.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            self._loop(proc, sel, stop, handle)
+
+    def _loop(self, proc: subprocess.Popen[bytes], sel: selectors.BaseSelector,
+              stop: threading.Event, handle: Handle) -> None:
+        assert proc.stdout is not None
         buf = b""
         while not stop.is_set():
             if not sel.select(timeout=0.5):

@@ -328,3 +328,23 @@ def test_dmarc_reports_imported_once_bad_ones_rejected_mismatch_reported(
     assert any(i == "feedback.receivers" for i, _ in ids)
     assert cli("selfcheck", "--no-record", "--only", "dmarc_report").stdout.count(
         "== Receivers said ==") == 1
+
+
+def test_the_daemon_imports_reports_arriving_in_its_maildir(
+        milter: Callable[..., MilterProcess], fb_postfix: Postfix, tmp_path: Path) -> None:
+    from dmarc_fixtures import gz, report_mail, report_xml
+
+    maildir = tmp_path / "dmarc-Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    m = milter({"feedback": {"dmarc_maildir": str(maildir), "dmarc_interval": 1}})
+    m.wait_line(rf"importing DMARC aggregate reports from Maildir {maildir} every 1s")
+    qid = php_form(fb_postfix, tmp_path, "friend@gmail.test")
+    assert m.wait_summary(qid)["dmarc"] == "pass"
+    now = time.time()
+    (maildir / "new" / "1.M1.mail").write_bytes(report_mail("r.xml.gz", gz(report_xml(
+        "w-1", now - 600, now + 600, [{"ip": HOST_IP, "count": 1, "dkim": "fail",
+                                        "spf": "fail"}]))))
+    m.wait_line(r"feedback: DMARC report google.com w-1 imported: 1 rows about this host, "
+                r"2 finding\(s\)")
+    m.wait_line(r"warning: dmarc_report.mismatch: MISMATCH: google.com saw dmarc=fail")
