@@ -405,7 +405,7 @@ class FeedbackConfig:
                                                                   "off")))
     log_file: str = ""
     journal_identifiers: list[str] = field(
-        default_factory=lambda: ["postfix/smtp", "postfix/lmtp"])
+        default_factory=lambda: ["postfix/smtp", "postfix/lmtp", "postfix/relay"])
     start_at: str = field(default="end", metadata=_check(_one_of("end", "start")))
     poll_interval: float = field(default=0.5, metadata=_check(_positive))
     retention: int = field(default=7 * 86400, metadata=_check(_positive))

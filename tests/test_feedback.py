@@ -71,6 +71,17 @@ def test_parse_sent_deferred_lmtp_and_orig_to() -> None:
     assert conn is not None and not conn.remote
 
 
+def test_parse_rfc3339_syslog_and_debians_relay_transport() -> None:
+    text = ("2026-12-01T11:00:00.123456+00:00 mail postfix-out/relay[77]: 4F9D42A0B1: "
+            "to=<a@Yahoo.Test>, relay=mx.yahoo.test[127.0.0.1]:25, delay=1.2, "
+            "delays=0.1/0/0.5/0.6, dsn=5.7.9, status=bounced (host mx.yahoo.test[127.0.0.1] "
+            "said: 554 5.7.9 Message not accepted for policy reasons (in reply to end of "
+            "DATA command))")
+    d = parse(text)
+    assert d is not None and d.rcpt_domain == "yahoo.test" and d.dsn == "5.7.9"
+    assert classify(d.text, d.dsn).cls == "auth"
+
+
 @pytest.mark.parametrize("text", [
     "postfix/smtp[1]: ABCDE12345: to=<a@b.test>, relay=x, status=sent (ok)",  # fields missing
     "postfix/smtp[1]: ABCDE12345: to=<a>b@c.test>, relay=x[1.2.3.4]:25, delay=1, "

@@ -23,7 +23,7 @@ from postwarden.store.feedback import MAX_TEXT, OUTBOUND_RETENTION
 
 # A line that names a delivery agent and a status but does not parse is counted as
 # malformed; every other line of the mail log is simply not ours.
-_DELIVERY_HINTS = ("/smtp[", "/lmtp[")
+_DELIVERY_HINTS = ("/smtp[", "/lmtp[", "/relay[")
 
 Recheck = Callable[[str], object]  # zone -> run that list's self-check now
 

@@ -277,6 +277,10 @@ def choose(source: str, log_file: str, identifiers: list[str], store: Store,
     if source in ("auto", "file"):
         candidates = [log_file] if log_file else list(DEFAULT_LOG_FILES)
         path = next((c for c in candidates if os.path.isfile(c)), None)
+        if path is not None and not os.access(path, os.R_OK):
+            return None, (f"feedback: off: cannot read {path} as this user (add it to the "
+                          "group that owns the log, e.g. adm, or set [feedback] source = "
+                          "\"journal\")")
         if path is not None:
             f = FileFollower(path, store, poll, start_at)
             return f, f"feedback: reading delivery results from {f.describe()}"

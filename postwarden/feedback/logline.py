@@ -5,7 +5,8 @@
         mx.gmail.test[192.0.2.7] said: 550-5.7.26 This mail ... (in reply to end of DATA
         command))
 
-The reply text is written by the remote server and the recipient by the sender, so
+Debian's master.cf logs the relay transport as `postfix/relay`; it is the smtp client
+too. The reply text is written by the remote server and the recipient by the sender, so
 the whole line is hostile input: the pattern is anchored field by field, a line
 that does not fit exactly is not a delivery line (the caller counts it), and the
 values kept are bounded and stripped of anything that could split or forge a log line.
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 MAX_LINE = 16384  # longer lines are skipped (Postfix's own line_length_limit is 2048)
 
 _LINE = re.compile(
-    r"(?:^|\s)(?P<service>[A-Za-z0-9._-]+/(?:smtp|lmtp))\[(?P<pid>\d{1,10})\]: "
+    r"(?:^|\s)(?P<service>[A-Za-z0-9._-]+/(?:smtp|lmtp|relay))\[(?P<pid>\d{1,10})\]: "
     r"(?P<qid>[0-9A-Za-z]{5,20}): to=<(?P<to>[^<>]{0,512})>, "
     r"(?:orig_to=<[^<>]{0,512}>, )?"
     r"relay=(?P<relay>[^\s,]{1,300}), "
