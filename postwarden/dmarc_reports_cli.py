@@ -27,11 +27,10 @@ from postwarden.store import Store, StoreError, open_store
 def _host(cfg: configmod.Config) -> tuple[list[str], list[str]]:
     if cfg.host.ips and cfg.host.domains:
         return list(cfg.host.ips), list(cfg.host.domains)
-    from postwarden import dns
-    from postwarden.checks.runner import targets_for
+    from postwarden import dns, hostinfo
 
-    t = targets_for(cfg, dns.from_config(cfg.dns))
-    return t.ips, t.domains
+    hostinfo.fill(cfg.host, dns.from_config(cfg.dns), cfg.selfcheck.postfix_config_dir)
+    return list(cfg.host.ips), list(cfg.host.domains)
 
 
 def import_inputs(store: Store, paths: list[str], ips: list[str], domains: list[str],
