@@ -13,6 +13,7 @@ rate limiter) and the message goes on.
 
 from __future__ import annotations
 
+from postwarden.feedback.logline import printable
 from postwarden.findings import Finding
 from postwarden.message import Message
 from postwarden.milter.forms import MEMO_SOURCE, Source
@@ -54,8 +55,15 @@ def outbound_record(msg: Message, ctx: CheckContext, source: Source | None) -> O
         if dmarc == "fail":
             dmarc = "pass"
     return OutboundRecord(
-        queue_id=msg.queue_id, when=ctx.services.clock(),
-        source=source.key if source else "", origin=str(msg.origin),
-        env_domain=msg.mail_from_domain, from_domain=msg.from_domain, signed=signed,
+        queue_id=_clean(msg.queue_id), when=ctx.services.clock(),
+        source=_clean(source.key) if source else "", origin=str(msg.origin),
+        env_domain=_clean(msg.mail_from_domain), from_domain=_clean(frm), signed=signed,
         dkim=dkim, spf=summary.get("spf", "unknown"), dmarc=dmarc,
     )
+
+
+def _clean(text: str, limit: int = 253) -> str:
+    """Sender-controlled text as valid printable Unicode for the store (header values
+    keep undecodable bytes as surrogates, which neither backend can encode)."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return printable(text, limit)

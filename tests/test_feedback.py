@@ -472,3 +472,10 @@ def test_journal_follower_resumes_after_its_cursor(tmp_path: Path, store: Sqlite
     calls = argv_log.read_text().splitlines()
     assert calls[0] == "-f -o json --no-pager -t postfix/smtp -t postfix/lmtp -n 0"
     assert calls[1].endswith("--after-cursor=s=1;i=1")  # the last delivery line's cursor
+
+
+def test_undecodable_header_bytes_are_stored_as_valid_text(store: SqliteStore) -> None:
+    msg = form_message(queue_id="QID0000002", from_="Web <\udcffbad@ex\udcfeample.com>")
+    _inspector(store).inspect(msg)
+    rec = store.outbound("QID0000002")
+    assert rec is not None and rec.from_domain == "ex\ufffdample.com"
