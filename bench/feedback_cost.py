@@ -34,7 +34,7 @@ from postwarden import config as pwconfig  # noqa: E402
 from postwarden.log import log  # noqa: E402
 from postwarden.message import Message  # noqa: E402
 from postwarden.milter.daemon import build_inspector  # noqa: E402
-from postwarden.milter.feedback_brake import feedback_brake_check  # noqa: E402
+from postwarden.milter.feedback_brake import FeedbackBrake  # noqa: E402
 from postwarden.milter.origin import classify  # noqa: E402
 from postwarden.store import DeliveryRecord, open_store  # noqa: E402
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  "mx[127.0.0.1]:25", "sent", "2.0.0", "",
                                                  "", source, "example.com"))
         with_checks = list(inspector.checks)
-        without_checks = [c for c in with_checks if c is not feedback_brake_check]
+        without_checks = [c for c in with_checks if not isinstance(c, FeedbackBrake)]
         real_record = store.record_outbound
 
         def timed(on: bool) -> float:

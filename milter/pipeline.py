@@ -128,7 +128,7 @@ def default_checks(services: Services) -> list[Check]:
         # form mail while the self-check saw a sending IP L1/L2-listed.
         listed_form.listed_form_check,
         # the receivers' replies to this source's earlier mail (the feedback reader).
-        feedback_brake.feedback_brake_check,
+        feedback_brake.FeedbackBrake(),
     ]
 
 

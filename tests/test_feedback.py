@@ -352,7 +352,7 @@ def _inspector(store: SqliteStore, **cfg: Any) -> Inspector:
     config = from_dict({"host": {"domains": ["example.com"]}, **cfg})
     services = Services(config=config, resolver=dns.from_config(
         DnsConfig(nameservers=["127.0.0.1"])), store=store, clock=lambda: T0)
-    return Inspector(services, [forms.forms_check, feedback_brake.feedback_brake_check],
+    return Inspector(services, [forms.forms_check, feedback_brake.FeedbackBrake()],
                      [activity.record_activity])  # type: ignore[list-item]
 
 
@@ -479,3 +479,30 @@ def test_undecodable_header_bytes_are_stored_as_valid_text(store: SqliteStore) -
     _inspector(store).inspect(msg)
     rec = store.outbound("QID0000002")
     assert rec is not None and rec.from_domain == "ex\ufffdample.com"
+
+
+def test_a_busy_sources_tally_is_reused_for_a_few_seconds(store: SqliteStore) -> None:
+    now = [T0]
+    config = from_dict({"host": {"domains": ["example.com"]}, "mode": "enforce",
+                        "policy": {"enforce": {"feedback.unknown_recipients": "hold"}}})
+    services = Services(config=config, resolver=dns.from_config(
+        DnsConfig(nameservers=["127.0.0.1"])), store=store, clock=lambda: now[0])
+    insp = Inspector(services, [forms.forms_check, feedback_brake.FeedbackBrake()], [])
+    src = "php:33:contact.php"
+    for i in range(feedback_brake.BIG_HISTORY):
+        store.record_delivery(dl_sent(f"S{i:09d}", T0 - 10, src))
+    assert insp.inspect(form_message(queue_id="BUSY000001")).decision.action == "accept"
+    for i in range(3 * feedback_brake.BIG_HISTORY):
+        store.record_delivery(dl_sent(f"B{i:09d}", T0 - 5, src, "bounced", "unknown_recipient"))
+    now[0] += 1  # within CACHE_SECONDS: the tally read a second ago stands
+    assert insp.inspect(form_message(queue_id="BUSY000002")).decision.action == "accept"
+    now[0] += feedback_brake.CACHE_SECONDS
+    assert insp.inspect(form_message(queue_id="BUSY000003")).decision.action == "hold"
+
+
+def dl_sent(qid: str, when: float, source: str, status: str = "sent", cls: str = ""
+            ) -> Any:
+    from postwarden.store import DeliveryRecord
+
+    return DeliveryRecord(qid, when, "gmail.test", "mx[127.0.0.1]:25", status,
+                          "5.1.1" if cls else "2.0.0", cls, "", source, "example.com")
