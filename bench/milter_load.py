@@ -10,6 +10,10 @@ the milter's RSS after warm-up and at the end.
     .venv/bin/python bench/milter_load.py -n 20000 -c 10             # as fast as it goes
     .venv/bin/python bench/milter_load.py -n 12000 -c 4 --rate 200   # paced: latency
     .venv/bin/python bench/milter_load.py -n 100000 -c 10            # RSS over 100k
+    .venv/bin/python bench/milter_load.py -n 100000 -c 10 --new-from-domain
+                              # a From domain never seen before on every message: the
+                              # per-domain state (warning flood limits, DNS cache) must
+                              # stay bounded and O(1); compare with the run above
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from fixtures import RCPT, SENDER, message, postwarden_settings, selfcheck_always, zones  # noqa: E402
-from peers import CollectPeer, NoopPeer, Peer, PostwardenPeer, make_key  # noqa: E402
+from peers import DOMAIN, CollectPeer, NoopPeer, Peer, PostwardenPeer, make_key  # noqa: E402
 from procstat import cpu_seconds, rss_kib  # noqa: E402
 
 from harness.knot import DnsServer  # noqa: E402
@@ -72,8 +76,17 @@ def arrival_times(count: int, rate: float, phase: float, poisson: bool, seed: in
     return out
 
 
+def from_domain_headers(headers: list[tuple[str, str]], wid: int, i: int
+                       ) -> list[tuple[str, str]]:
+    """The same headers with a From domain no earlier message had (a subdomain of the
+    fixture domain, so DMARC finds the org domain's record and nothing else changes)."""
+    domain = f"n{wid}x{i}.{DOMAIN}"
+    return [(n, f" Bench <bench@{domain}>") if n.lower() == "from" else (n, v)
+            for n, v in headers]
+
+
 def worker(socket: str, count: int, rate: float, size: int, start_at: float, wid: int,
-           phase: float, poisson: bool, out: Any) -> None:
+           phase: float, poisson: bool, new_from: bool, out: Any) -> None:
     """One connection per message, `count` messages, paced to `rate`/s if rate > 0.
 
     Latency runs from the due time (or the start, unpaced) to the end-of-message
@@ -81,6 +94,7 @@ def worker(socket: str, count: int, rate: float, size: int, start_at: float, wid
     """
     headers, body = split_message(message(size))
     lat: list[float] = []
+    done: list[float] = []  # perf_counter at each end-of-message reply (one clock for all)
     errors = 0
     due_at = arrival_times(count, rate, phase, poisson, seed=wid)
     while time.time() < start_at:
@@ -99,7 +113,7 @@ def worker(socket: str, count: int, rate: float, size: int, start_at: float, wid
                 c.negotiate()
                 reply = c.message(
                     ("127.0.0.1", 40000 + wid), "client.example.net", SENDER, [RCPT],
-                    headers, body,
+                    from_domain_headers(headers, wid, i) if new_from else headers, body,
                     macros={"C": {"j": "mail.example.com", "{daemon_name}": "smtpd",
                                   "{daemon_port}": "25"},
                             "M": {"i": qid, "{mail_addr}": SENDER}})
@@ -107,19 +121,24 @@ def worker(socket: str, count: int, rate: float, size: int, start_at: float, wid
                 errors += 1
         except OSError:
             errors += 1
-        lat.append(time.perf_counter() - s)
-    out.put((lat, errors))
+        now = time.perf_counter()
+        lat.append(now - s)
+        done.append(now)
+    out.put((lat, errors, done))
 
 
 def drive(socket: str, n: int, conns: int, rate: float, size: int,
-          poisson: bool = False) -> tuple[float, list[float], int]:
-    """Run n messages over `conns` processes; (seconds, latencies, errors)."""
+          poisson: bool = False, new_from: bool = False
+          ) -> tuple[float, list[float], int, list[float]]:
+    """Run n messages over `conns` processes; (seconds, latencies, errors, completion
+    times)."""
     q: multiprocessing.Queue[Any] = multiprocessing.Queue()
     start_at = time.time() + 0.3
     per = [n // conns + (1 if i < n % conns else 0) for i in range(conns)]
     procs = [multiprocessing.Process(target=worker, args=(socket, per[i], rate / conns, size,
                                                           start_at, i, i / conns, poisson,
-                                                          q)) for i in range(conns)]
+                                                          new_from, q))
+             for i in range(conns)]
     for p in procs:
         p.start()
     results = [q.get() for _ in procs]
@@ -127,7 +146,19 @@ def drive(socket: str, n: int, conns: int, rate: float, size: int,
     for p in procs:
         p.join()
     lat = [x for r in results for x in r[0]]
-    return seconds, lat, sum(r[1] for r in results)
+    return seconds, lat, sum(r[1] for r in results), sorted(x for r in results for x in r[2])
+
+
+def rate_by_tenth(done: list[float]) -> list[float]:
+    """msgs/s in each tenth of the messages, in completion order: a table that grows
+    with every new key shows up as a falling row."""
+    if len(done) < 20:
+        return []
+    out, step = [], len(done) // 10
+    for k in range(10):
+        a, b = done[k * step], done[min((k + 1) * step, len(done) - 1)]
+        out.append(step / (b - a) if b > a else 0.0)
+    return out
 
 
 def sample_rss(pid: int, out: list[tuple[float, int]], stop: threading.Event) -> None:
@@ -166,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", choices=TARGETS, default="postwarden")
     ap.add_argument("--socket", help="drive an already running milter here instead")
     ap.add_argument("--pid", type=int, help="with --socket: its PID, for RSS and CPU")
+    ap.add_argument("--new-from-domain", action="store_true",
+                    help="a From domain never seen before on every message")
     args = ap.parse_args(argv)
 
     base = Path(tempfile.mkdtemp(prefix="postwarden-load-"))
@@ -192,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         sampler = threading.Thread(target=sample_rss, args=(pid, samples, stop), daemon=True)
         if pid:
             sampler.start()
-        seconds, lat, errors = drive(socket, args.messages, args.connections, args.rate, size,
-                                       args.poisson)
+        seconds, lat, errors, done = drive(socket, args.messages, args.connections,
+                                             args.rate, size, args.poisson,
+                                             args.new_from_domain)
         stop.set()
         if pid:
             sampler.join()
@@ -203,8 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"target={args.target if not args.socket else args.socket} messages={n} "
               f"connections={args.connections} size={args.size}KB "
               f"rate={'unpaced' if not args.rate else f'{args.rate:g}/s'}"
-              f"{' poisson' if args.rate and args.poisson else ''}")
+              f"{' poisson' if args.rate and args.poisson else ''}"
+              f"{' new-from-domain' if args.new_from_domain else ''}")
         print(f"throughput {n / seconds:.0f} msgs/s  errors {errors}")
+        print("throughput by tenth of the messages (msgs/s): "
+              + " ".join(f"{r:.0f}" for r in rate_by_tenth(done)))
         print(f"latency p50 {1000 * statistics.median(lat):.2f} ms  "
               f"p99 {1000 * pct(lat, 99):.2f} ms  max {1000 * max(lat):.2f} ms")
         if pid:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from fixtures import RCPT, SENDER, message, postwarden_settings, zones  # noqa: E402
-from milter_load import split_message  # noqa: E402
+from milter_load import from_domain_headers, split_message  # noqa: E402
 from peers import make_key  # noqa: E402
 
 from harness.knot import DnsServer  # noqa: E402
@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=4, help="KB")
     ap.add_argument("--sign", action="store_true", help="DKIM signing on (RSA 2048)")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--new-from-domain", action="store_true",
+                    help="a From domain never seen before on every message")
     args = ap.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="postwarden-prof-"))
     os.chmod(base, 0o755)
@@ -70,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         headers, body = split_message(message(args.size * 1024))
 
         def one(i: int) -> None:
+            hdrs = from_domain_headers(headers, 0, i) if args.new_from_domain else headers
             msg = Message(client_name="client.example.net", client_addr="127.0.0.1",
                           client_port=40000, daemon_name="smtpd", mail_from=SENDER,
-                          rcpts=[RCPT], headers=list(headers), body=body,
+                          rcpts=[RCPT], headers=list(hdrs), body=body,
                           queue_id=f"{i:010X}")
             msg.origin = classify(cfg.outbound, msg.client_addr, msg.client_port,
                                   msg.daemon_name, msg.auth_user)

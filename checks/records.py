@@ -8,109 +8,28 @@ A DNS failure is `unknown`, never `ok`.
 
 from __future__ import annotations
 
-import base64
-import re
 from pathlib import Path
 from typing import Any
 
-import spf
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-
-from postwarden import dmarc_record
+from postwarden import dkimkeys, dmarc_record, spf
+from postwarden.checks import spf_lookups
 from postwarden.checks.report import CheckResult
+from postwarden.checks.spf_lookups import MAX_LOOKUPS, spf_records
 from postwarden.dns import Budget, Resolver
 
-MAX_LOOKUPS = 10
-_LOOKUP_TERMS = ("include", "a", "mx", "ptr", "exists")
-_SPF_START = re.compile(r"^v=spf1(\s|$)", re.I)
 
-
-def spf_records(records: tuple[str, ...]) -> list[str]:
-    return [r for r in records if _SPF_START.match(r.strip())]
-
-
-def _terms(record: str) -> list[str]:
-    return record.split()[1:]
-
-
-def _mechanism(term: str) -> tuple[str, str, str]:
-    """(qualifier, name, argument) of one SPF term; modifiers are name=value."""
-    qualifier = term[0] if term[:1] in "+-~?" and term[:1] else ""
-    rest = term[1:] if qualifier else term
-    if "=" in rest.split(":", 1)[0]:
-        name, _, arg = rest.partition("=")
-        return qualifier, name.lower() + "=", arg
-    name, _, arg = rest.partition(":")
-    name = name.split("/", 1)[0]
-    return qualifier, name.lower(), arg
-
-
-def count_lookups(domain: str, resolver: Resolver, budget: Budget | None = None,
-                  depth: int = 0, seen: set[str] | None = None) -> tuple[int, list[str]]:
-    """DNS-querying terms of the SPF tree under `domain` (include/redirect followed)."""
-    seen = seen if seen is not None else set()
-    problems: list[str] = []
-    if depth > 10 or domain in seen:
-        return 0, [f"include loop at {domain}"]
-    seen.add(domain)
-    ans = resolver.txt(domain, budget)
-    if ans.failed:
-        return 0, [f"could not fetch SPF of {domain} ({ans.error})"]
-    recs = spf_records(ans.records)
-    if len(recs) != 1:
-        return 0, [f"{domain} has {len(recs)} SPF records"] if depth else []
-    total = 0
-    for term in _terms(recs[0]):
-        _q, name, arg = _mechanism(term)
-        if name in _LOOKUP_TERMS or name == "redirect=":
-            total += 1
-            if name in ("include", "redirect=") and arg:
-                sub, subproblems = count_lookups(arg.lower(), resolver, budget, depth + 1, seen)
-                total += sub
-                problems += subproblems
-    return total, problems
-
-
-class _SpfQuery(spf.query):  # type: ignore[misc]
-    """pyspf's evaluator with its DNS sent through our Resolver."""
-
-    def __init__(self, resolver: Resolver, budget: Budget | None, **kw: Any) -> None:
-        super().__init__(**kw)
-        self._pw_resolver = resolver
-        self._pw_budget = budget
-
-    def dns(self, name: str, qtype: str, cnames: Any = None,
-            ignore_void: bool = False) -> list[Any]:
-        name = str(name).rstrip(".").lower()
-        if not name or not all(0 < len(label) < 64 for label in name.split(".")):
-            return []
-        ans = self._pw_resolver.query(name, qtype, self._pw_budget)
-        if ans.failed:
-            raise spf.TempError(f"DNS {ans.error}")
-        out: list[Any] = []
-        for rec in ans.records:
-            if qtype == "MX":
-                pref, _, host = rec.partition(" ")
-                out.append((int(pref), host.rstrip(".")))
-            elif qtype in ("TXT", "SPF"):
-                out.append((rec.encode("utf-8"),))
-            else:
-                out.append(rec)
-        if not out and not ignore_void:
-            self.void_lookups += 1
-            if self.void_lookups > spf.MAX_VOID_LOOKUPS:
-                raise spf.PermError(f"Void lookup limit of {spf.MAX_VOID_LOOKUPS} exceeded")
-        return out
+def count_lookups(domain: str, resolver: Resolver,
+                  budget: Budget | None = None) -> tuple[int, list[str]]:
+    """DNS-querying terms of the SPF tree under `domain` (checks/spf_lookups.py)."""
+    c = spf_lookups.count(domain, spf_lookups.gather(domain, resolver, budget))
+    return c.lookups, c.texts()
 
 
 def evaluate(ip: str, domain: str, resolver: Resolver, helo: str = "",
              budget: Budget | None = None) -> tuple[str, str]:
     """(result, explanation) of SPF for `ip` sending as postmaster@domain."""
-    q = _SpfQuery(resolver, budget, i=ip, s=f"postmaster@{domain}", h=helo or domain,
-                  timeout=20, querytime=20)
-    result, _code, text = q.check()
-    return str(result), str(text)
+    ev = spf.evaluate(ip, f"postmaster@{domain}", helo or domain, resolver, budget)
+    return ev.result, ev.explanation
 
 
 def check_spf(domain: str, ips: list[str], resolver: Resolver, helo: str = "",
@@ -132,13 +51,14 @@ def check_spf(domain: str, ips: list[str], resolver: Resolver, helo: str = "",
                            f"{len(recs)} SPF records: receivers treat this as permerror",
                            (f"Merge them into one record, e.g. {publish}",), details)
     record = recs[0]
-    lookups, problems = count_lookups(domain, resolver, budget)
+    tree = spf_lookups.count(domain, spf_lookups.gather(domain, resolver, budget))
+    lookups = tree.lookups
     details["lookups"] = lookups
-    if problems:
-        details["problems"] = problems
-    terms = [_mechanism(t) for t in _terms(record)]
-    all_terms = [(q or "+") for q, n, _ in terms if n == "all"]
-    has_redirect = any(n == "redirect=" for _, n, _ in terms)
+    if tree.texts():
+        details["problems"] = tree.texts()
+    terms = spf_lookups.terms(record)
+    all_terms = [(t.qualifier or "+") for t in terms if t.name == "all"]
+    has_redirect = any(t.name == "redirect=" for t in terms)
     results = {}
     for ip in ips:
         res, _text = evaluate(ip, domain, resolver, helo, budget)
@@ -169,6 +89,15 @@ def check_spf(domain: str, ips: list[str], resolver: Resolver, helo: str = "",
         return CheckResult("spf.record", domain, "unknown",
                            f"SPF evaluation for {', '.join(unknown)} hit a DNS error", (),
                            details)
+    if tree.unknown:
+        return CheckResult("spf.record", domain, "unknown",
+                           f"DNS-querying terms not all counted: {'; '.join(tree.unknown)}",
+                           (), details)
+    if tree.problems:
+        return CheckResult("spf.record", domain, "warning",
+                           f"SPF passes {', '.join(ips)}, but an IP that matches nothing gets "
+                           f"permerror: {'; '.join(tree.problems)}",
+                           ("Fix or remove the include/redirect named above",), details)
     if "?" in all_terms or (not all_terms and not has_redirect):
         return CheckResult("spf.record", domain, "warning",
                            "SPF ends neutral (?all or no all): forged mail is not rejected",
@@ -185,34 +114,11 @@ def _with_terms(record: str, add: str) -> str:
 
 # --- DKIM ---------------------------------------------------------------------
 
-def _tags(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for part in text.split(";"):
-        k, eq, v = part.partition("=")
-        if eq:
-            out.setdefault(k.strip().lower(), "".join(v.split()))
-    return out
-
-
-def _load_public(der: bytes, k: str) -> Any:
-    if k == "ed25519":
-        return ed25519.Ed25519PublicKey.from_public_bytes(der)
-    try:
-        return serialization.load_der_public_key(der)
-    except ValueError:
-        pem = (b"-----BEGIN RSA PUBLIC KEY-----\n" + base64.encodebytes(der)
-               + b"-----END RSA PUBLIC KEY-----\n")
-        return serialization.load_pem_public_key(pem)
-
-
-def _raw(key: Any) -> bytes:
-    return bytes(key.public_bytes(serialization.Encoding.DER,
-                                  serialization.PublicFormat.SubjectPublicKeyInfo))
-
-
 def check_dkim(selector: str, domain: str, resolver: Resolver, key_file: str = "",
                budget: Budget | None = None) -> CheckResult:
-    """Published, parses, >= 1024 bits (2048 recommended), not t=y, matches the local key."""
+    """Published, usable by receivers (v=, k=, h=, s=, p= read by the shared parser
+    in postwarden.dkimkeys, as the milter's verifier reads them), >= 1024 bits
+    (2048 recommended), not t=y, matches the local key."""
     name = f"{selector}._domainkey.{domain}"
     fix_publish = (f"Publish the public key of your signer at {name} TXT "
                    "(opendkim-genkey -b 2048 -s SELECTOR -d DOMAIN writes it to SELECTOR.txt)")
@@ -224,49 +130,59 @@ def check_dkim(selector: str, domain: str, resolver: Resolver, key_file: str = "
     if not recs:
         return CheckResult("dkim.record", name, "critical", "no DKIM key published",
                            (fix_publish,), {})
-    tags = _tags(recs[0])
-    details: dict[str, Any] = {"records": len(recs), "k": tags.get("k", "rsa")}
-    if not tags.get("p"):
+    rec = dkimkeys.parse_key_record(recs[0])
+    details: dict[str, Any] = {"records": len(recs), "k": rec.key_type}
+    if rec.hashes:
+        details["h"] = list(rec.hashes)
+    if rec.services != ("*",):
+        details["s"] = list(rec.services)
+    if rec.warnings:
+        details["warnings"] = list(rec.warnings)
+    if rec.revoked:
         return CheckResult("dkim.record", name, "critical", "DKIM key revoked (empty p=)",
                            (fix_publish,), details)
-    try:
-        key = _load_public(base64.b64decode(tags["p"], validate=True), details["k"])
-    except (ValueError, TypeError) as e:
-        return CheckResult("dkim.record", name, "critical", f"DKIM key does not parse ({e})",
-                           (fix_publish,), details)
-    bits = key.key_size if isinstance(key, rsa.RSAPublicKey) else 256
+    if rec.key is None:
+        return CheckResult("dkim.record", name, "critical",
+                           f"receivers cannot use this DKIM key: {rec.problem}",
+                           (fix_publish + " and nothing but v=DKIM1; k=rsa|ed25519; p=...",),
+                           details)
+    key, bits = rec.key, rec.bits
     details["bits"] = bits
     if key_file:
         details["key_file"] = key_file
         try:
-            private = serialization.load_pem_private_key(Path(key_file).read_bytes(), None)
-        except (OSError, ValueError, TypeError) as e:
+            private = dkimkeys.load_private_key(Path(key_file).read_bytes(), key_file)
+        except (OSError, dkimkeys.KeyFileError) as e:
             return CheckResult("dkim.record", name, "unknown",
                                f"cannot read the local key {key_file} ({e})",
                                ("Make the key file readable by the user running selfcheck",),
                                details)
-        details["matches_local_key"] = _raw(private.public_key()) == _raw(key)
+        details["matches_local_key"] = dkimkeys.same_key(private, key)
         if not details["matches_local_key"]:
             return CheckResult("dkim.record", name, "critical",
                                f"published key does not match the local key {key_file}: "
                                "every signature fails",
-                               (f"Publish the public key of {key_file}: "
-                                f"openssl pkey -in {key_file} -pubout | "
-                                "grep -v -- ----- | tr -d '\\n' -> p=...",), details)
-    if isinstance(key, rsa.RSAPublicKey) and bits < 1024:
+                               (f"Publish the public key of {key_file}: {name}. TXT "
+                                f"\"{dkimkeys.record_for(private)}\"",), details)
+    rsa_key = rec.key_type == "rsa"
+    if rsa_key and bits < 1024:
         return CheckResult("dkim.record", name, "critical",
                            f"{bits}-bit RSA key: receivers treat the signature as absent",
                            ("Generate a 2048-bit key and publish it under a new selector",),
                            details)
-    if isinstance(key, rsa.RSAPublicKey) and bits < 2048:
+    if rsa_key and bits < 2048:
         return CheckResult("dkim.record", name, "warning", f"{bits}-bit RSA key; 2048 recommended",
                            ("Generate a 2048-bit key and publish it under a new selector",),
                            details)
-    if "y" in tags.get("t", "").split(":"):
+    if rec.warnings:
+        return CheckResult("dkim.record", name, "warning",
+                           f"{rec.key_type} key, {bits} bits, but {'; '.join(rec.warnings)}",
+                           (fix_publish,), details)
+    if rec.testing:
         return CheckResult("dkim.record", name, "info",
                            f"{bits}-bit key in test mode (t=y): receivers may ignore failures",
                            ("Remove t=y once signing works",), details)
-    return CheckResult("dkim.record", name, "ok", f"{details['k']} key, {bits} bits"
+    return CheckResult("dkim.record", name, "ok", f"{rec.key_type} key, {bits} bits"
                        + (", matches the local key" if key_file else ""), (), details)
 
 

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from postwarden.logsafe import escape, line_safe
+from postwarden.metrics import SelfcheckRun
+
 Status = Literal["ok", "info", "warning", "critical", "unknown"]
 STATUSES: tuple[Status, ...] = ("ok", "info", "warning", "critical", "unknown")
 # Worst first wins the top-level status: critical > warning > unknown > info > ok.
@@ -24,6 +27,10 @@ EXIT_CODES: dict[str, int] = {"ok": 0, "info": 0, "warning": 1, "critical": 2, "
 SCHEMA_VERSION = 1
 
 SECTIONS: tuple[tuple[str, str], ...] = (
+    ("selfcheck.", "Self-check"),
+    ("milter.", "Daemon"),
+    ("resolver.reachable", "DNS resolver"),
+    ("blocklists.", "UCEPROTECT"),
     ("uceprotect.", "UCEPROTECT"),
     ("dnsbl.", "Other blocklists"),
     ("resolver.", "Other blocklists"),
@@ -40,7 +47,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("feedback.", "Receivers said"),
     ("dmarc_report.", "Receivers said"),
     ("reaction.", "Activity"),
-    ("selfcheck.", "Self-check"),
+    ("probe.", "Probe"),
 )
 _SECTION_ORDER = list(dict.fromkeys(name for _, name in SECTIONS))
 
@@ -99,6 +106,11 @@ class Report:
     def exit_code(self) -> int:
         return EXIT_CODES[self.status]
 
+    def metrics_run(self) -> SelfcheckRun:
+        """The daemon's gauges of this run (postwarden.metrics)."""
+        return SelfcheckRun(self.generated, self.exit_code,
+                            tuple((c.id, c.target, _RANK[c.status]) for c in self.checks))
+
     def find(self, check_id: str, target: str | None = None) -> list[CheckResult]:
         return [c for c in self.checks
                 if c.id == check_id and (target is None or c.target == target)]
@@ -148,8 +160,18 @@ def render_text(report: Report, colour: bool = False) -> str:
     lines = [f"postwarden selfcheck: {report.status.upper()} "
              f"({_counts_line(report)}) in {report.duration:.1f}s"]
     by_section: dict[str, list[CheckResult]] = {}
+    # Results explained by a root cause shown in this report are listed under it,
+    # in one line, instead of each repeating the same advice.
+    roots = {c.id for c in report.checks if c.status != "ok"}
+    grouped: dict[str, list[CheckResult]] = {}
     for c in report.checks:
-        by_section.setdefault(section_of(c.id), []).append(c)
+        cause = str(c.details.get("cause", ""))
+        if cause in roots and cause != c.id:
+            grouped.setdefault(cause, []).append(c)
+    hidden = {id(c) for cs in grouped.values() for c in cs}
+    for c in report.checks:
+        if id(c) not in hidden:
+            by_section.setdefault(section_of(c.id), []).append(c)
     for name in _SECTION_ORDER:
         items = by_section.get(name)
         if not items:
@@ -157,14 +179,21 @@ def render_text(report: Report, colour: bool = False) -> str:
         lines.append("")
         lines.append(f"== {name} ==")
         for c in items:
-            target = f" [{c.target}]" if c.target else ""
-            lines.append(f"  {tag(c.status)} {c.id}{target}: {c.summary}")
+            # Targets, summaries and advice quote DNS answers and header values.
+            target = f" [{escape(c.target)}]" if c.target else ""
+            lines.append(f"  {tag(c.status)} {escape(c.id)}{target}: {line_safe(c.summary)}")
             if c.status != "ok":
-                lines.extend(f"             -> {a}" for a in c.advice)
+                lines.extend(f"             -> {line_safe(a)}" for a in c.advice)
+            under = grouped.pop(c.id, [])
+            if under:
+                names = ", ".join(f"{escape(u.id)}{' ' + escape(u.target) if u.target else ''}"
+                                  for u in under)
+                lines.append(f"             {len(under)} result(s) unknown because of this: "
+                             f"{names}")
     if report.transitions:
         lines.append("")
         lines.append("== Changes since the last run ==")
-        lines.extend(f"  {t.get('text', '')}" for t in report.transitions)
+        lines.extend(f"  {line_safe(str(t.get('text', '')))}" for t in report.transitions)
     return "\n".join(lines) + "\n"
 
 
@@ -178,8 +207,10 @@ def render_nagios(report: Report) -> str:
     """`SELFCHECK CRITICAL - summary | perfdata` (Nagios plugin guidelines)."""
     problems = [c for c in report.checks if c.status in ("critical", "warning", "unknown")]
     problems.sort(key=lambda c: -_RANK[c.status])
-    text = "; ".join(f"{c.id} {c.target}: {c.summary}".replace("|", "/")
-                     for c in problems[:5]) or "all checks ok"
+    # One line whatever the DNS said: a newline would end the plugin output, a `|`
+    # would start the perfdata.
+    text = "; ".join(line_safe(f"{escape(c.id)} {escape(c.target)}: {c.summary}")
+                     .replace("|", "/") for c in problems[:5]) or "all checks ok"
     if len(problems) > 5:
         text += f"; and {len(problems) - 5} more"
     counts = report.to_dict()["counts"]
@@ -195,7 +226,9 @@ def render_nagios(report: Report) -> str:
 
 
 def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    """Prometheus label values: logsafe's rule first (no control character, no line
+    separator survives), then the format's own escapes for backslash and quote."""
+    return line_safe(value).replace("\\", "\\\\").replace('"', '\\"')
 
 
 def render_prometheus(report: Report) -> str:
@@ -216,8 +249,12 @@ def render_prometheus(report: Report) -> str:
         if "listed" in c.details and c.details["listed"] is not None:
             out.append(f'postwarden_selfcheck_listed{{id="{_label(c.id)}",'
                        f'target="{_label(c.target)}"}} {int(bool(c.details["listed"]))}')
+    out += _daemon_metrics(report)
     out += _prometheus_feedback(report)
     out += [
+        "# HELP postwarden_selfcheck_unknown Checks that could not answer in the last run.",
+        "# TYPE postwarden_selfcheck_unknown gauge",
+        f"postwarden_selfcheck_unknown {sum(1 for c in report.checks if c.status == 'unknown')}",
         "# HELP postwarden_selfcheck_exit_code Nagios-style exit code of the last run.",
         "# TYPE postwarden_selfcheck_exit_code gauge",
         f"postwarden_selfcheck_exit_code {report.exit_code}",
@@ -251,6 +288,36 @@ def _prometheus_feedback(report: Report) -> list[str]:
             "predicted to pass DMARC, over the feedback window.",
             "# TYPE postwarden_feedback_mismatches gauge",
             f"postwarden_feedback_mismatches {len(rows[0].details.get('mismatches', []))}"]
+    return out
+
+
+def _daemon_metrics(report: Report) -> list[str]:
+    """Milter up, heartbeat age, probe per path: only for what this run checked."""
+    out: list[str] = []
+    reach = [c for c in report.checks if c.id == "milter.reachable"
+             and c.details.get("up") is not None]
+    if reach:
+        out += ["# HELP postwarden_milter_up 1 if every milter socket Postfix names answers "
+                "the milter negotiation, 0 if one does not.",
+                "# TYPE postwarden_milter_up gauge",
+                f"postwarden_milter_up {int(all(c.details.get('up') for c in reach))}",
+                "# HELP postwarden_milter_endpoint_up 1 if this milter socket answers.",
+                "# TYPE postwarden_milter_endpoint_up gauge"]
+        out += [f'postwarden_milter_endpoint_up{{address="{_label(c.target)}"}} '
+                f"{int(bool(c.details.get('up')))}" for c in reach]
+    for c in report.checks:
+        hb = c.details.get("heartbeat") if c.id == "milter.heartbeat" else None
+        if isinstance(hb, dict) and "age" in hb:
+            out += ["# HELP postwarden_heartbeat_age_seconds Age of the daemon's heartbeat.",
+                    "# TYPE postwarden_heartbeat_age_seconds gauge",
+                    f"postwarden_heartbeat_age_seconds {float(hb['age']):.1f}"]
+    probes = [c for c in report.checks if c.id.startswith("probe.")
+              and c.details.get("inspected") is not None]
+    if probes:
+        out += ["# HELP postwarden_probe_inspected 1 if the milter saw the probe sent on "
+                "this path.", "# TYPE postwarden_probe_inspected gauge"]
+        out += [f'postwarden_probe_inspected{{path="{_label(c.target)}"}} '
+                f"{int(bool(c.details.get('inspected')))}" for c in probes]
     return out
 
 

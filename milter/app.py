@@ -9,6 +9,8 @@ postwarden fails open and never loses or delays a message because of its own bug
 from __future__ import annotations
 
 import functools
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,7 +18,10 @@ import Milter
 
 from postwarden.findings import Finding, Severity, ids
 from postwarden.log import log
+from postwarden.logsafe import escape, field
 from postwarden.message import Message, Origin, domain_of, strip_brackets
+from postwarden.metrics import metrics
+from postwarden.milter import probe
 from postwarden.milter.origin import classify
 from postwarden.milter.pipeline import Inspector, Verdict
 from postwarden.policy import ACCEPT, HOLD, REJECT, TEMPFAIL, Decision
@@ -27,9 +32,21 @@ MAX_BODY = 64 * 1024 * 1024  # beyond this the body is not kept: checks see a pr
 
 
 class Holder:
-    """The current Inspector; swapped whole on SIGHUP so a message sees one config."""
+    """The current Inspector; swapped whole on SIGHUP so a message sees one config.
+
+    It also counts the messages that reached end-of-message (the stop line).
+    """
 
     inspector: Inspector | None = None
+    _lock = threading.Lock()
+    _count = 0
+
+    def count_message(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    def messages(self) -> int:
+        return self._count
 
 
 current = Holder()
@@ -127,23 +144,33 @@ class PostwardenMilter(Milter.Base):
         if msg is None or inspector is None:
             return Milter.ACCEPT
         msg.queue_id = self._macro("i") or "NOQUEUE"
+        current.count_message()
         cfg = inspector.services.config
         if msg.origin is Origin.INBOUND:  # classified at MAIL FROM
             if cfg.outbound.log_inbound:
-                log.info(f"origin=inbound from=<{msg.mail_from}> not inspected", msg.queue_id)
+                log.info(inbound_line(msg), msg.queue_id)
             return Milter.ACCEPT
         msg.body = b"".join(self.body_parts)
         self.body_parts = []
+        started = time.perf_counter()
         try:
             verdict = inspector.inspect(msg)
+            if probe.catcher.catch(msg, verdict, inspector.services.store,
+                                   inspector.services.clock()):
+                return Milter.DISCARD  # a self-check probe: recorded, never delivered
             self._apply_changes(verdict)
         except Exception as e:  # fail open, but the summary line is still written
             log.error(f"internal error: {type(e).__name__}: {e}; "
                       "message accepted unchecked (fail open)", msg.queue_id)
             failed = Finding("internal.error", Severity.ERROR, "postwarden failed")
             _log_verdict(msg, Verdict([failed], Decision(ACCEPT, ACCEPT)), cfg.mode)
+            metrics.internal_errors.inc()
             return Milter.ACCEPT
         _log_verdict(msg, verdict, cfg.mode)
+        d = verdict.decision
+        metrics.message(msg.origin.value, d.action, [f.id for f in verdict.findings],
+                        d.reason or "", [ch.name for ch in verdict.changes], verdict.summary,
+                        time.perf_counter() - started)
         return self._act(msg, verdict, inspector)
 
     def _macro(self, name: str) -> str:
@@ -168,15 +195,18 @@ class PostwardenMilter(Milter.Base):
             reason = d.reason or "policy"
             source = verdict.summary.get("source", "")
             self.quarantine(f"postwarden: {reason}")
-            log.info(f"hold: reason={reason}{' source=' + source if source else ''}; "
-                     f"release with 'postsuper -H {msg.queue_id}', "
-                     f"delete with 'postsuper -d {msg.queue_id}'", msg.queue_id)
+            qid = escape(msg.queue_id)
+            log.info(f"hold: {field('reason', reason)}"
+                     f"{' ' + field('source', source) if source else ''}; "
+                     f"release with 'postsuper -H {qid}', "
+                     f"delete with 'postsuper -d {qid}'", msg.queue_id)
             store = inspector.services.store
             if store is not None:
                 try:
                     store.record_hold(HoldRecord(msg.queue_id, inspector.services.clock(),
                                                  reason, source, msg.mail_from))
                 except StoreError as e:
+                    metrics.store_errors.inc()
                     log.limited("store.hold", "error", f"cannot record hold reason: {e}")
             return Milter.ACCEPT
         if d.action == TEMPFAIL:
@@ -223,23 +253,23 @@ def _reply_text(reason: str) -> str:
     return f"message refused by local policy ({reason or 'policy'})".replace("%", "%%")
 
 
-def _addr(a: str) -> str:
-    """Addresses in the log never carry spaces or control characters."""
-    if a.isascii() and a.isprintable() and " " not in a:  # the usual case
-        return a[:254]
-    return "".join(c for c in a if c.isprintable() and not c.isspace())[:254]
+def inbound_line(msg: Message) -> str:
+    """The line for inbound mail passed through (log_inbound = true)."""
+    return f"origin=inbound {field('from', msg.mail_from, angle=True, limit=254)} not inspected"
 
 
 def summary_line(msg: Message, verdict: Verdict, mode: str) -> str:
+    """The one key=value line per message. Every value goes through logsafe: a sender's
+    address, a header or a DNS answer can neither split it nor add a key to it."""
     d = verdict.decision
     parts = [
         f"origin={msg.origin}",
-        f"from=<{_addr(msg.mail_from)}>",
-        f"hdr_from=<{_addr(msg.header_from)}>",
+        field("from", msg.mail_from, angle=True, limit=254),
+        field("hdr_from", msg.header_from, angle=True, limit=254),
         f"rcpts={len(msg.rcpts)}",
     ]
-    parts += [f"{k}={v}" for k, v in verdict.summary.items()]
-    parts += [f"findings={ids(verdict.findings)}", f"action={d.action}"]
+    parts += [field(k, v, limit=300) for k, v in verdict.summary.items()]
+    parts += [f"findings={escape(ids(verdict.findings))}", f"action={d.action}"]
     if mode == "monitor":
         parts.append(f"would={d.would}")
     return " ".join(parts)

@@ -40,6 +40,7 @@ class DkimSignature:
     key_type: str = ""  # rsa | ed25519 | "" (key not fetched)
     key_bits: int = 0
     error: str = ""
+    fix: str = ""  # what to do, when it is not "check the key and the message"
 
     @property
     def counts(self) -> bool:

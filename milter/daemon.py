@@ -14,18 +14,21 @@ import os
 import pwd
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
 import Milter
 import milter as libmilter
 
+from postwarden import __version__, dns, hostinfo, sdnotify
 from postwarden import config as configmod
-from postwarden import dns, hostinfo
 from postwarden.checks.periodic import periodic_selfcheck
 from postwarden.config import Config, ConfigError
+from postwarden.heartbeat import Beat
 from postwarden.hoststate import HostState
 from postwarden.log import log
+from postwarden.metrics import metrics
 from postwarden.milter import feedback_reader
 from postwarden.milter.app import PostwardenMilter, current
 from postwarden.milter.pipeline import Inspector, Services, default_checks, default_fixers
@@ -189,49 +192,89 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
 
+    _start_metrics(cfg, stop)
     worker = threading.Thread(target=libmilter.main, name="libmilter", daemon=True)
     worker.start()
+    beat = Beat(socket=cfg.socket)
     threading.Thread(target=periodic_selfcheck, args=(_live, host, stop),
-                     name="periodic_selfcheck", daemon=True).start()
+                     kwargs={"beat": beat}, name="periodic_selfcheck", daemon=True).start()
     feedback_reader.start(_live, host, stop)  # its own thread; logs which source it reads
     feedback_reader.start_dmarc_watch(_live, stop)  # [feedback] dmarc_maildir, when set
-    log.info(f"starting: socket={cfg.socket} mode={cfg.mode} store={cfg.store.backend} "
-             f"cpu={'any' if cpu is None else cpu} config={cfg.source}")
+    log.info(f"starting postwarden {__version__}: mode={cfg.mode}, socket={cfg.socket}, "
+             f"store={cfg.store.backend}, cpu={'any' if cpu is None else cpu}, "
+             f"config={cfg.source}")
+    # The socket has listened since opensocket(): connections wait in its backlog
+    # until libmilter accepts them, so Postfix may be let in now.
+    sdnotify.notify(f"READY=1\nSTATUS=listening on {cfg.socket}\nMAINPID={os.getpid()}")
+    force = True
     while not stop.is_set() and worker.is_alive():
-        stop.wait(0.5)
-        _flush_events(store)
+        stop.wait(0.0 if force else 0.5)
+        _heartbeat(beat, store, _flush_events(store), force)
+        force = False
         if reload_requested.is_set():
             reload_requested.clear()
             _reload(config_path, log_stderr, store, host)
     if not worker.is_alive() and not stop.is_set():
         log.error("libmilter stopped unexpectedly; exiting so the service manager restarts us")
         return 75
+    sdnotify.notify("STOPPING=1")
     log.info("stopping: finishing open sessions")
     libmilter.stop()
     worker.join(timeout=10)
+    _heartbeat(beat, store, True, True, stopped=True)
     if store is not None:
         try:
             store.close()
         except StoreError as e:
             log.warning(f"stopping: activity events since the last write are lost: {e}")
+    log.info(f"stopped after {current.messages()} messages")
     return 0
 
 
-def _flush_events(store: Store | None) -> None:
-    """Write the activity events queued by the last half second's messages."""
+def _start_metrics(cfg: Config, stop: threading.Event) -> None:
+    """The opt-in metrics endpoint and textfile ([metrics]); a failure is logged, the
+    milter runs on without them."""
+    m = cfg.metrics
+    if m.listen:
+        try:
+            metrics.serve(m.listen)
+            log.info(f"metrics: serving http://{m.listen}/metrics")
+        except OSError as e:
+            log.error(f"metrics: cannot listen on {m.listen}: {e}; no metrics endpoint "
+                      "(fix [metrics] listen and restart)")
+    if m.textfile:
+        threading.Thread(target=metrics.textfile_loop, args=(m.textfile, m.textfile_interval,
+                                                             stop),
+                         name="metrics-textfile", daemon=True).start()
+
+
+def _heartbeat(beat: Beat, store: Store | None, store_ok: bool, force: bool = False,
+               stopped: bool = False) -> None:
+    """Tell `selfcheck` and `status` the daemon is alive (every few seconds at most)."""
     if store is None:
         return
     try:
+        beat.maybe_write(store, time.time(), store_ok, force, stopped)
+    except StoreError:
+        pass  # the event flush reports a down store, once
+
+
+def _flush_events(store: Store | None) -> bool:
+    """Write the activity events queued by the last half second's messages."""
+    if store is None:
+        return False
+    try:
         store.flush_events()
     except StoreError as e:
-        health.failed(e, "activity recording")
+        health.failed(e, "activity recording")  # counted in the store-error metric
         if store.events_dropped:
             log.limited("store.events_dropped", "warning",
                         f"{store.events_dropped} activity events dropped so far while the "
                         f"store is unavailable (the newest {MAX_PENDING} are kept); "
                         "`postwarden status` and the self-check will undercount")
-    else:
-        health.ok()
+        return False
+    health.ok()
+    return True
 
 
 def _live() -> tuple[Config, Store | None]:
@@ -256,6 +299,8 @@ def _reload(config_path: str | None, log_stderr: bool, store: Store | None,
                             or new.store != old.services.config.store):
         log.warning("reload: socket and store changes take effect only on restart")
         new.socket, new.store = old.services.config.socket, old.services.config.store
+    sdnotify.notify("RELOADING=1")
     log.setup(new.log.target, new.log.facility, new.log.repeat_interval)
     current.inspector = build_inspector(new, store, host)
     log.info(f"reloaded: mode={new.mode} config={new.source}")
+    sdnotify.notify("READY=1")

@@ -2,9 +2,18 @@
 
 Every DKIM-Signature counts, including one a signer before postwarden in the
 milter chain added. Keys come through the shared Resolver (TTL cache, message
-budget). Findings: dkim.missing, dkim.unaligned, dkim.invalid, dkim.weak_key,
-dkim.temperror. On temperror (DNS timeout, budget spent) the signature is
-`temperror`, never `fail`: the finding says so and mail goes on.
+budget) and are read by the shared key-record parser (postwarden.dkimkeys), so a
+key the self-check calls unusable is unusable here too. Findings: dkim.missing,
+dkim.unaligned, dkim.invalid, dkim.weak_key, dkim.temperror. On temperror (DNS
+timeout, budget spent) the signature is `temperror`, never `fail`: the finding
+says so and mail goes on.
+
+An rsa-sha1 signature is `fail`, whether or not it would verify, and without a
+key lookup: RFC 8301 §3.1 says verifiers MUST NOT consider it valid. It is
+`fail` rather than `permerror` because nothing in it is malformed or missing
+(RFC 8601 §2.7.1 keeps permerror for syntax errors and absent keys): it is a
+signature that does not authenticate the message, which is what DMARC sees at
+the receiver, so it never counts as an aligned DKIM pass here either.
 """
 
 from __future__ import annotations
@@ -12,9 +21,9 @@ from __future__ import annotations
 import logging
 
 import dkim
-from dkim.util import InvalidTagValueList, parse_tag_value
 
 from postwarden.config import DkimConfig
+from postwarden.dkimkeys import REFUSED_ALGORITHMS, TagError, parse_key_record, parse_tags
 from postwarden.dns import Budget, Resolver
 from postwarden.findings import Finding, Severity
 from postwarden.message import Message
@@ -39,16 +48,20 @@ _quiet.propagate = False
 
 
 class _KeyFetcher:
-    """dkimpy's `dnsfunc`, through our Resolver; remembers a temporary failure."""
+    """dkimpy's `dnsfunc`, through our Resolver; remembers a temporary failure, and
+    withholds a key record that cannot verify a signature of `algorithm` (the
+    shared parser says why), so dkimpy never sees a key receivers would refuse."""
 
     def __init__(self, resolver: Resolver, budget: Budget) -> None:
         self.resolver, self.budget = resolver, budget
+        self.algorithm = ""
         self.temperror = ""
         self.missing = False
+        self.problem = ""
 
     def __call__(self, name: bytes | str, timeout: int = 5) -> bytes | None:
         qname = name.decode("ascii", "replace") if isinstance(name, bytes) else name
-        self.temperror, self.missing = "", False
+        self.temperror, self.missing, self.problem = "", False, ""
         answer = self.resolver.txt(qname.rstrip("."), self.budget)
         if answer.failed:
             self.temperror = answer.error or "DNS failure"
@@ -57,14 +70,10 @@ class _KeyFetcher:
         if not keys:
             self.missing = True
             return None
+        self.problem = parse_key_record(keys[0]).refuses(self.algorithm)
+        if self.problem:
+            return None
         return keys[0].encode("utf-8", "replace")
-
-
-def _tags(value: str) -> dict[str, str]:
-    raw = value.encode("utf-8", "surrogateescape")
-    parsed = parse_tag_value(raw)
-    return {k.decode("ascii", "replace"): v.decode("utf-8", "replace")
-            for k, v in parsed.items()}
 
 
 def verify_one(d: dkim.DKIM, idx: int, tags: dict[str, str], fetch: _KeyFetcher
@@ -72,6 +81,7 @@ def verify_one(d: dkim.DKIM, idx: int, tags: dict[str, str], fetch: _KeyFetcher
     domain, selector = tags.get("d", "").lower(), tags.get("s", "")
     alg = tags.get("a", "")
     keyname = f"{selector}._domainkey.{domain}"
+    fetch.algorithm = alg
     try:
         ok = d.verify(idx=idx, dnsfunc=fetch)
     except dkim.ValidationError as e:
@@ -86,6 +96,10 @@ def verify_one(d: dkim.DKIM, idx: int, tags: dict[str, str], fetch: _KeyFetcher
     if fetch.missing:
         return DkimSignature(domain, selector, alg, "permerror",
                              error=f"no key published at {keyname}")
+    if fetch.problem:
+        return DkimSignature(domain, selector, alg, "permerror",
+                             error=f"key {keyname}: {fetch.problem}",
+                             fix=f"publish a usable key record at {keyname}")
     if getattr(d, "pk", None) is None:
         return DkimSignature(domain, selector, alg, "permerror",
                              error=f"the key at {keyname} cannot be used")
@@ -106,11 +120,17 @@ def evaluate(msg: Message, ctx: CheckContext, verify: bool) -> list[DkimSignatur
     fetch = _KeyFetcher(ctx.services.resolver, ctx.budget)
     for idx, value in enumerate(values):
         try:
-            tags = _tags(value)
-        except InvalidTagValueList as e:
+            tags = parse_tags(value)
+        except TagError as e:
             results.append(DkimSignature("", "", "", "permerror", error=f"unparsable: {e}"))
             continue
         domain, selector = tags.get("d", "").lower(), tags.get("s", "")
+        alg = tags.get("a", "").lower()
+        if alg in REFUSED_ALGORITHMS:  # known without a key: never a pass at a receiver
+            results.append(DkimSignature(domain, selector, alg, "fail",
+                                         error=REFUSED_ALGORITHMS[alg],
+                                         fix="sign with rsa-sha256 (or ed25519-sha256 as well)"))
+            continue
         if not verify or idx >= MAX_SIGNATURES:
             results.append(DkimSignature(domain, selector, tags.get("a", ""), "unverified"))
             continue
@@ -164,9 +184,10 @@ def check_dkim(msg: Message, ctx: CheckContext, cfg: DkimConfig) -> list[Finding
         s = bad[0]
         out.append(Finding(
             "dkim.invalid", Severity.ERROR,
-            f"DKIM signature {_sig_name(s)} does not verify ({s.error}); check that the "
-            f"key published at {s.selector}._domainkey.{s.domain} matches the signer's "
-            "private key and that nothing changes the message after signing",
+            f"DKIM signature {_sig_name(s)} does not verify ({s.error}); " + (
+                s.fix or f"check that the key published at {s.selector}._domainkey."
+                f"{s.domain} matches the signer's private key and that nothing changes "
+                "the message after signing"),
             {"signatures": [_sig_name(b) for b in bad], "error": s.error}))
     weak = [s for s in sigs if s.key_type == "rsa" and 0 < s.key_bits < GOOD_RSA_BITS]
     if weak:

@@ -1,13 +1,20 @@
-"""DKIM signing fixer: RSA-SHA256 and Ed25519-SHA256, relaxed/relaxed.
+"""DKIM signing fixer: RSA-SHA256 and Ed25519-SHA256, relaxed/relaxed by default.
 
 Canonicalization and header selection are dkimpy's; the private-key operation
 goes through the `cryptography` package, because dkimpy's own pure-Python RSA
 costs about 6.7 ms per 2048-bit signature here against 0.26 ms for OpenSSL
 (measured in tests/test_dkim_sign.py). Signs only when no aligned valid
 signature exists, never twice with the same d=/s=, and over the headers as they
-will be after the fixers before it (the From rewrite) changed them. Relaxed
-header canonicalization keeps the signature valid whatever folding Postfix
+will be after the fixers before it (the From rewrite) changed them, byte for
+byte as Postfix will write them (postwarden.message.header_bytes). Relaxed
+header canonicalization keeps the signature valid whatever folding a relay
 applies; Received and Return-Path are never signed.
+
+The DKIM-Signature is folded here, not by dkimpy's fold(): RFC 6376 §3.5 allows
+folding white space only between tags, around the `:` of `h=`, and anywhere in
+the base64 of `b=` and `bh=`. A fold inside a header name (`content-tra⏎
+nsfer-encoding`) is kept by dkimpy as part of the name, so dkimpy and the
+receivers that follow it fail the signature. OpenDKIM folds the same way.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import dkim
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 from dkim.canonicalization import (
     CanonicalizationPolicy,
@@ -31,9 +38,10 @@ from dkim.canonicalization import (
 )
 
 from postwarden.config import Config, DkimKey
+from postwarden.dkimkeys import KeyFileError, PrivateKey, load_private_key
 from postwarden.findings import Finding
 from postwarden.log import log
-from postwarden.message import Message
+from postwarden.message import Message, header_bytes
 from postwarden.milter.auth_results import (
     CHANGES,
     DKIM,
@@ -47,6 +55,8 @@ from postwarden.policy import REJECT, TEMPFAIL, Decision
 
 CANON = b"relaxed/relaxed"
 _NEVER = {"received", "return-path", "dkim-signature", "bcc"}
+WIDTH = 76  # folded lines stay under RFC 5322's 78 characters
+NAME = b"DKIM-Signature"
 
 
 class KeyError_(ValueError):
@@ -58,7 +68,7 @@ class SigningKey:
     domain: str
     selector: str
     algorithm: bytes  # b"rsa-sha256" | b"ed25519-sha256"
-    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+    key: PrivateKey
     bits: int
 
     def sign(self, digest: bytes) -> bytes:
@@ -80,28 +90,18 @@ def load_key(spec: DkimKey, min_bits: int = 1024) -> SigningKey:
         raise KeyError_(f"{spec.key_file} is readable by every user of this host, so anyone "
                         "could sign as your domain: refused; run `chmod 640` on it (group "
                         "postwarden) or `chmod 600`")
-    key: object
-    if b"-----BEGIN" in data:
-        try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError) as e:
-            raise KeyError_(f"{spec.key_file} is not a usable PEM private key ({e})") from None
-    else:
-        try:
-            seed = base64.b64decode(data.strip(), validate=True)
-            key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
-        except ValueError:
-            raise KeyError_(f"{spec.key_file}: neither a PEM key nor a base64 Ed25519 seed "
-                            "(make one with `openssl genpkey -algorithm ed25519`)") from None
+    try:
+        key = load_private_key(data, spec.key_file)
+    except KeyFileError as e:
+        raise KeyError_(str(e)) from None
     domain, selector = normalize(spec.domain), spec.selector
     if isinstance(key, rsa.RSAPrivateKey):
         if key.key_size < min_bits:
             raise KeyError_(f"{spec.key_file} is a {key.key_size}-bit RSA key; receivers "
                             "ignore keys under 1024 bits: generate a 2048-bit key")
         return SigningKey(domain, selector, b"rsa-sha256", key, key.key_size)
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return SigningKey(domain, selector, b"ed25519-sha256", key, 256)
-    raise KeyError_(f"{spec.key_file}: only RSA and Ed25519 keys can sign DKIM")
+    assert isinstance(key, ed25519.Ed25519PrivateKey)
+    return SigningKey(domain, selector, b"ed25519-sha256", key, 256)
 
 
 def apply_changes(headers: list[tuple[str, str]], changes: list[HeaderChange]
@@ -156,32 +156,82 @@ def relaxed_body(body: bytes) -> bytes:
     return bytes(correct_empty_body(strip_trailing_lines(body)))
 
 
-def body_hash(body: bytes) -> bytes:
+def body_hash(body: bytes, canon: bytes = CANON) -> bytes:
     """`bh=`: the same for every key that signs this message."""
-    return base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
+    if canon.endswith(b"/simple"):
+        canonical = bytes(strip_trailing_lines(body))  # RFC 6376 3.4.3
+    else:
+        canonical = relaxed_body(body)
+    return base64.b64encode(hashlib.sha256(canonical).digest())
+
+
+def fold_tags(fields: list[tuple[bytes, bytes]], namelen: int = len(NAME)) -> bytes:
+    """The tag list folded where RFC 6376 §3.5 allows FWS, CRLF-SP line breaks.
+
+    Between tags (after `;`), in `h=` only before a `:` (never inside a header
+    name), in `b=` anywhere (base64 admits FWS). `bh=` fits a line and is kept
+    whole, as OpenDKIM and dkimpy do. `b=` always starts a line of its own, so
+    the value hashed with an empty `b=` and the final one differ in the b= value
+    only."""
+    lines: list[bytes] = []
+    line = b""
+    col = namelen + 2  # "DKIM-Signature: "
+    last = len(fields) - 1
+
+    def put(piece: bytes, glue: bytes) -> None:
+        nonlocal line, col
+        if line and col + len(glue) + len(piece) > WIDTH:
+            lines.append(line)
+            line, col = b" " + piece, 1 + len(piece)
+        else:
+            line += glue + piece
+            col += len(glue) + len(piece)
+
+    for i, (tag, value) in enumerate(fields):
+        end = b";" if i < last else b""
+        glue = b" " if line else b""
+        if tag == b"h":
+            names = value.split(b":")
+            pieces = [b"h=" + names[0]] + [b":" + n for n in names[1:]]
+            pieces[-1] += end
+            put(pieces[0], glue)
+            for p in pieces[1:]:
+                put(p, b"")
+        elif tag == b"b":
+            if line:  # b= on a line of its own
+                lines.append(line)
+                line, col, glue = b" ", 1, b""
+            text = b"b=" + value + end
+            line += text[:WIDTH - 1]
+            rest = text[WIDTH - 1:]
+            while rest:
+                lines.append(line)
+                chunk, rest = rest[:WIDTH - 1], rest[WIDTH - 1:]
+                line, col = b" " + chunk, 1 + len(chunk)
+        else:
+            put(tag + b"=" + value + end, glue)
+    lines.append(line)
+    return b"\r\n".join(lines)
 
 
 def make_signature(header_block: bytes, bodyhash: bytes, key: SigningKey,
-                   include: list[bytes], now: int) -> str:
+                   include: list[bytes], now: int, canon: bytes = CANON) -> str:
     """The DKIM-Signature value (leading space, LF-folded) for the message."""
     headers, _ = dkim.rfc822_parse(header_block + b"\r\n")
-    canon = CanonicalizationPolicy.from_c_value(CANON)
+    policy = CanonicalizationPolicy.from_c_value(canon)
     fields = [
-        (b"v", b"1"), (b"a", key.algorithm), (b"c", CANON),
+        (b"v", b"1"), (b"a", key.algorithm), (b"c", canon),
         (b"d", key.domain.encode("ascii")), (b"s", key.selector.encode("ascii")),
         (b"t", str(now).encode("ascii")), (b"h", b":".join(include)),
-        (b"bh", bodyhash), (b"b", b"0" * 60),  # placeholder folds b= onto its own line
+        (b"bh", bodyhash), (b"b", b""),
     ]
-    namelen = len(b"DKIM-Signature")
-    value = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=namelen)
-    value = dkim.RE_BTAG.sub(b"\\1", value)
+    unsigned = fold_tags(fields)
     h = hashlib.sha256()
-    dkim.hash_headers(h, canon, canon.canonicalize_headers(headers), include,
-                      (b"DKIM-Signature", b" " + value), dict(fields))
+    dkim.hash_headers(h, policy, policy.canonicalize_headers(headers), include,
+                      (NAME, b" " + unsigned), dict(fields))
     fields[-1] = (b"b", base64.b64encode(key.sign(h.digest())))
-    final = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=namelen)
-    text: str = final.decode("ascii")
-    return " " + text.replace("\r\n", "\n")
+    final = fold_tags(fields)  # begins with `unsigned`: b= starts its own line
+    return " " + final.decode("ascii").replace("\r\n", "\n")
 
 
 class DkimSigner:
@@ -230,12 +280,14 @@ class DkimSigner:
                 if not any(s.domain == k.domain and s.selector == k.selector for s in existing)]
         if not keys:
             return []
-        block = Message(headers=headers).raw_headers()
-        bh = body_hash(msg.body)
+        canon = self.cfg.dkim.canonicalization.encode("ascii")
+        block = header_bytes(headers)
+        bh = body_hash(msg.body, canon)
         include = signed_header_names(headers, self.cfg.dkim.sign_headers)
         now = int(self.clock())
         changes = [HeaderChange("insert", "DKIM-Signature",
-                                make_signature(block, bh, k, include, now), 0) for k in keys]
+                                make_signature(block, bh, k, include, now, canon), 0)
+                   for k in keys]
         ctx.summary["signed"] = "+".join(f"{k.domain}/{k.selector}" for k in keys)
         ctx.memo[CHANGES] = before + changes
         return changes

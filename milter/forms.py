@@ -32,19 +32,33 @@ MEMO_SOURCE = "source"  # Source of this message, for the checks after this one
 MEMO_SIGNALS = "form.signals"  # {signal: weight} hit so far
 
 _PHP_HEADER = re.compile(r"^\s*(\d+)\s*:\s*(.+?)\s*$", re.S)
-_POSTFIX_UID = re.compile(r"\(Postfix, from userid (\d+)\)")
+_POSTFIX_RECEIVED = re.compile(
+    r"\s*by\s+\S+\s+\(Postfix,\s+from\s+userid\s+(\d+)\)(?:\s+id\s+([0-9A-Za-z]+)\s*;)?")
 _URL = re.compile(rb"(?i)\b(?:https?://|www\.)[^\s<>\"'()\[\]]+")
 _BOUNDARY = re.compile(r'(?i)boundary\s*=\s*"?b1_')
 
 
 @dataclass(frozen=True)
 class Source:
-    """Who sent a message. `form` marks web-form/script mail (the abuse-prone kind)."""
+    """Who sent a message. `form` marks web-form/script mail (the abuse-prone kind).
+
+    `key` is built only from what the sender cannot choose: the uid in Postfix's own
+    Received header for local mail, the SASL login, the client IP. Rate limits,
+    history and `status` count by it, so rotating a header or the envelope sender
+    never opens a fresh bucket. `claimed` is what the message says about itself (the
+    X-PHP-Originating-Script name, the PHPMailer/WordPress sender): shown next to the
+    key as a lead for the admin, never used to count.
+    """
 
     key: str
-    kind: str  # php | uid | user | sasl | phpmailer | wordpress | ip | sender
+    kind: str  # uid | sasl | ip | local
     form: bool
     markers: tuple[str, ...] = ()
+    claimed: str = ""
+
+    @property
+    def shown(self) -> str:
+        return f"{self.key} (claims {self.claimed})" if self.claimed else self.key
 
 
 def clean_key(text: str, limit: int = 200) -> str:
@@ -52,6 +66,12 @@ def clean_key(text: str, limit: int = 200) -> str:
     if text.isascii() and text.isprintable() and " " not in text:  # the usual case
         return text[:limit]
     return "".join(c if c.isprintable() and not c.isspace() else "_" for c in text)[:limit]
+
+
+def sasl_name(user: str) -> str:
+    """One key per account: SASL back ends (Dovecot, Cyrus) usually take `Alice` and
+    `alice` as the same login, so case must not buy a second bucket."""
+    return clean_key(user.strip().casefold())
 
 
 @lru_cache(maxsize=256)
@@ -75,31 +95,56 @@ def markers(msg: Message) -> tuple[str, ...]:
     return tuple(found)
 
 
+def postfix_uid(msg: Message) -> int | None:
+    """The submitting uid from the Received header Postfix's pickup/cleanup put on top
+    of local mail: `by HOST (Postfix, from userid N) id QUEUEID; DATE`.
+
+    Only the first Received header counts (cleanup prepends its own above everything
+    the sender wrote), and when both are known its `id` must be this queue ID: a
+    sender can write a Received header of its own, but not above Postfix's, nor with
+    a queue ID that does not exist yet.
+    """
+    received = msg.header_all("Received")
+    if not received:
+        return None
+    m = _POSTFIX_RECEIVED.match(received[0])
+    if not m:
+        return None
+    qid = m.group(2)
+    if qid and msg.queue_id and msg.queue_id != "NOQUEUE" and qid != msg.queue_id:
+        return None
+    return int(m.group(1))
+
+
 def identify(msg: Message, cfg: FormsConfig) -> Source:
-    """The source key: php:<uid>:<script>, sasl:<user>, uid:<n>, user:<name>, ..."""
+    """The source key: uid:<n>, sasl:<login>, ip:<address> (local:unknown if Postfix's
+    Received header is missing); `claimed` adds php:<script> or phpmailer:<sender>."""
     marks = markers(msg)
     php = _PHP_HEADER.match(msg.header("X-PHP-Originating-Script") or "")
     if php:
-        return Source(f"php:{php.group(1)}:{clean_key(php.group(2))}", "php", True, marks)
+        claimed = f"php:{clean_key(php.group(1))}:{clean_key(php.group(2))}"
+    elif marks:
+        claimed = f"{marks[0]}:{clean_key(msg.mail_from.lower()) or '<>'}"
+    else:
+        claimed = ""
+    script = bool(php) or bool(marks)
     if msg.auth_user:
-        user = clean_key(msg.auth_user)
-        return Source(f"sasl:{user}", "sasl", user in cfg.form_sasl_users or bool(marks), marks)
-    local_part = msg.mail_from.rsplit("@", 1)[0].lower() if msg.mail_from else ""
+        user = sasl_name(msg.auth_user)
+        form_users = {sasl_name(u) for u in cfg.form_sasl_users}
+        return Source(f"sasl:{user}", "sasl", user in form_users or script, marks, claimed)
     if msg.origin is Origin.LOCAL:
-        for received in msg.header_all("Received"):
-            m = _POSTFIX_UID.search(received)
-            if m:
-                name = _user_name(int(m.group(1)))
-                form = name in cfg.web_users or local_part in cfg.web_users or bool(marks)
-                return Source(f"uid:{m.group(1)}", "uid", form, marks)
-        if local_part in cfg.web_users:
-            return Source(f"user:{clean_key(local_part)}", "user", True, marks)
-    if marks:
-        return Source(f"{marks[0]}:{clean_key(msg.mail_from.lower()) or '<>'}", marks[0], True,
-                      marks)
-    if msg.origin is Origin.LOCAL:
-        return Source(f"sender:{clean_key(msg.mail_from.lower()) or '<>'}", "sender", False)
-    return Source(f"ip:{clean_key(msg.client_addr) or 'unknown'}", "ip", False)
+        local_part = msg.mail_from.rsplit("@", 1)[0].lower() if msg.mail_from else ""
+        web_sender = local_part in cfg.web_users
+        uid = postfix_uid(msg)
+        if uid is not None:
+            form = _user_name(uid) in cfg.web_users or web_sender or script
+            return Source(f"uid:{uid}", "uid", form, marks, claimed)
+        # Postfix 3.7 does not pass pickup's Received header to non_smtpd_milters, and
+        # no macro names the uid: then nothing the sender cannot choose tells local
+        # users apart, so all their mail shares one key rather than trusting a claim.
+        return Source("local:unknown", "local", web_sender or script, marks, claimed)
+    return Source(f"ip:{clean_key(msg.client_addr) or 'unknown'}", "ip", script, marks,
+                  claimed)
 
 
 def weights(cfg: FormsConfig) -> dict[str, int]:
@@ -181,10 +226,13 @@ def forms_check(msg: Message, ctx: CheckContext) -> list[Finding]:
     ctx.memo[MEMO_SOURCE] = source
     ctx.memo[MEMO_SIGNALS] = {}
     ctx.summary["source"] = source.key
+    if source.claimed:
+        ctx.summary["claimed"] = source.claimed
     if not cfg.forms.enabled or not source.form:
         return []
-    out = [Finding("form.detected", Severity.INFO, f"form/script mail from {source.key}",
-                   {"source": source.key, "kind": source.kind, "markers": list(source.markers)})]
+    out = [Finding("form.detected", Severity.INFO, f"form/script mail from {source.shown}",
+                   {"source": source.key, "kind": source.kind, "markers": list(source.markers),
+                    "claimed": source.claimed})]
     out += [add_signal(ctx, sig, why, source) for sig, why in signals(msg, cfg).items()]
     return out
 
@@ -199,7 +247,7 @@ def suspicion_check(msg: Message, ctx: CheckContext) -> list[Finding]:
         return []
     names = ",".join(sorted(hit))
     return [Finding("form.suspicious", Severity.WARNING,
-                    f"form mail from {source.key} scores {score} "
+                    f"form mail from {source.shown} scores {score} "
                     f"(threshold {cfg.suspicious_score}): {names}",
                     {"source": source.key, "score": score, "signals": sorted(hit)})]
 

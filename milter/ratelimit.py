@@ -23,12 +23,14 @@ from postwarden.config import LimitConfig
 from postwarden.findings import Finding, Severity
 from postwarden.log import log
 from postwarden.message import Message
+from postwarden.metrics import metrics
 from postwarden.milter.forms import (
     MEMO_SOURCE,
     Source,
     add_signal,
     body_text,
     clean_key,
+    sasl_name,
     score,
 )
 from postwarden.milter.pipeline import CheckContext
@@ -47,6 +49,7 @@ class StoreHealth:
         self._lock = threading.Lock()
 
     def failed(self, e: StoreError, what: str) -> None:
+        metrics.store_errors.inc()
         with self._lock:
             self._down = True
         # One line per condition (locked, full, read-only, gone), not one per message.
@@ -93,14 +96,14 @@ def history_check(msg: Message, ctx: CheckContext) -> list[Finding]:
     # Decaying counts are a little under the raw count: round before comparing.
     if round(repeats) >= cfg.repeat_count:
         out.append(add_signal(ctx, "repeated_body",
-                              f"same body {repeats:.0f} times recently from {source.key}",
+                              f"same body {repeats:.0f} times recently from {source.shown}",
                               source))
     # A decaying count with half-life h approximates rate * h / ln 2.
     rate_now = short * math.log(2) / SHORT_HALF_LIFE
     rate_usual = usual * math.log(2) / LONG_HALF_LIFE
     if round(short) >= cfg.burst_min and rate_now >= cfg.burst_factor * rate_usual:
         out.append(add_signal(ctx, "burst",
-                              f"{rate_now * 3600:.0f}/hour from {source.key}, "
+                              f"{rate_now * 3600:.0f}/hour from {source.shown}, "
                               f"usually {rate_usual * 3600:.1f}/hour", source))
     return out
 
@@ -114,7 +117,7 @@ def key_for(limit: LimitConfig, msg: Message, source: Source | None) -> str:
     if limit.key == "source":
         value = source.key if source else ""
     elif limit.key == "sasl_user":
-        value = msg.auth_user
+        value = sasl_name(msg.auth_user) if msg.auth_user else ""
     elif limit.key == "sender":
         value = msg.mail_from.lower() or "<>"
     elif limit.key == "client_ip":

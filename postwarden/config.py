@@ -65,6 +65,13 @@ def _positive(value: Any) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
+def _finite_positive(value: Any) -> str | None:
+    """Timeouts: inf or nan would reach socket.settimeout() and raise there."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return "must be a finite number of seconds (e.g. 0.5)"
+    return _positive(value)
+
+
 def _port(value: Any) -> str | None:
     return None if 0 < value < 65536 else "must be a port number between 1 and 65535"
 
@@ -126,7 +133,7 @@ class StoreConfig:
     path: str = "/var/lib/postwarden/postwarden.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "postwarden:"
-    redis_timeout: float = field(default=0.5, metadata=_check(_positive))
+    redis_timeout: float = field(default=0.5, metadata=_check(_finite_positive))
 
 
 @dataclass
@@ -206,6 +213,8 @@ class DkimConfig:
     sign_origins: list[str] = field(default_factory=lambda: list(_FIX_ORIGINS),
                                     metadata=_check(_origins))
     keys: list[DkimKey] = field(default_factory=list)
+    canonicalization: str = field(default="relaxed/relaxed", metadata=_check(_one_of(
+        "relaxed/relaxed", "relaxed/simple", "simple/relaxed", "simple/simple")))
     sign_headers: list[str] = field(default_factory=lambda: [
         "from", "reply-to", "subject", "date", "to", "cc", "message-id", "in-reply-to",
         "references", "mime-version", "content-type", "content-transfer-encoding",
@@ -318,8 +327,13 @@ class RateLimitConfig:
     limits: list[LimitConfig] = field(
         default_factory=lambda: [
             LimitConfig("form", "source", "messages", 20, 3600, 5, list(ORIGINS), True),
+            # A budget in recipients next to the one in messages: one message to 500
+            # addresses must not cost what one to a single address costs.
+            LimitConfig("form_rcpts", "source", "recipients", 40, 3600, 10, list(ORIGINS),
+                        True),
             LimitConfig("sasl", "sasl_user", "messages", 200, 3600, 50, ["submission"]),
             LimitConfig("local", "source", "messages", 100, 3600, 20, ["local"]),
+            LimitConfig("local_rcpts", "source", "recipients", 1000, 3600, 200, ["local"]),
             LimitConfig("internal", "client_ip", "recipients", 500, 3600, 100, ["internal"]),
         ],
         metadata=_check(_limits),
@@ -370,6 +384,35 @@ class SelfcheckConfig:
     history: int = field(default=200, metadata=_check(_positive))
     reminder_interval: int = field(default=86400, metadata=_check(_positive))
     hold_forms_when_listed: bool = False
+    probe: bool = False
+    probe_wait: float = field(default=15.0, metadata=_check(_positive))
+    probe_recipient: str = ""
+    probe_sasl_user: str = ""
+    probe_sasl_password_file: str = ""
+
+
+def _loopback_listen(value: Any) -> str | None:
+    if value == "":
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        return "must be 'HOST:PORT', e.g. '127.0.0.1:9851' (or '' for no endpoint)"
+    try:
+        if not ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return ("must be a loopback address: the metrics endpoint has no "
+                    "authentication (scrape it locally or through a proxy)")
+    except ValueError:
+        return f"{host!r} is not an IP address (write e.g. '127.0.0.1:9851')"
+    return None
+
+
+@dataclass
+class MetricsConfig:
+    """Prometheus metrics of the daemon: off unless listen or textfile is set."""
+
+    listen: str = field(default="", metadata=_check(_loopback_listen))
+    textfile: str = ""
+    textfile_interval: float = field(default=60.0, metadata=_check(_positive))
 
 
 def _regex(value: Any) -> str | None:
@@ -440,12 +483,14 @@ class Config:
     forms: FormsConfig = field(default_factory=FormsConfig)
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     selfcheck: SelfcheckConfig = field(default_factory=SelfcheckConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     source: str = field(default="", metadata={"internal": True})
 
 
-def load(path: Path | str | None = None) -> Config:
-    """Read and validate a config file; ConfigError on any problem."""
+def load(path: Path | str | None = None, reader: bool = False) -> Config:
+    """Read and validate a config file; ConfigError on any problem. A `reader` (status,
+    a monitoring plugin) only reads the store, so it need not be able to write there."""
     p = Path(path) if path is not None else DEFAULT_PATH
     try:
         raw = p.read_bytes()
@@ -458,14 +503,14 @@ def load(path: Path | str | None = None) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    cfg = from_dict(data, str(p))
+    cfg = from_dict(data, str(p), reader)
     cfg.source = str(p)
     return cfg
 
 
-def from_dict(data: dict[str, Any], where: str = "config") -> Config:
+def from_dict(data: dict[str, Any], where: str = "config", reader: bool = False) -> Config:
     cfg = _build(Config, data, where, "")
-    _validate_cross(cfg, where)
+    _validate_cross(cfg, where, reader)
     return cfg
 
 
@@ -551,7 +596,7 @@ def _convert(tp: Any, value: Any, where: str, name: str) -> Any:
 _IDS_HELP = "`postwarden findings` and docs/findings.md list every id"
 
 
-def _validate_cross(cfg: Config, where: str) -> None:
+def _validate_cross(cfg: Config, where: str, reader: bool = False) -> None:
     # An unknown id would be a silent no-op: a typo must not switch a hold off.
     for fid in cfg.policy.enforce:
         problem = ids.policy_key_problem(fid)
@@ -569,7 +614,7 @@ def _validate_cross(cfg: Config, where: str) -> None:
                 f"{where}: policy.enforce.{fid} = {action!r}: must be one of "
                 f"{', '.join(ACTIONS)}"
             )
-    if cfg.store.backend == "sqlite":
+    if cfg.store.backend == "sqlite" and not reader:
         parent = Path(cfg.store.path).parent
         if parent.exists() and not os.access(parent, os.W_OK):
             raise ConfigError(

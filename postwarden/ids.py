@@ -139,6 +139,26 @@ _TABLE: tuple[FindingId, ...] = (
     FindingId("internal.error", MILTER, E,
               "a check or postwarden itself failed on this message (accepted: fail open)"),
     # --- self-check: report checks -----------------------------------------------------
+    FindingId("milter.reachable", SELFCHECK, C,
+              "nothing answers the milter negotiation on a socket Postfix names: mail "
+              "passes unchecked"),
+    FindingId("milter.heartbeat", SELFCHECK, W,
+              "the daemon's heartbeat is missing, stale or says it stopped while Postfix "
+              "runs"),
+    FindingId("resolver.reachable", SELFCHECK, U,
+              "no configured nameserver answers: the root cause of every DNS-based unknown"),
+    FindingId("blocklists.no_sending_ip", SELFCHECK, U,
+              "no sending IP known: no blocklist was asked"),
+    FindingId("selfcheck.selection", SELFCHECK, U, "--only/--skip select no check"),
+    FindingId("selfcheck.run", SELFCHECK, U,
+              "the self-check itself could not run (config, store, error, --timeout)"),
+    FindingId("selfcheck.cached", SELFCHECK, U,
+              "--cached: the daemon's stored report is older than MAXAGE"),
+    FindingId("probe.sendmail", SELFCHECK, C,
+              "the milter never saw the probe sent with the sendmail command "
+              "(non_smtpd_milters)"),
+    FindingId("probe.smtp", SELFCHECK, C,
+              "the milter never saw the probe sent to an SMTP listener with postwarden"),
     *(_blocklist(bl) for bl in DEFAULT_LISTS),
     FindingId("resolver.public", SELFCHECK, W,
               "the resolver is a public one or a blocklist refused it: answers unreliable"),

@@ -3,6 +3,10 @@
 Set up once at start (syslog facility mail, or stderr for foreground runs and
 tests). Repeated warnings about the same thing are flood-limited: the first is
 logged, then one line with a count per `repeat_interval`.
+
+Every line passes `logsafe.line_safe` on its way out, and the queue ID is escaped:
+callers escape the values they put into key=value pairs (`logsafe.field`), and no byte
+anybody forgot can split a line or colour a terminal.
 """
 
 from __future__ import annotations
@@ -12,10 +16,17 @@ import sys
 import syslog
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TextIO
 
+from postwarden.logsafe import escape, line_safe
+
 IDENT = "postwarden"
+# Flood-limit keys remembered at most (one per finding id and From domain, say): past
+# this the least recently logged key is forgotten, so a flood of distinct domains costs
+# O(1) per line and bounded memory; a forgotten key is merely logged again.
+SEEN_MAX = 10000
 _FACILITIES = {
     "mail": syslog.LOG_MAIL,
     "daemon": syslog.LOG_DAEMON,
@@ -39,7 +50,8 @@ class Logger:
         self._stream: TextIO = sys.stderr
         self._lock = threading.Lock()
         self._repeat_interval = 600.0
-        self._seen: dict[str, tuple[float, int]] = {}
+        # key -> (last logged, suppressed since), oldest-logged first
+        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self.clock: Callable[[], float] = time.monotonic
         self._tag = ""
         self._retag()
@@ -59,7 +71,7 @@ class Logger:
             syslog.openlog(IDENT, syslog.LOG_PID | syslog.LOG_NDELAY, _FACILITIES[facility])
 
     def _emit(self, level: str, text: str) -> None:
-        text = text.replace("\n", " ").replace("\r", " ")
+        text = line_safe(text)
         if self._target == "syslog":
             syslog.syslog(_PRIORITIES.get(level, syslog.LOG_INFO), text)
             return
@@ -69,7 +81,7 @@ class Logger:
 
     def line(self, level: str, text: str, queue_id: str | None = None) -> None:
         """Postfix layout: queue ID first, then `warning:`/`error:` for those levels."""
-        prefix = f"{queue_id}: " if queue_id else ""
+        prefix = f"{escape(queue_id)}: " if queue_id else ""
         tag = "" if level == "info" else f"{level}: "
         self._emit(level, f"{prefix}{tag}{text}")
 
@@ -92,14 +104,20 @@ class Logger:
         """
         now = self.clock()
         with self._lock:
-            last, suppressed = self._seen.get(key, (float("-inf"), 0))
+            seen = self._seen
+            last, suppressed = seen.get(key, (float("-inf"), 0))
             if now - last < self._repeat_interval:
-                self._seen[key] = (last, suppressed + 1)
+                seen[key] = (last, suppressed + 1)  # keeps its place: ordered by last logged
                 return False
-            self._seen[key] = (now, 0)
-            if len(self._seen) > 10000:
-                cutoff = now - self._repeat_interval
-                self._seen = {k: v for k, v in self._seen.items() if v[0] >= cutoff}
+            seen[key] = (now, 0)
+            seen.move_to_end(key)
+            # The front holds the oldest: drop what expired, and past SEEN_MAX the
+            # oldest even if fresh. Each key is added once and dropped once: O(1).
+            while seen:
+                oldest, (t, _n) = next(iter(seen.items()))
+                if len(seen) <= SEEN_MAX and now - t < self._repeat_interval:
+                    break
+                del seen[oldest]
         if suppressed:
             text = f"{text} (repeated {suppressed} times since last logged)"
         self.line(level, text, queue_id)

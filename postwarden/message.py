@@ -80,16 +80,31 @@ class Message:
         return domain_of(self.mail_from)
 
     def raw_headers(self) -> bytes:
-        """The header block as bytes, CRLF line ends: what DKIM signs."""
-        out = bytearray()
-        for k, v in self.headers:
-            val = v if v.startswith((" ", "\t")) or v == "" else " " + v
-            line = f"{k}:{val}".replace("\r\n", "\n").replace("\n", "\r\n")
-            out += line.encode("utf-8", "surrogateescape") + b"\r\n"
-        return bytes(out)
+        """The header block as the receiver gets it, CRLF line ends: what DKIM
+        signs and verifies (header_bytes)."""
+        return header_bytes(self.headers)
 
     def raw(self) -> bytes:
         return self.raw_headers() + b"\r\n" + self.body
+
+
+def header_bytes(headers: list[tuple[str, str]]) -> bytes:
+    """Header fields as bytes, exactly as Postfix sent them to the milter.
+
+    The milter negotiates header_leading_space, so each value holds what followed
+    the colon, its leading white space (or lack of it) included: `From:a@b` stays
+    without a space, since a c=simple signature covers that byte. pymilter hands
+    over invalid UTF-8 as surrogates, which surrogateescape turns back into the
+    bytes that came in. Postfix joins folded lines with LF; on the wire (and in
+    every DKIM hash) they are CRLF. Values postwarden adds itself (HeaderChange)
+    carry their own leading space, so they too are hashed as Postfix will write
+    them. One pass over one joined string: this runs once per signed or verified
+    message.
+    """
+    text = "".join([f"{k}:{v}\n" for k, v in headers])
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    return text.replace("\n", "\r\n").encode("utf-8", "surrogateescape")
 
 
 @lru_cache(maxsize=4096)
@@ -116,4 +131,4 @@ def strip_brackets(address: str) -> str:
     return a
 
 
-__all__ = ["Address", "Message", "Origin", "domain_of", "strip_brackets"]
+__all__ = ["Address", "Message", "Origin", "domain_of", "header_bytes", "strip_brackets"]

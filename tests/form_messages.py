@@ -5,6 +5,11 @@ from __future__ import annotations
 from postwarden.message import Message, Origin
 
 
+def postfix_received(uid: int, queue_id: str) -> str:
+    return (f" by mail.example.com (Postfix, from userid {uid})\r\n\tid {queue_id}; "
+            "Tue,  1 Dec 2026 11:00:00 +0000 (UTC)")
+
+
 def form_message(
     body: str = "Hello,\nplease call me back about the offer.\n",
     *,
@@ -18,8 +23,13 @@ def form_message(
     client_port: int = 0,
     extra: list[tuple[str, str]] | None = None,
     queue_id: str = "4F9D42A0B1",
+    uid: int | None = 33,
 ) -> Message:
+    """Local mail carries the Received header Postfix's pickup puts on top (uid 33 is
+    www-data on Debian); `uid=None` leaves it out."""
     headers: list[tuple[str, str]] = []
+    if origin is Origin.LOCAL and uid is not None:
+        headers.append(("Received", postfix_received(uid, queue_id)))
     if script is not None:
         headers.append(("X-PHP-Originating-Script", f" {script}"))
     headers += [("From", f" {from_}"), ("To", " owner@example.com"),

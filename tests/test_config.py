@@ -78,6 +78,7 @@ def test_every_key_is_documented_in_the_example() -> None:
     ('[log]\ntarget = "file"', "log.target", "syslog"),
     ("[host]\nips = 5", "host.ips", "list"),
     ("dns = 5", "dns", "table"),
+    ('[dkim]\ncanonicalization = "relaxed"', "dkim.canonicalization", "'relaxed/relaxed'"),
 ])
 def test_bad_values_name_the_key_and_the_fix(toml: str, key: str, words: str) -> None:
     with pytest.raises(ConfigError) as e:

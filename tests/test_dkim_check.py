@@ -216,3 +216,64 @@ def test_headers_dkimpy_cannot_parse_make_the_signature_permerror() -> None:
     assert [f.id for f in out] == ["dkim.invalid"]
     assert ctx.memo[DKIM][0].status == "permerror"
     assert "cannot be parsed" in ctx.memo[DKIM][0].error
+
+
+def _sha1_signed(tmp: Path) -> tuple[Message, str]:
+    """A valid rsa-sha1 signature (dkimpy still makes them) over an aligned From."""
+    import dkim as dkimpy
+
+    path, txt = rsa_key(tmp, 2048, "sha1.key")
+    base = message()
+    sig = dkimpy.sign(base.raw(), b"sel", b"example.com", path.read_bytes(),
+                      signature_algorithm=b"rsa-sha1", include_headers=[b"from", b"to"])
+    value = sig.decode().split(":", 1)[1].replace("\r\n", "\n").rstrip("\n")
+    return Message(queue_id=base.queue_id, origin=base.origin, headers=[
+        ("DKIM-Signature", value), *base.headers], body=base.body), txt
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_rsa_sha1_is_a_fail_and_never_a_dmarc_pass(tmp_path: Path, verify: bool) -> None:
+    """RFC 8301 3.1: even a mathematically valid rsa-sha1 signature is not a pass, and
+    no key is fetched for it."""
+    from postwarden.milter.dmarc_check import dmarc_check
+    from postwarden.milter.spf_check import SpfCheck
+
+    msg, txt = _sha1_signed(tmp_path)
+    res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt],
+                        ("_dmarc.example.com", "TXT"): ["v=DMARC1; p=reject"]})
+    ctx = context(res)
+    out = DkimCheck(DkimConfig(verify=verify))(msg, ctx)
+    (sig,) = ctx.memo[DKIM]
+    assert (sig.status, sig.algorithm, sig.counts) == ("fail", "rsa-sha1", False)
+    assert ids(out) == ["dkim.invalid"] and "RFC 8301" in out[0].text
+    assert "sign with rsa-sha256" in out[0].text
+    assert ("sel._domainkey.example.com", "TXT") not in res.asked
+    SpfCheck()(msg, ctx)  # no SPF record for example.com here: SPF cannot save DMARC
+    assert "dmarc.fail" in ids(dmarc_check(msg, ctx))
+
+
+@pytest.mark.parametrize(("record", "reason"), [
+    ("v=DKIM1; k=rsa; h=sha1; p={p}", "does not allow sha256"),
+    ("v=DKIM1; k=rsa; s=tlsrpt; p={p}", "not for email"),
+    ("v=DKIM1; k=ed25519; p={p}", "not a ed25519 public key"),
+    ("v=DKIM9; k=rsa; p={p}", "v=DKIM9"),
+])
+def test_keys_receivers_refuse_are_permerror_with_the_reason(tmp_path: Path, record: str,
+                                                             reason: str) -> None:
+    msg, txt = signed(tmp_path)
+    p = txt.split("p=", 1)[1]
+    res = FakeResolver({("sel._domainkey.example.com", "TXT"): [record.format(p=p)]})
+    ctx = context(res)
+    out = DkimCheck(DkimConfig())(msg, ctx)
+    (sig,) = ctx.memo[DKIM]
+    assert sig.status == "permerror" and reason in sig.error
+    assert ids(out) == ["dkim.invalid"]
+    assert "publish a usable key record at sel._domainkey.example.com" in out[0].text
+
+
+def test_an_ed25519_key_does_not_verify_an_rsa_signature(tmp_path: Path) -> None:
+    msg, _ = signed(tmp_path)
+    _, ed_txt = ed25519_key(tmp_path, "other-ed.key")
+    ctx = context(FakeResolver({("sel._domainkey.example.com", "TXT"): [ed_txt]}))
+    DkimCheck(DkimConfig())(msg, ctx)
+    assert "the key is k=ed25519, the signature a=rsa-sha256" in ctx.memo[DKIM][0].error

@@ -242,3 +242,70 @@ def test_a_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
         load_key(DkimKey("example.com", "sel", str(path)))
     path.chmod(0o640)  # group-readable (group postwarden) is fine
     assert load_key(DkimKey("example.com", "sel", str(path))).bits == 2048
+
+
+_MIME = [("MIME-Version", " 1.0"), ("Content-Type", " text/plain; charset=utf-8"),
+         ("Content-Transfer-Encoding", " quoted-printable"), ("Reply-To", " r@example.org"),
+         ("List-Unsubscribe", " <mailto:u@example.com>"),
+         ("List-Unsubscribe-Post", " List-Unsubscribe=One-Click")]
+
+
+@pytest.mark.parametrize("canon", ["relaxed/relaxed", "simple/simple", "relaxed/simple",
+                                   "simple/relaxed"])
+def test_mime_mail_signature_is_folded_only_at_colons(canon: str,
+                                                      keys: dict[str, tuple[Path, str]]
+                                                      ) -> None:
+    """The h= list of an ordinary MIME message does not fit one line: each name must
+    survive folding whole, or dkimpy (and receivers) fail the signature."""
+    path, txt = keys["rsa"]
+    res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
+    cfg = signing_config([("example.com", "sel", path)])
+    cfg.dkim.canonicalization = canon
+    msg = message(extra=list(_MIME), body=b"Hello  \t\r\n\r\n\r\n")
+    (change,) = DkimSigner(cfg)(msg, context(res, cfg), [], _accept())
+    assert f"c={canon};" in change.value
+    assert all(len(line) <= 76 for line in ("DKIM-Signature:" + change.value).split("\n"))
+    h = change.value.split("h=", 1)[1].split(";", 1)[0]
+    assert "\n" in h  # it did have to fold
+    assert [n.strip() for n in h.split(":")] == [
+        "from", "reply-to", "subject", "date", "to", "message-id", "mime-version",
+        "content-type", "content-transfer-encoding", "list-unsubscribe",
+        "list-unsubscribe-post", "from"]
+    assert all(line.lstrip().startswith(":") for line in h.split("\n")[1:])
+    assert _dkimpy_verifies(_delivered(msg, [change]), res)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text("abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=40),
+                min_size=1, max_size=30),
+       st.integers(1_000_000_000, 9_999_999_999))
+def test_folding_never_cuts_a_header_name(names: list[str], t: int) -> None:
+    from postwarden.milter.dkim_sign import fold_tags
+
+    fields = [(b"v", b"1"), (b"a", b"rsa-sha256"), (b"c", b"relaxed/relaxed"),
+              (b"d", b"example.com"), (b"s", b"sel"), (b"t", str(t).encode()),
+              (b"h", ":".join(names).encode()), (b"bh", b"A" * 44), (b"b", b"B" * 344)]
+    folded = fold_tags(fields)
+    tags = dkim.util.parse_tag_value(folded.replace(b"\r\n", b""))  # unfolded
+    # only white space was added, and in h= only around the colons
+    assert {k: v.replace(b" ", b"") for k, v in tags.items()} == dict(fields)
+    assert [n.strip() for n in tags[b"h"].split(b":")] == [n.encode() for n in names]
+    assert all(len(line) <= 76 for line in (b"DKIM-Signature: " + folded).split(b"\r\n"))
+    assert folded.split(b"\r\n")[-1].startswith(b" b=") or b"\r\n b=" in folded
+
+
+def test_a_header_without_space_after_the_colon_is_signed_as_sent(
+        keys: dict[str, tuple[Path, str]]) -> None:
+    """`Subject:x` stays `Subject:x`: a c=simple signature covers that byte."""
+    path, txt = keys["ed"]
+    res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
+    cfg = signing_config([("example.com", "sel", path)])
+    cfg.dkim.canonicalization = "simple/simple"
+    msg = message(extra=[("X-Tag", "nospace"), ("MIME-Version", "1.0")])
+    msg.headers = [(k, "test") if k == "Subject" else (k, v) for k, v in msg.headers]
+    changes = DkimSigner(cfg)(msg, context(res, cfg), [], _accept())
+    raw = _delivered(msg, changes)
+    assert b"\r\nSubject:test\r\n" in raw and b"\r\nX-Tag:nospace\r\n" in raw
+    assert _dkimpy_verifies(raw, res)
+    signed = Message(headers=apply_changes(msg.headers, changes), body=msg.body)
+    assert DkimCheck(cfg.dkim)(signed, context(res, cfg)) == []

@@ -188,7 +188,7 @@ def logbuf() -> tuple[Logger, io.StringIO]:
     return lg, buf
 
 
-def outbound(qid: str, source: str = "php:33:contact.php", dmarc: str = "pass"
+def outbound(qid: str, source: str = "uid:33", dmarc: str = "pass"
              ) -> OutboundRecord:
     return OutboundRecord(qid, T0, source, "local", "example.com", "example.com", True,
                           "pass", "pass", dmarc)
@@ -206,10 +206,10 @@ def test_a_bounce_is_tied_to_its_source(store: SqliteStore,
     recs = store.deliveries(T0)
     assert [(r.queue_id, r.status, r.cls, r.source) for r in recs] == [
         ("BBBBB22222", "sent", "", ""),
-        ("AAAAA11111", "bounced", "unknown_recipient", "php:33:contact.php")]
+        ("AAAAA11111", "bounced", "unknown_recipient", "uid:33")]
     assert fb.counters.unattributed == 1 and fb.counters.deliveries == 2
     assert "AAAAA11111: warning: feedback.unknown_recipients:" in buf.getvalue()
-    assert "source=php:33:contact.php" in buf.getvalue()
+    assert "source=uid:33" in buf.getvalue()
 
 
 def test_auth_rejection_of_a_pass_prediction_is_a_mismatch(
@@ -361,7 +361,7 @@ def test_each_inspected_message_is_remembered_by_queue_id(store: SqliteStore) ->
     rec = store.outbound("QID0000001")
     assert rec is not None
     assert (rec.source, rec.origin, rec.env_domain, rec.from_domain) == (
-        "php:33:contact.php", "local", "mail.example.com", "example.com")
+        "uid:33", "local", "mail.example.com", "example.com")
     assert rec.dmarc == "unknown"  # no DMARC check ran in this pipeline: not a pass
 
 
@@ -380,7 +380,7 @@ def test_brake_holds_a_form_whose_mail_bounces_5_1_1(store: SqliteStore) -> None
     v = insp.inspect(form_message(queue_id="NEXT000002"))
     assert (v.decision.action, v.decision.reason) == ("hold", "feedback.unknown_recipients")
     # another source is not braked, and monitor mode only says would=hold
-    other = form_message(queue_id="NEXT000003", script="33:other.php")
+    other = form_message(queue_id="NEXT000003", uid=1000)
     assert insp.inspect(other).decision.action == "accept"
     mon = _inspector(store, mode="monitor", policy=policy).inspect(
         form_message(queue_id="NEXT000004"))
@@ -402,10 +402,10 @@ def test_status_and_selfcheck_show_what_receivers_said(store: SqliteStore) -> No
     fb(line("MMMMM00002", "y@outlook.test", "2.0.0", "sent", "250 ok"))
     data = summary.collect(store, T0 + 2)
     src = {s["source"]: s for s in data["sources"]}
-    assert src["php:33:contact.php"]["sent"] == 1
-    assert src["php:33:contact.php"]["by_class"] == {"bounced:auth": 1}
-    assert src["php:33:contact.php"]["last_reply"]["dsn"] == "5.7.26"
-    assert "\x1b" not in src["php:33:contact.php"]["last_reply"]["reply"]
+    assert src["uid:33"]["sent"] == 1
+    assert src["uid:33"]["by_class"] == {"bounced:auth": 1}
+    assert src["uid:33"]["last_reply"]["dsn"] == "5.7.26"
+    assert "\x1b" not in src["uid:33"]["last_reply"]["reply"]
     assert (src["sasl:alice"]["delivered"], src["sasl:alice"]["bounced"]) == (1, 0)
     assert [m["queue_id"] for m in data["mismatches"]] == ["MMMMM00001"]
     text = "\n".join(summary.render(data))
@@ -488,7 +488,7 @@ def test_a_busy_sources_tally_is_reused_for_a_few_seconds(store: SqliteStore) ->
     services = Services(config=config, resolver=dns.from_config(
         DnsConfig(nameservers=["127.0.0.1"])), store=store, clock=lambda: now[0])
     insp = Inspector(services, [forms.forms_check, feedback_brake.FeedbackBrake()], [])
-    src = "php:33:contact.php"
+    src = "uid:33"
     for i in range(feedback_brake.BIG_HISTORY):
         store.record_delivery(dl_sent(f"S{i:09d}", T0 - 10, src))
     assert insp.inspect(form_message(queue_id="BUSY000001")).decision.action == "accept"

@@ -40,32 +40,56 @@ def run_forms(msg: Message, cfg: Config | None = None) -> tuple[list[Finding], C
 
 # --- source keys ----------------------------------------------------------------------
 
-def test_php_header_names_uid_and_script() -> None:
+def test_php_header_is_a_claim_next_to_the_postfix_uid() -> None:
     src = forms.identify(form_message(script="33:contact.php"), FormsConfig())
-    assert (src.key, src.kind, src.form) == ("php:33:contact.php", "php", True)
+    assert (src.key, src.kind, src.form) == ("uid:33", "uid", True)
+    assert src.claimed == "php:33:contact.php"
+
+
+def test_php_header_never_replaces_the_uid() -> None:
+    # Any local user can write the header: a uid and a script name of their choice.
+    keys = {forms.identify(form_message(script=f"{n}:/var/www/f{n}.php", uid=1000),
+                           FormsConfig()).key for n in range(20)}
+    assert keys == {"uid:1000"}
 
 
 def test_php_script_name_cannot_break_log_lines() -> None:
     src = forms.identify(form_message(script="1000:/var/www/my site/form.php\t"), FormsConfig())
-    assert src.key == "php:1000:/var/www/my_site/form.php"
+    assert src.claimed == "php:1000:/var/www/my_site/form.php"
+
+
+def test_only_postfix_own_received_header_names_the_uid() -> None:
+    # A forged Received below Postfix's, or one for another queue ID, names nobody.
+    forged = ("Received", " by mail.example.com (Postfix, from userid 0)\r\n\tid 4F9D42A0B1;"
+              " Tue,  1 Dec 2026 10:00:00 +0000")
+    src = forms.identify(form_message(uid=1000, extra=[forged]), FormsConfig())
+    assert src.key == "uid:1000"
+    alone = form_message(uid=None, queue_id="7A1B2C3D4E", extra=[forged])
+    assert forms.identify(alone, FormsConfig()).key == "local:unknown"
 
 
 @pytest.mark.parametrize(("user", "form_users", "form"),
-                         [("alice", [], False), ("webapp", ["webapp"], True)])
+                         [("alice", [], False), ("webapp", ["webapp"], True),
+                          ("WebApp", ["webapp"], True), ("webapp", ["WEBAPP"], True)])
 def test_sasl_users(user: str, form_users: list[str], form: bool) -> None:
     msg = form_message(script=None, origin=Origin.SUBMISSION, auth_user=user,
                        sender=f"{user}@example.com", client_port=40000)
     src = forms.identify(msg, FormsConfig(form_sasl_users=form_users))
-    assert (src.key, src.kind, src.form) == (f"sasl:{user}", "sasl", form)
+    assert (src.key, src.kind, src.form) == (f"sasl:{user.lower()}", "sasl", form)
+
+
+def test_sasl_form_account_rotating_header_keeps_its_key() -> None:
+    keys = {forms.identify(form_message(origin=Origin.SUBMISSION, auth_user="webapp",
+                                        script=f"{n}:x{n}.php", sender=f"f+{n}@example.com",
+                                        client_port=40000), FormsConfig()).key
+            for n in range(10)}
+    assert keys == {"sasl:webapp"}
 
 
 def test_local_uid_from_postfix_received() -> None:
     uid = os.getuid()
     name = pwd.getpwuid(uid).pw_name
-    received = (f" by mail.example.com (Postfix, from userid {uid})\r\n\tid 4F9D42A0B1; "
-                "Thu, 27 Nov 2025 21:00:00 +0000 (UTC)")
-    msg = form_message(script=None, sender="someone@example.com",
-                       extra=[("Received", received)])
+    msg = form_message(script=None, sender="someone@example.com", uid=uid)
     plain = forms.identify(msg, FormsConfig(web_users=[]))
     assert (plain.key, plain.kind, plain.form) == (f"uid:{uid}", "uid", False)
     web = forms.identify(msg, FormsConfig(web_users=[name]))
@@ -73,12 +97,16 @@ def test_local_uid_from_postfix_received() -> None:
 
 
 def test_local_web_user_sender() -> None:
-    src = forms.identify(form_message(script=None, sender="www-data@mail.example.com"),
-                         FormsConfig())
-    assert (src.key, src.kind, src.form) == ("user:www-data", "user", True)
-    other = forms.identify(form_message(script=None, sender="Root@Example.com"),
+    src = forms.identify(form_message(script=None, sender="www-data@mail.example.com",
+                                      uid=1000), FormsConfig())
+    assert (src.key, src.kind, src.form) == ("uid:1000", "uid", True)
+    other = forms.identify(form_message(script=None, sender="Root@Example.com", uid=1000),
                            FormsConfig())
-    assert (other.key, other.form) == ("sender:root@example.com", False)
+    assert (other.key, other.form) == ("uid:1000", False)
+    # the envelope sender is the sender's choice: it never names the source
+    nouid = forms.identify(form_message(script=None, sender="x@example.com", uid=None),
+                           FormsConfig())
+    assert (nouid.key, nouid.form) == ("local:unknown", False)
 
 
 @pytest.mark.parametrize("extra", [
@@ -89,14 +117,25 @@ def test_phpmailer_over_smtp(extra: list[tuple[str, str]]) -> None:
     msg = form_message(script=None, origin=Origin.INTERNAL, sender="Shop@Example.com",
                        client_port=41000, extra=extra)
     src = forms.identify(msg, FormsConfig())
-    assert (src.key, src.kind, src.form) == ("phpmailer:shop@example.com", "phpmailer", True)
+    assert (src.key, src.kind, src.form) == ("ip:127.0.0.1", "ip", True)
+    assert src.claimed == "phpmailer:shop@example.com"
+
+
+def test_phpmailer_rotating_sender_keeps_its_key() -> None:
+    keys = {forms.identify(form_message(script=None, origin=Origin.INTERNAL,
+                                        sender=f"form+{n}@example.com", client_port=41000,
+                                        client_addr="192.0.2.10",
+                                        extra=[("X-Mailer", " PHPMailer 6.9.1")]),
+                           FormsConfig()).key for n in range(30)}
+    assert keys == {"ip:192.0.2.10"}
 
 
 def test_wordpress_sender() -> None:
     msg = form_message(script=None, origin=Origin.INTERNAL, sender="wordpress@example.com",
                        client_port=41000)
     src = forms.identify(msg, FormsConfig())
-    assert (src.key, src.form) == ("wordpress:wordpress@example.com", True)
+    assert (src.key, src.form, src.claimed) == ("ip:127.0.0.1", True,
+                                                "wordpress:wordpress@example.com")
 
 
 def test_plain_internal_smtp_is_keyed_by_ip() -> None:
@@ -111,9 +150,10 @@ def test_plain_internal_smtp_is_keyed_by_ip() -> None:
 def test_form_detected_and_source_in_summary() -> None:
     found, ctx = run_forms(form_message())
     assert [f.id for f in found] == ["form.detected"]
-    assert found[0].data["source"] == "php:33:contact.php"
-    assert ctx.summary["source"] == "php:33:contact.php"
-    assert ctx.memo[forms.MEMO_SOURCE].key == "php:33:contact.php"
+    assert found[0].data["source"] == "uid:33"
+    assert ctx.summary["source"] == "uid:33"
+    assert ctx.summary["claimed"] == "php:33:contact.php"
+    assert ctx.memo[forms.MEMO_SOURCE].key == "uid:33"
 
 
 def test_non_form_mail_gets_source_but_no_findings() -> None:
@@ -127,7 +167,7 @@ def test_non_form_mail_gets_source_but_no_findings() -> None:
 def test_disabled_gives_no_findings_but_keeps_source() -> None:
     found, ctx = run_forms(form_message(), cfg_with(forms={"enabled": False}))
     assert found == []
-    assert ctx.summary["source"] == "php:33:contact.php"
+    assert ctx.summary["source"] == "uid:33"
 
 
 # --- signals ----------------------------------------------------------------------------
@@ -203,7 +243,7 @@ def test_suspicious_when_weights_reach_threshold() -> None:
     expected = sum(w[s] for s in ("many_rcpts", "many_domains", "foreign_from", "many_urls",
                                   "url_shortener"))
     assert sus[0].data["score"] == expected
-    assert sus[0].data["source"] == "php:33:contact.php"
+    assert sus[0].data["source"] == "uid:33"
 
 
 def test_below_threshold_is_not_suspicious() -> None:

@@ -131,6 +131,7 @@ DYNAMIC: dict[tuple[str, str], Callable[[], set[str]]] = {
     ("checks/dnsbl.py", "bl.check_id"): _blocklist_ids,
     ("checks/checklist.py", "f'checklist.{item_id}'"): _checklist_items,
     ("checks/runner.py", "task.failed_id"): _task_ids,
+    ("checks/probe_send.py", "rid"): lambda: {"probe.sendmail", "probe.smtp"},
 }
 # Constructions that read ids back rather than emit them.
 NOT_EMITTED = {("checks/report.py", "str(d['id'])")}

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from postwarden.store import Store, StoreError
 from postwarden.store.sqlite_store import SqliteStore
 
 T0 = 1_700_000_000.0
+FORM_BURST = next(lim.burst for lim in from_dict({}).ratelimit.limits if lim.name == "form")
 
 
 class Clock:
@@ -34,7 +36,7 @@ class Clock:
 @pytest.fixture
 def logbuf(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     buf = io.StringIO()
-    monkeypatch.setattr(log, "_seen", {})
+    monkeypatch.setattr(log, "_seen", OrderedDict())
     log.setup("stderr", stream=buf, repeat_interval=600)
     yield buf
     log.setup("stderr", stream=io.StringIO())
@@ -88,12 +90,13 @@ def test_form_burst_first_burst_pass_then_hold(store: SqliteStore, logbuf: io.St
     held = verdicts[-1]
     rl = [f for f in held.findings if f.id == "ratelimit.exceeded"]
     assert len(rl) == 1
-    assert rl[0].data["key"] == "form:php:33:contact.php"
+    assert rl[0].data["key"] == "form:uid:33"
     assert rl[0].data["count"] == pytest.approx(form_limit.burst)
     assert (rl[0].data["rate"], rl[0].data["burst"]) == (form_limit.rate, form_limit.burst)
-    assert held.summary["source"] == "php:33:contact.php"
+    assert held.summary["source"] == "uid:33"
+    assert held.summary["claimed"] == "php:33:contact.php"
     assert held.decision.reason == "ratelimit.exceeded"
-    act = store.activity(T0 - 1)["php:33:contact.php"]
+    act = store.activity(T0 - 1)["uid:33"]
     assert (act.messages, act.form_messages, act.holds) == (50, 50, 50 - form_limit.burst)
     assert act.ratelimit_hits == 50 - form_limit.burst
 
@@ -167,10 +170,13 @@ def test_repeated_body_signal(store: SqliteStore, logbuf: io.StringIO) -> None:
                                                                             .repeat_count)]
     hits = ["form.repeated_body" in {f.id for f in v.findings} for v in same]
     assert hits == [False] * (cfg.forms.repeat_count - 1) + [True]
-    # Case and spacing do not make a different body; another source has its own count.
+    # Case and spacing do not make a different body, nor does a script name the sender
+    # wrote; another uid has its own count.
     again = insp.inspect(form_message("cheap PILLS here\n"))
     assert "form.repeated_body" in {f.id for f in again.findings}
-    other = insp.inspect(form_message("Cheap pills HERE\n", script="33:other.php"))
+    renamed = insp.inspect(form_message("Cheap pills HERE\n", script="33:other.php"))
+    assert "form.repeated_body" in {f.id for f in renamed.findings}
+    other = insp.inspect(form_message("Cheap pills HERE\n", uid=1000))
     assert "form.repeated_body" not in {f.id for f in other.findings}
 
 
@@ -195,7 +201,7 @@ def test_burst_signal_depends_on_usual_rate(store: SqliteStore, logbuf: io.Strin
 
 
 def test_key_for_each_kind() -> None:
-    msg = form_message(origin=Origin.SUBMISSION, auth_user="alice", script=None,
+    msg = form_message(origin=Origin.SUBMISSION, auth_user="Alice", script=None,
                        sender="Alice@Example.com", client_addr="192.0.2.7", client_port=5000,
                        from_="Alice <alice@example.org>")
     src = forms.Source("sasl:alice", "sasl", False)
@@ -259,3 +265,72 @@ def test_history_check_without_form_source_does_nothing(store: SqliteStore) -> N
                                 clock=Clock()), dns.Budget(1.0))
     assert ratelimit.history_check(form_message(), ctx) == []  # forms_check did not run
     assert store.buckets(T0) == []
+
+
+# --- evasion: what the sender chooses never opens a fresh bucket ------------------------
+
+def held_count(insp: Inspector, msgs: list[Message]) -> int:
+    return sum(insp.inspect(m).decision.action == "hold" for m in msgs)
+
+
+@pytest.mark.parametrize("rotate", ["script", "sender"])
+def test_rotating_php_header_or_sender_is_held_like_a_fixed_one(
+        tmp_path: Path, logbuf: io.StringIO, rotate: str) -> None:
+    def burst(rotating: bool, path: Path) -> int:
+        s = SqliteStore(path)
+        try:
+            msgs = []
+            for i in range(40):
+                n = i if rotating else 0
+                kw: dict[str, Any] = ({"script": f"1000:/home/u/f{n}.php"} if rotate == "script"
+                                      else {"sender": f"form+{n}@example.com"})
+                msgs.append(contact(i, uid=1000, **kw))
+            return held_count(make(config(), s, Clock()), msgs)
+        finally:
+            s.close()
+
+    fixed = burst(False, tmp_path / "a.db")
+    assert fixed == 40 - FORM_BURST
+    assert burst(True, tmp_path / "b.db") == fixed
+
+
+@pytest.mark.parametrize("rotate", ["script", "sender"])
+def test_sasl_form_account_rotating_header_is_held_like_a_fixed_one(
+        tmp_path: Path, logbuf: io.StringIO, rotate: str) -> None:
+    def burst(rotating: bool, path: Path) -> int:
+        s = SqliteStore(path)
+        try:
+            msgs = [contact(i, origin=Origin.SUBMISSION, client_port=50000,
+                            auth_user="WebForm" if i % 2 else "webform",
+                            script=f"33:f{i if rotating and rotate == 'script' else 0}.php",
+                            sender=f"form+{i if rotating and rotate == 'sender' else 0}"
+                                   "@example.com") for i in range(30)]
+            return held_count(make(config(), s, Clock()), msgs)
+        finally:
+            s.close()
+
+    fixed = burst(False, tmp_path / "a.db")
+    assert fixed == 30 - FORM_BURST
+    assert burst(True, tmp_path / "b.db") == fixed
+
+
+def test_form_recipients_budget_holds_a_mass_mailing(store: SqliteStore,
+                                                     logbuf: io.StringIO) -> None:
+    insp = make(config(), store, Clock())
+    many = [f"r{n}@example.org" for n in range(500)]
+    v = insp.inspect(contact(1, rcpts=many))
+    assert v.decision.action == "hold"
+    (f,) = [f for f in v.findings if f.id == "ratelimit.exceeded"]
+    assert f.data["limit"] == "form_rcpts" and f.data["cost"] >= 500
+    # one recipient per message still gets the message budget (less the one unit the
+    # held message took from it: limits are taken in order, see ratelimit.py)
+    assert [insp.inspect(contact(i)).decision.action for i in range(2, 2 + FORM_BURST)] \
+        == ["accept"] * (FORM_BURST - 1) + ["hold"]
+
+
+def test_local_recipients_budget(store: SqliteStore, logbuf: io.StringIO) -> None:
+    insp = make(config(), store, Clock())
+    many = [f"r{n}@example.org" for n in range(150)]
+    msgs = [form_message(f"report {i}\n", script=None, sender="cron@example.com", uid=1000,
+                         rcpts=many, queue_id=f"L{i:04d}") for i in range(3)]
+    assert [insp.inspect(m).decision.action for m in msgs] == ["accept", "hold", "hold"]

@@ -6,6 +6,7 @@ import base64
 import subprocess
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -54,6 +55,64 @@ def test_spf_lookup_count_recurses_into_includes() -> None:
                         ("a.example.net", "TXT"): ["v=spf1 a mx include:b.example.net ~all"],
                         ("b.example.net", "TXT"): ["v=spf1 exists:%{i}.x.example.net -all"]})
     assert records.count_lookups(D, res)[0] == 6
+
+
+def test_spf_a_domain_included_twice_counts_twice_and_is_no_loop() -> None:
+    """RFC 7208 4.6.4: each evaluation of a term counts; two branches are not a loop."""
+    res = FakeResolver({(D, "TXT"): ["v=spf1 include:a.example.net include:b.example.net -all"],
+                        ("a.example.net", "TXT"): ["v=spf1 include:common.example.net -all"],
+                        ("b.example.net", "TXT"): ["v=spf1 include:common.example.net -all"],
+                        ("common.example.net", "TXT"): ["v=spf1 a mx -all"]})
+    lookups, problems = records.count_lookups(D, res)
+    assert (lookups, problems) == (8, [])
+    assert res.asked.count(("common.example.net", "TXT")) == 1  # gathered once
+
+
+def test_spf_a_real_loop_is_reported() -> None:
+    res = FakeResolver({(D, "TXT"): ["v=spf1 include:a.example.net -all"],
+                        ("a.example.net", "TXT"): [f"v=spf1 include:{D} -all"]})
+    lookups, problems = records.count_lookups(D, res)
+    assert lookups == 2 and problems == [f"include loop at {D} (from a.example.net)"]
+    self_redirect = FakeResolver({(D, "TXT"): [f"v=spf1 ip4:{IP} redirect={D}"]})
+    assert records.count_lookups(D, self_redirect)[1] == [f"include loop at {D} (from {D})"]
+
+
+def test_spf_redirect_is_ignored_when_the_record_has_all() -> None:
+    """RFC 7208 6.1: redirect= is ignored if there is an all mechanism anywhere."""
+    res = FakeResolver({(D, "TXT"): [f"v=spf1 ip4:{IP} redirect=r.example.net -all"],
+                        ("r.example.net", "TXT"): ["v=spf1 a a a a a a a a a a -all"]})
+    assert records.count_lookups(D, res) == (0, [])
+    assert ("r.example.net", "TXT") not in res.asked
+    res.records[(D, "TXT")] = [f"v=spf1 ip4:{IP} redirect=r.example.net"]
+    res.clear()
+    assert records.count_lookups(D, res) == (11, [])
+    assert records.check_spf(D, [IP], res).status == "critical"
+
+
+def test_spf_terms_after_all_are_never_evaluated() -> None:
+    res = FakeResolver({(D, "TXT"): [f"v=spf1 ip4:{IP} mx -all include:x.example.net a"]})
+    assert records.count_lookups(D, res) == (1, [])
+
+
+def test_spf_include_without_record_is_a_warning_for_forged_mail() -> None:
+    res = FakeResolver({(D, "TXT"): [f"v=spf1 ip4:{IP} include:gone.example.net -all"]})
+    r = records.check_spf(D, [IP], res)
+    assert r.status == "warning" and "gone.example.net" in r.summary
+    assert r.details["results"] == {IP: "pass"}
+
+
+def test_spf_unfetchable_include_makes_the_count_unknown() -> None:
+    res = FakeResolver({(D, "TXT"): [f"v=spf1 ip4:{IP} include:slow.example.net -all"],
+                        ("slow.example.net", "TXT"): TIMEOUT})
+    r = records.check_spf(D, [IP], res)
+    assert r.status == "unknown" and "slow.example.net" in r.summary
+
+
+def test_spf_void_lookups_are_permerror_in_the_selfcheck() -> None:
+    res = FakeResolver({(D, "TXT"): ["v=spf1 a:nx.example.net a:nx.example.net "
+                                     f"a:nx.example.net ip4:{IP} -all"]})
+    r = records.check_spf(D, [IP], res)
+    assert r.status == "critical" and r.details["results"] == {IP: "permerror"}
 
 
 def test_spf_plus_all_and_neutral() -> None:
@@ -142,3 +201,35 @@ def test_mx() -> None:
     assert records.check_mx(D, FakeResolver({(D, "MX"): ["10 mail.example.com"]})).status == "ok"
     assert records.check_mx(D, FakeResolver()).status == "warning"
     assert records.check_mx(D, FakeResolver({(D, "MX"): TIMEOUT})).status == "unknown"
+
+
+@pytest.mark.parametrize(("tags", "reason"), [
+    ("v=DKIM2; k=rsa;", "v=DKIM2"),
+    ("v=DKIM1; k=dsa;", "unknown key type k=dsa"),
+    ("v=DKIM1; k=rsa; h=sha1;", "does not allow sha256"),
+    ("v=DKIM1; s=tlsrpt;", "not for email"),
+])
+def test_dkim_keys_receivers_cannot_use_are_critical(tags: str, reason: str) -> None:
+    """k=, v=, s=, h= are read as receivers read them (the shared dkimkeys parser)."""
+    record = tags + " p=" + _txt(_key(2048)).split("p=", 1)[1]
+    r = records.check_dkim("mail", D, FakeResolver({(NAME, "TXT"): [record]}))
+    assert r.status == "critical" and reason in r.summary, r
+
+
+def test_dkim_ed25519_key_file_matches_and_wrong_type_does_not(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from postwarden.dkimkeys import record_for
+
+    ed = ed25519.Ed25519PrivateKey.generate()
+    seed = tmp_path / "ed.key"  # dknewkey's format, which the signer also reads
+    seed.write_bytes(base64.b64encode(ed.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+        serialization.NoEncryption())) + b"\n")
+    ok = records.check_dkim("mail", D, FakeResolver({(NAME, "TXT"): [record_for(ed)]}),
+                            str(seed))
+    assert ok.status == "ok" and ok.details["matches_local_key"] is True
+    assert "ed25519 key" in ok.summary
+    other = records.check_dkim("mail", D, FakeResolver({(NAME, "TXT"): [_txt(_key(2048))]}),
+                               str(seed))
+    assert other.status == "critical" and "k=ed25519" in other.advice[0]

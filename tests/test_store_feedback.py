@@ -111,10 +111,10 @@ def test_tally_counts_by_status_and_class() -> None:
 
 def test_marks_and_report_ids(opener: Opener) -> None:
     s = opener()
-    assert s.get_mark("maillog") is None
-    s.set_mark("maillog", "12345:678")
-    s.set_mark("maillog", "12345:999")
-    assert opener().get_mark("maillog") == "12345:999"
+    assert s.get_meta("maillog") is None
+    s.put_meta("maillog", "12345:678")
+    s.put_meta("maillog", "12345:999")
+    assert opener().get_meta("maillog") == "12345:999"
     assert s.claim_report("google.com!example.com!1!2", T0, '{"rows": 1}') is True
     assert s.claim_report("google.com!example.com!1!2", T0 + 5, '{"rows": 9}') is False
     assert s.claim_report("yahoo!1", T0 + 1, "{}") is True

@@ -38,7 +38,7 @@ class Follower(Protocol):
 
 def _save(store: Store, name: str, value: str) -> None:
     try:
-        store.set_mark(name, value)
+        store.put_meta(name, value)
     except StoreError as e:
         log.limited("feedback.mark", "error", f"feedback: cannot save the log position: {e}; "
                     "after a restart some lines may be read again")
@@ -58,7 +58,7 @@ class FileFollower:
 
     def _load(self) -> tuple[int, int] | None:
         try:
-            raw = self.store.get_mark(self.mark)
+            raw = self.store.get_meta(self.mark)
         except StoreError:
             return None
         try:
@@ -186,7 +186,7 @@ class JournalFollower:
         for ident in self.identifiers:
             cmd += ["-t", ident]
         try:
-            cursor = self.store.get_mark(self.mark)
+            cursor = self.store.get_meta(self.mark)
         except StoreError:
             cursor = None
         return cmd + ([f"--after-cursor={cursor}"] if cursor else ["-n", "0"])

@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Any
 
 from postwarden.feedback.logline import printable
+from postwarden.logsafe import escape, line_safe
 from postwarden.store import DeliveryRecord, Store
 from postwarden.store.feedback import OUTBOUND_RETENTION, Tally, tally
 
@@ -76,8 +77,8 @@ def collect(store: Store, now: float, window: float = OUTBOUND_RETENTION) -> dic
 
 
 def render(data: dict[str, Any]) -> list[str]:
-    """Text lines for `postwarden status` (every remote-controlled value already
-    reduced to printable characters by collect)."""
+    """Text lines for `postwarden status`; remote-controlled values by the one
+    escaping rule (postwarden.logsafe): names escaped, reply texts made line-safe."""
     days = data["window"] / 86400
     out = [f"Receivers said, last {days:g} days: {data['sent']} messages sent, "
            f"{data['attempts']} delivery attempts ({data['unattributed']} not tied to a "
@@ -86,13 +87,14 @@ def render(data: dict[str, Any]) -> list[str]:
                "bounce  by class")
     for s in data["sources"]:
         classes = ", ".join(f"{k}={n}" for k, n in s["by_class"].items()) or "-"
-        out.append(f"  {s['source']:<50} {s['sent']:>5} {s['delivered']:>6} "
+        out.append(f"  {escape(s['source']):<50} {s['sent']:>5} {s['delivered']:>6} "
                    f"{s['deferred']:>6} {s['bounced']:>6}  {classes}")
         last = s["last_reply"]
         if last and last["status"] != "sent":
-            out.append(f"  {'':<50} last: {last['queue_id']} {last['receiver']} "
-                       f"{last['status']} {last['dsn']} {last['reply'][:100]}")
+            out.append(f"  {'':<50} last: {escape(last['queue_id'])} "
+                       f"{escape(last['receiver'])} {last['status']} {last['dsn']} "
+                       f"{line_safe(last['reply'][:100])}")
     for m in data["mismatches"]:
-        out.append(f"  MISMATCH {m['queue_id']}: predicted dmarc=pass; {m['receiver']} "
-                   f"answered {m['dsn']} (source {m['source']})")
+        out.append(f"  MISMATCH {escape(m['queue_id'])}: predicted dmarc=pass; "
+                   f"{escape(m['receiver'])} answered {m['dsn']} (source {escape(m['source'])})")
     return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from postwarden.store.base import (
     Activity,
+    AuditRecord,
     BucketState,
     EventRecord,
     HoldRecord,
@@ -18,12 +19,16 @@ from postwarden.store.base import (
 )
 from postwarden.store.feedback import DeliveryRecord, OutboundRecord
 
-__all__ = ["Activity", "BucketState", "DeliveryRecord", "EventRecord", "HoldRecord",
-           "OutboundRecord", "RateResult", "SelfcheckRun", "Store", "StoreError", "open_store"]
+__all__ = ["Activity", "AuditRecord", "BucketState", "DeliveryRecord", "EventRecord",
+           "HoldRecord", "OutboundRecord", "RateResult", "SelfcheckRun", "Store", "StoreError",
+           "open_store"]
 
 
-def open_store(cfg: object) -> Store:
-    """Build the configured backend (a StoreConfig)."""
+def open_store(cfg: object, create: bool = True, readonly: bool = False) -> Store:
+    """Build the configured backend (a StoreConfig). `create=False`: readers, which
+    must not make a new empty SQLite file where the milter's was. `readonly` (SQLite)
+    never writes the file, for readers such as a monitoring plugin; Redis readers need
+    no write."""
     from postwarden.config import StoreConfig
 
     assert isinstance(cfg, StoreConfig)
@@ -33,4 +38,4 @@ def open_store(cfg: object) -> Store:
         return RedisStore(cfg.redis_url, prefix=cfg.redis_prefix, timeout=cfg.redis_timeout)
     from postwarden.store.sqlite_store import SqliteStore
 
-    return SqliteStore(cfg.path)
+    return SqliteStore(cfg.path, create=create, readonly=readonly)

@@ -25,6 +25,15 @@ class StoreError(Exception):
     """The backend is unreachable, locked, full or broken."""
 
 
+def bad_value(where: str, what: str, why: str) -> None:
+    """One `error:` line per bad stored value (reset or removed by the caller): a value
+    nobody but postwarden should write was changed by someone, or the store is damaged."""
+    from postwarden.log import log  # the store is imported by log's users; no cycle
+
+    log.limited(f"store.bad|{where}|{what}", "error",
+                f"store {where}: bad value under {what}: {why}")
+
+
 @dataclass(frozen=True)
 class HoldRecord:
     queue_id: str
@@ -77,6 +86,20 @@ class Activity:
 
 
 @dataclass(frozen=True)
+class AuditRecord:
+    """One operator action (release, delete, rate-limit reset): who, when, on what."""
+
+    when: float
+    actor: str  # the login that ran the command (SUDO_USER or the user)
+    action: str  # "release" | "delete" | "ratelimit.reset"
+    target: str  # queue ID or bucket key
+    detail: str  # e.g. the hold reason or the bucket level before the reset
+
+
+AUDIT_RETENTION = 90 * 86400
+
+
+@dataclass(frozen=True)
 class SelfcheckRun:
     when: float
     report_json: str
@@ -115,6 +138,7 @@ class Store(abc.ABC):
         self._pending: list[EventRecord] = []
         self._pending_lock = threading.Lock()
         self.events_dropped = 0
+        self.last_event = 0.0
 
     # --- hold reasons -------------------------------------------------------
     @abc.abstractmethod
@@ -153,6 +177,7 @@ class Store(abc.ABC):
 
         Raises StoreError only when it had to write a full batch and could not.
         """
+        self.last_event = when  # read by the daemon's heartbeat
         with self._pending_lock:
             self._pending.append(EventRecord(when, kind, source, findings))
             # Every EVENT_BATCH events, not on each one past it: while the backend is
@@ -200,6 +225,24 @@ class Store(abc.ABC):
             a.ratelimit_hits += "ratelimit.exceeded" in ids
         return out
 
+    def notices(self) -> list[tuple[float, str]]:
+        """(when, text) of things about the store itself an operator must know (the
+        file was replaced while the milter ran), newest first."""
+        return []
+
+    @abc.abstractmethod
+    def rate_reset(self, key: str) -> bool:
+        """Empty the bucket `key`; False if it was already empty (or never existed)."""
+
+    # --- operator audit trail -------------------------------------------------
+    @abc.abstractmethod
+    def record_audit(self, rec: AuditRecord) -> None:
+        """Keep one operator action (kept AUDIT_RETENTION seconds)."""
+
+    @abc.abstractmethod
+    def audit(self, since: float = 0.0) -> list[AuditRecord]:
+        """Audit records newer than `since`, newest first."""
+
     # --- self-check history ---------------------------------------------------
     @abc.abstractmethod
     def record_selfcheck(self, when: float, report_json: str) -> None:
@@ -208,6 +251,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def selfcheck_history(self, limit: int = 10) -> list[SelfcheckRun]:
         """The newest `limit` self-check reports, newest first."""
+
+    # --- small named values (daemon heartbeat, probe secret and sightings) ------
+    @abc.abstractmethod
+    def put_meta(self, key: str, value: str) -> None:
+        """Set one small named value (overwrites)."""
+
+    @abc.abstractmethod
+    def get_meta(self, key: str) -> str | None:
+        """The value set by put_meta, or None if never set."""
 
     # --- feedback: what left, what receivers answered (postwarden.feedback) --------
     @abc.abstractmethod
@@ -232,13 +284,6 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def deliveries(self, since: float, source: str | None = None) -> list[DeliveryRecord]:
         """Delivery attempts newer than `since` (of one source), newest first."""
-
-    @abc.abstractmethod
-    def get_mark(self, name: str) -> str | None:
-        """A small named value (a log reader's position), or None."""
-
-    @abc.abstractmethod
-    def set_mark(self, name: str, value: str) -> None: ...
 
     @abc.abstractmethod
     def claim_report(self, report_id: str, when: float, summary: str) -> bool:

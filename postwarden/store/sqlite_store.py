@@ -5,10 +5,23 @@ each call is a short transaction, so the lock is held for microseconds). WAL and
 busy timeout let the milter, `postwarden status` and the self-check use the file
 at the same time. Rate updates run in `BEGIN IMMEDIATE`, so two processes sharing
 the file never both admit the last unit of a bucket.
+
+The file is watched: if it is deleted or replaced while open (a clean-up script, a
+restore, `rm`), writes would go on into the old, unlinked inode and `postwarden
+status` would read an empty new file and show nothing held. At most once a second
+the path is compared with the open file (device and inode); on a change the store
+says so in an `error:` line, reopens the path, and leaves a notice in the new file
+that `status` shows.
+
+SQLite keeps whatever type was written, so every row read back is checked: a bucket
+TAT that is not a plausible number counts as an empty bucket in the upsert itself (the
+limit keeps working), and readers delete such rows with one `error:` line each.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import sqlite3
 import threading
 import time
@@ -18,9 +31,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from postwarden.store.base import (
+    AUDIT_RETENTION,
     EVENT_RETENTION,
     HOLD_RETENTION,
     SELFCHECK_KEEP,
+    AuditRecord,
     BucketState,
     EventRecord,
     HoldRecord,
@@ -28,6 +43,7 @@ from postwarden.store.base import (
     SelfcheckRun,
     Store,
     StoreError,
+    bad_value,
     decayed,
     gcra,
 )
@@ -36,13 +52,18 @@ from postwarden.store.feedback import OUTBOUND_RETENTION, DeliveryRecord, Outbou
 T = TypeVar("T")
 # gcra() in one upsert: the bucket moves only if the cost fits (unqualified columns
 # in DO UPDATE are the stored row's), RETURNING says whether it did.
+# A stored TAT that is not a number, or beyond any burst (MAX_AHEAD), reads as now.
 _TAKE = """
 INSERT INTO buckets(key, tat, interval, burst) VALUES (:key, :now + :cost * :iv, :iv, :burst)
-ON CONFLICT(key) DO UPDATE SET tat = max(tat, :now) + :cost * :iv,
-                               interval = :iv, burst = :burst
-WHERE max(tat, :now) + :cost * :iv - :now - :burst * :iv <= 1e-9
+ON CONFLICT(key) DO UPDATE SET
+    tat = max(CASE WHEN typeof(tat) IN ('real', 'integer') AND tat - :now <= 1e9
+                   THEN tat ELSE :now END, :now) + :cost * :iv,
+    interval = :iv, burst = :burst
+WHERE max(CASE WHEN typeof(tat) IN ('real', 'integer') AND tat - :now <= 1e9
+               THEN tat ELSE :now END, :now) + :cost * :iv - :now - :burst * :iv <= 1e-9
 RETURNING tat
 """
+MAX_AHEAD = 1e9  # seconds a TAT may lie ahead; more is a damaged value
 PRUNE_EVERY = 500  # writes between clean-ups of expired rows
 BUSY_TIMEOUT_MS = 250  # a locked file must not hold mail up: fail open instead
 REOPEN_EVERY = 2.0  # seconds between tries to open a file that could not be opened
@@ -50,6 +71,7 @@ REOPEN_EVERY = 2.0  # seconds between tries to open a file that could not be ope
 # default 2 MiB cache mostly ends up holding appended event pages, and filling it made
 # the milter's RSS climb for its first ~30k messages (bench/milter_load.py).
 CACHE_KIB = 512
+CHECK_FILE_EVERY = 1.0  # seconds between checks that the path is still our file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS buckets (
@@ -65,8 +87,14 @@ CREATE TABLE IF NOT EXISTS holds (
     id INTEGER PRIMARY KEY, queue_id TEXT NOT NULL, at REAL NOT NULL, reason TEXT NOT NULL,
     source TEXT NOT NULL, sender TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS holds_at ON holds(at);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    target TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS selfcheck (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, report TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS notices (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # The feedback loop's tables (postwarden.store.feedback): by queue ID, by time.
 _FEEDBACK_SCHEMA = """
@@ -81,16 +109,21 @@ CREATE TABLE IF NOT EXISTS deliveries (
     cls TEXT NOT NULL, text TEXT NOT NULL, source TEXT NOT NULL, from_domain TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS deliveries_at ON deliveries(at);
 CREATE INDEX IF NOT EXISTS deliveries_source ON deliveries(source, at);
-CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dmarc_reports (
     report_id TEXT PRIMARY KEY, at REAL NOT NULL, summary TEXT NOT NULL);
 """
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, create: bool = True, readonly: bool = False) -> None:
+        """`create=False` for readers (`status`): a missing file is an error, not a new
+        empty store that would report nothing held. `readonly` never writes the file."""
         super().__init__()
         self.path = str(path)
+        self._create = create and not readonly
+        self.readonly = readonly
+        self._identity: tuple[int, int] | None = None
+        self._next_check = 0.0
         self._lock = threading.Lock()
         self._writes = 0
         self._db: sqlite3.Connection | None = None
@@ -100,16 +133,28 @@ class SqliteStore(Store):
             try:
                 self._connection()
             except StoreError:
-                pass  # retried by the first operation; it reports the error then
+                if readonly:  # a reader has nothing to retry for: say so now
+                    raise
+                # retried by the first operation; it reports the error then
 
     def _connection(self) -> sqlite3.Connection:
         """The open connection, or one more try to open it (at most every few seconds,
         so a store that cannot be opened costs mail nothing); StoreError meanwhile."""
         if self._db is not None:
-            return self._db
+            if self._identity is None or time.monotonic() < self._next_check:
+                return self._db
+            self._check_file(self._db)
+            if self._db is not None:
+                return self._db
         now = time.monotonic()
         if now < self._next_try:
             raise StoreError(self._last_error)
+        if self.path != ":memory:" and not self._create and not Path(self.path).exists():
+            raise StoreError(f"sqlite {self.path}: the store file does not exist "
+                             "(never written yet, or deleted: the milter creates it "
+                             "again with its next message)")
+        if self.readonly:
+            return self._open_readonly(now)
         db = None
         try:
             if self.path != ":memory:":
@@ -122,6 +167,7 @@ class SqliteStore(Store):
             db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             db.executescript(_SCHEMA)
             db.executescript(_FEEDBACK_SCHEMA)
+            self._identity = self._stat()
         except (sqlite3.Error, OSError) as e:
             if db is not None:
                 db.close()
@@ -129,7 +175,68 @@ class SqliteStore(Store):
             self._last_error = f"sqlite {self.path}: {e}"
             raise StoreError(self._last_error) from None
         self._db = db
+        self._next_check = time.monotonic() + CHECK_FILE_EVERY
         return db
+
+    def _stat(self) -> tuple[int, int] | None:
+        if self.path == ":memory:":
+            return None
+        st = os.stat(self.path)
+        return st.st_dev, st.st_ino
+
+    def _check_file(self, db: sqlite3.Connection) -> None:
+        """Under the lock: is the path still the file we have open? If not, reopen it
+        and leave a notice in the new file (what was written before is not in it)."""
+        self._next_check = time.monotonic() + CHECK_FILE_EVERY
+        try:
+            now_id: tuple[int, int] | None = self._stat()
+        except OSError:
+            now_id = None
+        if now_id == self._identity:
+            return
+        what = "deleted" if now_id is None else "replaced by another file"
+        text = (f"the store file was {what} while postwarden (pid {os.getpid()}) had it "
+                "open; hold reasons, rate-limit buckets and activity written before "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')} are not in this file")
+        from postwarden.log import log
+
+        log.error(f"store sqlite {self.path}: the file was {what} while open; reopening "
+                  "it. Hold reasons and rate limits recorded before are lost from "
+                  "`postwarden status` (the held messages themselves are still on the "
+                  "hold queue: postqueue -j)")
+        try:
+            db.close()
+        except sqlite3.Error:
+            pass
+        self._db, self._identity, self._next_try = None, None, 0.0
+        try:
+            new = self._connection()
+            new.execute("INSERT INTO notices(at, text) VALUES (?, ?)", (time.time(), text))
+        except (StoreError, sqlite3.Error):
+            pass  # the next operation reports the broken store
+
+    def _open_readonly(self, now: float) -> sqlite3.Connection:
+        """Open without ever writing: a monitoring user in the store's group may only
+        read the file. `mode=ro` still needs the WAL's -shm to be writable; when it is
+        not, `immutable=1` reads the main file as it is (the last checkpoint)."""
+        errors = []
+        for flags in ("mode=ro", "immutable=1"):
+            db = None
+            try:
+                db = sqlite3.connect(f"file:{Path(self.path).absolute()}?{flags}", uri=True,
+                                     timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                     check_same_thread=False)
+                db.execute("SELECT count(*) FROM selfcheck").fetchone()
+            except (sqlite3.Error, OSError) as e:
+                errors.append(f"{flags}: {e}")
+                if db is not None:
+                    db.close()
+                continue
+            self._db = db
+            return db
+        self._next_try = now + REOPEN_EVERY
+        self._last_error = f"sqlite {self.path} (read-only): {'; '.join(errors)}"
+        raise StoreError(self._last_error)
 
     @staticmethod
     def _rollback(db: sqlite3.Connection) -> None:
@@ -144,6 +251,8 @@ class SqliteStore(Store):
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction; every sqlite error becomes StoreError."""
+        if self.readonly:
+            raise StoreError(f"sqlite {self.path}: opened read-only")
         with self._lock:
             db = self._connection()
             try:
@@ -198,9 +307,32 @@ class SqliteStore(Store):
 
     def holds(self, since: float = 0.0) -> list[HoldRecord]:
         rows = self._read(lambda db: db.execute(
-            "SELECT queue_id, at, reason, source, sender FROM holds WHERE at > ? "
+            "SELECT id, queue_id, at, reason, source, sender FROM holds WHERE at > ? "
             "ORDER BY at DESC, id DESC", (since,)).fetchall())
-        return [HoldRecord(*r) for r in rows]
+        good = self._valid("holds", rows, (str, float, str, str, str))
+        return [HoldRecord(str(r[1]), _f(r[2]), str(r[3]), str(r[4]), str(r[5])) for r in good]
+
+    def _valid(self, table: str, rows: list[tuple[object, ...]],
+               types: tuple[type, ...]) -> list[tuple[object, ...]]:
+        """Rows (id first) whose columns have these types (float: a finite number);
+        the others are deleted, one error line each."""
+        good, bad = [], []
+        for row in rows:
+            if all(_is(v, t) for v, t in zip(row[1:], types, strict=True)):
+                good.append(row)
+            else:
+                bad.append(row)
+        for row in bad:
+            bad_value(f"sqlite {self.path}", f"{table} row {row[0]}",
+                      f"{repr(row[1:])[:80]} has the wrong types; deleted")
+        if bad:
+            try:
+                with self._tx() as db:
+                    db.executemany(f"DELETE FROM {table} WHERE rowid = ?",  # noqa: S608
+                                   [(r[0],) for r in bad])
+            except StoreError:
+                pass
+        return good
 
     # --- rate limits ------------------------------------------------------------
     def rate_take(self, key: str, cost: float, interval: float, burst: float,
@@ -227,19 +359,45 @@ class SqliteStore(Store):
                     return RateResult(True, (row[0] - now) / interval, burst, 0.0)
         row = self._read(lambda db: db.execute("SELECT tat FROM buckets WHERE key = ?",
                                                (key,)).fetchone())
-        return gcra(row[0] if row else now, now, cost, interval, burst)[1]
+        tat = row[0] if row else now
+        if not _is(tat, float) or tat - now > MAX_AHEAD:
+            bad_value(f"sqlite {self.path}", f"bucket {key}", f"TAT {tat!r}; read as empty")
+            tat = now
+        return gcra(tat, now, cost, interval, burst)[1]
 
     def buckets(self, now: float, limit: int = 50) -> list[BucketState]:
         rows = self._read(lambda db: db.execute(
-            "SELECT key, tat, interval, burst FROM buckets WHERE tat > ? "
-            "ORDER BY (tat - ?) / interval / burst DESC LIMIT ?",
-            (now, now, limit)).fetchall())
-        return [BucketState(k, (tat - now) / iv, b, iv) for k, tat, iv, b in rows]
+            "SELECT rowid, key, tat, interval, burst FROM buckets WHERE tat > ? "
+            "OR typeof(tat) NOT IN ('real', 'integer') OR typeof(interval) NOT IN "
+            "('real', 'integer') OR typeof(burst) NOT IN ('real', 'integer') "
+            "OR interval <= 0 OR burst <= 0 OR tat - ? > ?",
+            (now, now, MAX_AHEAD)).fetchall())
+        out = []
+        for row in self._valid("buckets", rows, (str, float, float, float)):
+            key, tat, iv, b = str(row[1]), _f(row[2]), _f(row[3]), _f(row[4])
+            if iv <= 0 or b <= 0 or tat - now > MAX_AHEAD:
+                self._drop_bucket(row)
+            elif tat > now:
+                out.append(BucketState(key, (tat - now) / iv, b, iv))
+        out.sort(key=lambda st: st.used / st.burst, reverse=True)
+        return out[:limit]
+
+    def _drop_bucket(self, row: tuple[object, ...]) -> None:
+        bad_value(f"sqlite {self.path}", f"bucket {row[1]}", f"{row[2:]!r}; deleted")
+        try:
+            with self._tx() as db:
+                db.execute("DELETE FROM buckets WHERE rowid = ?", (row[0],))
+        except StoreError:
+            pass
 
     def bump(self, key: str, amount: float, half_life: float, now: float) -> float:
         with self._tx() as db:
             row = db.execute("SELECT value, updated FROM counters WHERE key = ?",
                              (key,)).fetchone()
+            if row is not None and not (_is(row[0], float) and _is(row[1], float)):
+                bad_value(f"sqlite {self.path}", f"counter {key}",
+                          f"{row!r} is not numbers; reset to zero")
+                row = None
             value = (decayed(row[0], row[1], now, half_life) if row else 0.0) + amount
             db.execute("INSERT INTO counters(key, value, updated, half_life) "
                        "VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
@@ -258,9 +416,28 @@ class SqliteStore(Store):
 
     def _read_events(self, since: float, limit: int) -> list[EventRecord]:
         rows = self._read(lambda db: db.execute(
-            "SELECT at, kind, source, findings FROM events WHERE at > ? "
+            "SELECT id, at, kind, source, findings FROM events WHERE at > ? "
             "ORDER BY at DESC, id DESC LIMIT ?", (since, limit)).fetchall())
-        return [EventRecord(*r) for r in rows]
+        good = self._valid("events", rows, (float, str, str, str))
+        return [EventRecord(_f(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in good]
+
+    def rate_reset(self, key: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM buckets WHERE key = ?", (key,)).rowcount > 0
+
+    # --- operator audit trail -----------------------------------------------------
+    def record_audit(self, rec: AuditRecord) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO audit(at, actor, action, target, detail) "
+                       "VALUES (?, ?, ?, ?, ?)",
+                       (rec.when, rec.actor, rec.action, rec.target, rec.detail))
+            db.execute("DELETE FROM audit WHERE at < ?", (rec.when - AUDIT_RETENTION,))
+
+    def audit(self, since: float = 0.0) -> list[AuditRecord]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT at, actor, action, target, detail FROM audit WHERE at > ? "
+            "ORDER BY at DESC, id DESC", (since,)).fetchall())
+        return [AuditRecord(*r) for r in rows]
 
     # --- self-check history -----------------------------------------------------
     def record_selfcheck(self, when: float, report_json: str) -> None:
@@ -272,9 +449,26 @@ class SqliteStore(Store):
 
     def selfcheck_history(self, limit: int = 10) -> list[SelfcheckRun]:
         rows = self._read(lambda db: db.execute(
-            "SELECT at, report FROM selfcheck ORDER BY at DESC, id DESC LIMIT ?",
+            "SELECT id, at, report FROM selfcheck ORDER BY at DESC, id DESC LIMIT ?",
             (limit,)).fetchall())
-        return [SelfcheckRun(*r) for r in rows]
+        good = self._valid("selfcheck", rows, (float, str))
+        return [SelfcheckRun(_f(r[1]), str(r[2])) for r in good]
+
+    def notices(self) -> list[tuple[float, str]]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT id, at, text FROM notices ORDER BY at DESC, id DESC LIMIT 20").fetchall())
+        return [(_f(r[1]), str(r[2])) for r in self._valid("notices", rows, (float, str))]
+
+    # --- named values -------------------------------------------------------------
+    def put_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) "
+                       "DO UPDATE SET value = excluded.value", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._read(lambda db: db.execute(
+            "SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
+        return None if row is None else str(row[0])
 
     # --- feedback ---------------------------------------------------------------
     def record_outbound(self, rec: OutboundRecord,
@@ -331,15 +525,6 @@ class SqliteStore(Store):
                 "ORDER BY at DESC, id DESC", (source, since)).fetchall())
         return [DeliveryRecord(*r) for r in rows]
 
-    def get_mark(self, name: str) -> str | None:
-        row = self._read(lambda db: db.execute("SELECT value FROM marks WHERE name = ?",
-                                               (name,)).fetchone())
-        return str(row[0]) if row else None
-
-    def set_mark(self, name: str, value: str) -> None:
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO marks(name, value) VALUES (?, ?)", (name, value))
-
     def claim_report(self, report_id: str, when: float, summary: str) -> bool:
         with self._tx() as db:
             cur = db.execute("INSERT OR IGNORE INTO dmarc_reports(report_id, at, summary) "
@@ -368,3 +553,16 @@ class SqliteStore(Store):
                 db.close()
             except sqlite3.Error as e:
                 raise StoreError(f"sqlite {self.path}: {e}") from None
+
+
+def _is(value: object, t: type) -> bool:
+    """SQLite returns what was stored: check the type (float: any finite number)."""
+    if t is float:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
+    return isinstance(value, t)
+
+
+def _f(value: object) -> float:
+    assert isinstance(value, (int, float))
+    return float(value)

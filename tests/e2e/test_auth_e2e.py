@@ -26,8 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from conftest import HOST_IP
 from harness import HarnessError, need
 from harness.bad_dns import BadDns
+from harness.dkimverify import OpenDkimMilter, split_message
 from harness.knot import DnsServer
 from harness.milterproc import MilterProcess, deep_merge
+from harness.php import run_php
 from harness.postfix import Postfix
 from harness.sink import Delivered, Sink
 
@@ -371,6 +373,81 @@ def test_existing_reply_to_is_kept_at_the_sink(
     assert delivered.header("From") == '"visitor@foreign.test via PW Site" <noreply@pw.test>'
     assert delivered.header("Reply-To") == "<desk@example.org>"
     assert all(r.endswith(" pass") for r in independent_verify(delivered, world.dns.port))
+
+
+# A PHPMailer message as PHP's mail() hands it to sendmail: MIME-Version,
+# Content-Type with its boundary folded onto a second line, Content-Transfer-Encoding,
+# Reply-To, X-Mailer. Its signed-header list cannot fit one line.
+PHPMAILER = r"""<?php
+$id = $argv[1];
+$b = "b1_" . $id;
+$headers = "Date: Fri, 27 Nov 2026 12:00:00 +0000\r\n"
+  . "From: Paula Web <paula@pw.test>\r\n"
+  . "Reply-To: Visitor <visitor@example.org>\r\n"
+  . "Message-ID: <$id@pw.test>\r\n"
+  . "X-Mailer: PHPMailer 6.9.1 (https://github.com/PHPMailer/PHPMailer)\r\n"
+  . "MIME-Version: 1.0\r\n"
+  . "Content-Type: multipart/alternative;\r\n boundary=\"$b\"\r\n"
+  . "Content-Transfer-Encoding: 8bit";
+$body = "This is a multi-part message in MIME format.\r\n\r\n--$b\r\n"
+  . "Content-Type: text/plain; charset=utf-8\r\n\r\nGrüße from the contact form.\r\n\r\n"
+  . "--$b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Grüße</p>\r\n\r\n--$b--\r\n";
+mail("Bob <bob@example.net>", "Contact form: Grüße", $body, $headers);
+"""
+
+
+@pytest.fixture(scope="module")
+def opendkim_verifier(world: World) -> Iterator[OpenDkimMilter]:
+    od = OpenDkimMilter(world.base / "opendkim-verify", world.dns.port)
+    od.start()
+    yield od
+    od.stop()
+
+
+def _verified_by_both(delivered: Delivered, world: World, od: OpenDkimMilter
+                      ) -> tuple[dict[str, str], dict[str, str]]:
+    by_dkimpy = {line.split()[2]: line.split()[3]
+                 for line in independent_verify(delivered, world.dns.port)}
+    return by_dkimpy, od.verify(*split_message(delivered.data))
+
+
+def test_phpmailer_mime_message_signed_by_postwarden_verifies_everywhere(
+        world: World, sink: Sink, milter: Callable[..., MilterProcess],
+        opendkim_verifier: OpenDkimMilter, tmp_path: Path) -> None:
+    m = milter(_signing(world))
+    script = tmp_path / "phpmailer.php"
+    script.write_text(PHPMAILER)
+    mid = uuid.uuid4().hex
+    run_php(script, world.postfix.conf, [mid])
+    (delivered,) = sink.wait_for(1)
+    s = m.wait_summary(world.postfix.queue_id_for(f"{mid}@pw.test"))
+    assert s["signed"] == "pw.test/rsa+pw.test/ed"
+    h = delivered.data.split(b"h=", 1)[1].split(b";", 1)[0]
+    assert b"content-transfer-encoding" in h.replace(b"\r\n", b"").replace(b" ", b"")
+    by_dkimpy, by_opendkim = _verified_by_both(delivered, world, opendkim_verifier)
+    assert by_dkimpy == {"rsa": "pass", "ed": "pass"}, by_dkimpy
+    assert by_opendkim == {"rsa": "pass", "ed": "pass"}, by_opendkim
+
+
+def test_simple_signature_over_headers_without_space_and_no_final_newline(
+        world: World, sink: Sink, milter: Callable[..., MilterProcess],
+        opendkim_verifier: OpenDkimMilter) -> None:
+    """c=simple through Postfix: `Subject:x` reaches the receiver as sent, and the body
+    submitted without a final newline is signed as Postfix passes it (newline added)."""
+    m = milter(deep_merge(_signing(world), {"dkim": {"canonicalization": "simple/simple"}}))
+    mid = f"{uuid.uuid4().hex}@pw.test"
+    data = (f"From:Paula <paula@pw.test>\nTo:bob@example.net\nSubject:no space here\n"
+            f"Date: Fri, 27 Nov 2026 12:00:00 +0000\nMessage-ID:<{mid}>\nMIME-Version:1.0\n"
+            "Content-Type: text/plain; charset=utf-8\n\nno final newline").encode()
+    world.postfix.sendmail(data, "paula@pw.test", ["bob@example.net"])
+    (delivered,) = sink.wait_for(1)
+    s = m.wait_summary(world.postfix.queue_id_for(mid))
+    assert s["signed"] == "pw.test/rsa+pw.test/ed"
+    assert b"\r\nSubject:no space here\r\n" in delivered.data
+    assert b"c=simple/simple" in delivered.data
+    by_dkimpy, by_opendkim = _verified_by_both(delivered, world, opendkim_verifier)
+    assert by_dkimpy == {"rsa": "pass", "ed": "pass"}, by_dkimpy
+    assert by_opendkim == {"rsa": "pass", "ed": "pass"}, by_opendkim
 
 
 # --- a DNS server that does not answer ----------------------------------------------------

@@ -37,7 +37,11 @@ zone:
 
 
 class DnsServer:
-    """`zone(name, records)` publishes or replaces a zone; SOA and NS are added."""
+    """`zone(name, records)` publishes or replaces a zone; SOA and NS are added.
+
+    `zone(".", ...)` serves the root zone: every name not published is then a
+    real NXDOMAIN, not a REFUSED from a server without the zone.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
@@ -49,16 +53,19 @@ class DnsServer:
         self.conf = self.dir / "knot.conf"
 
     def _write_conf(self) -> None:
-        zones = "\n".join(f"  - domain: {z}" for z in sorted(self.zones)) or "  []"
+        zones = "\n".join(f"  - domain: {z or '.'}" for z in sorted(self.zones)) or "  []"
         if not self.zones:
             zones = "  - domain: harness.test"
             self._zone_file("harness.test", "", 1)
         self.conf.write_text(_CONF.format(d=self.dir, port=self.port, zones=zones))
 
     def _zone_file(self, name: str, records: str, serial: int) -> None:
-        text = (f"$ORIGIN {name}.\n$TTL 60\n"
-                f"@ SOA ns.{name}. hostmaster.{name}. {serial} 3600 600 86400 60\n"
-                f"@ NS ns.{name}.\nns A 127.0.0.1\n{records}\n")
+        origin = f"{name}." if name else "."  # "" is the root zone (Knot's file ".zone")
+        suffix = origin if name else ""
+        ns, hostmaster = f"ns.{suffix}", f"hostmaster.{suffix}"
+        text = (f"$ORIGIN {origin}\n$TTL 60\n"
+                f"@ SOA {ns} {hostmaster} {serial} 3600 600 86400 60\n"
+                f"@ NS {ns}\nns A 127.0.0.1\n{records}\n")
         (self.dir / "zones" / f"{name}.zone").write_text(text)
 
     def start(self) -> None:
@@ -86,7 +93,7 @@ class DnsServer:
             self._write_conf()
             self._knotc("reload")
         else:
-            self._knotc("zone-reload", name)
+            self._knotc("zone-reload", name or ".")
         self._wait(lambda: self._serial(name) == serial)
 
     def remove(self, name: str) -> None:
@@ -98,7 +105,7 @@ class DnsServer:
         r = dns.resolver.Resolver(configure=False)
         r.nameservers, r.port, r.lifetime = ["127.0.0.1"], self.port, 1.0
         try:
-            ans = r.resolve(name, "SOA")
+            ans = r.resolve(name or ".", "SOA")
         except Exception:
             return None
         return int(ans[0].serial)  # type: ignore[attr-defined]
