@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import glob
 import re
+import shutil
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,35 +36,88 @@ class Facts:
     php_ini: tuple[str, ...] = ()
 
 
-def php_add_x_header(paths: Sequence[str]) -> dict[str, bool]:
-    """php.ini path -> mail.add_x_header is On (files that cannot be read are left out)."""
-    out = {}
-    for p in paths or sorted(glob.glob(PHP_INI_GLOB)):
+def php_ini_sets() -> list[list[str]]:
+    """The files PHP reads, one list per SAPI, in the order PHP reads them.
+
+    `php --ini` names the CLI's php.ini and every conf.d snippet it parses (where
+    Debian admins set mail.add_x_header and sendmail_path). The web SAPIs (fpm,
+    apache2, cgi) keep their own php.ini and conf.d beside it, read the same way.
+    """
+    sets: list[list[str]] = []
+    php = shutil.which("php")
+    if php:
         try:
-            text = Path(p).read_text(errors="replace")
-        except OSError:
-            continue
-        values = _ADD_X_HEADER.findall(text)  # the last setting wins, as in PHP
-        out[p] = bool(values) and values[-1].strip('"\'').lower() in ("on", "1", "true", "yes")
+            out = subprocess.run([php, "--ini"], capture_output=True, text=True,
+                                 timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        loaded = re.search(r"^Loaded Configuration File:\s*(\S+)", out, re.M)
+        extra = out.split("Additional .ini files parsed:", 1)[1] if \
+            "Additional .ini files parsed:" in out else ""
+        files = ([loaded.group(1)] if loaded and loaded.group(1) != "(none)" else [])
+        files += [f.strip() for f in extra.replace("\n", " ").split(",")
+                  if f.strip().endswith(".ini")]
+        if files:
+            sets.append(files)
+    seen = {s[0] for s in sets if s}
+    for ini in sorted(glob.glob(PHP_INI_GLOB)):
+        if ini not in seen:
+            sets.append(with_snippets(ini))
+    return sets
+
+
+def with_snippets(ini: str) -> list[str]:
+    """php.ini and the conf.d/*.ini snippets PHP reads after it (later ones win)."""
+    return [ini, *sorted(glob.glob(str(Path(ini).parent / "conf.d" / "*.ini")))]
+
+
+def php_add_x_header(paths: Sequence[str]) -> dict[str, bool]:
+    """php.ini path -> mail.add_x_header is On after its conf.d snippets (the last
+    setting wins, as in PHP). A SAPI none of whose files can be read is left out:
+    not looked at is not "off"."""
+    sets = [with_snippets(p) for p in paths] if paths else php_ini_sets()
+    out = {}
+    for files in sets:
+        value: str | None = None
+        readable = False
+        for f in files:
+            try:
+                text = Path(f).read_text(errors="replace")
+            except OSError:
+                continue
+            readable = True
+            values = _ADD_X_HEADER.findall(text)
+            if values:
+                value = values[-1]
+        if readable:
+            out[files[0]] = value is not None and value.strip('"\'').lower() in (
+                "on", "1", "true", "yes")
     return out
 
 
 def _answer(results: list[CheckResult], prefixes: tuple[str, ...]) -> tuple[str, list[str]]:
     """yes / no / unknown from every result whose id starts with one of the prefixes."""
     hits = [r for r in results if r.id.startswith(prefixes)]
-    if not hits:
-        return "unknown", []
+    if not hits or any(not any(r.id.startswith(p) for r in hits) for p in prefixes):
+        return "unknown", [f"{p}* not checked" for p in prefixes
+                           if not any(r.id.startswith(p) for r in hits)]
     bad = [f"{r.id} {r.target}".strip() for r in hits if r.status not in _GOOD]
     if any(r.status in ("warning", "critical") for r in hits):
         return "no", bad
-    if any(r.status == "unknown" for r in hits):
-        return "unknown", bad
+    # unknown, or an info result that says it did not look (no DKIM selector)
+    blind = [f"{r.id} {r.target}".strip() for r in hits
+             if r.status == "unknown" or r.details.get("checked") is False]
+    if blind:
+        return "unknown", blind
     return "yes", []
 
 
 def _item(item_id: str, question: str, answer: str, why: str, core: bool,
           advice: tuple[str, ...] = (), details: dict[str, Any] | None = None) -> CheckResult:
-    status: Status = "ok" if answer == "yes" else "info"
+    # An unknown core answer makes the run unknown; an informational one stays info
+    # (its answer still says "unknown", never "yes").
+    status: Status = "ok" if answer == "yes" else "unknown" if answer == "unknown" and core \
+        else "info"
     d = {"question": question, "answer": answer, "core": core, **(details or {})}
     return CheckResult(f"checklist.{item_id}", "", status,
                        f"{question} {answer.upper()}{': ' + why if why else ''}", advice, d)
@@ -114,13 +169,14 @@ def answer(results: list[CheckResult], facts: Facts) -> list[CheckResult]:
     if not forms_ok:
         why.append("postwarden form checks or rate limits are off")
     if not php:
-        why.append("no php.ini found")
+        why.append("no readable PHP configuration (php --ini, /etc/php/*/*/php.ini)")
     elif not php_ok:
         why.append("mail.add_x_header is off in " +
                    ", ".join(p for p, on in php.items() if not on))
+    forms_answer = "yes" if forms_ok and php_ok else "no" if not forms_ok or php else "unknown"
     items.append(_item(
         "forms", "Web forms protected against spam?",
-        "yes" if forms_ok and php_ok else "no", "; ".join(why), False,
+        forms_answer, "; ".join(why), False,
         () if forms_ok and php_ok else ("Set mail.add_x_header = On in php.ini (shows which "
                                         "script sent each mail) and keep [forms] and "
                                         "[ratelimit] enabled; add a CAPTCHA to the forms",),
@@ -135,13 +191,20 @@ def answer(results: list[CheckResult], facts: Facts) -> list[CheckResult]:
 
     no_core = [i.id for i in items[:4] if i.details["answer"] == "no"]
     no_any = [i.id for i in items[:-1] if i.details["answer"] == "no"]
-    d = {"no": no_any, "no_core": no_core, "sent_7d": sent}
+    unknown_core = [i.id for i in items[:4] if i.details["answer"] == "unknown"]
+    d = {"no": no_any, "no_core": no_core, "unknown_core": unknown_core, "sent_7d": sent}
     if no_any and sent is not False:
         status: Status = "warning" if no_core else "info"
         when = "mail was sent in the last 7 days" if sent else "mail activity is unknown"
         verdict = CheckResult("checklist.verdict", "", status,
                               f"AT RISK of blacklisting: {len(no_any)} answer(s) NO and {when}",
                               ("Fix every NO above, then watch UCEPROTECT L1 for 7 days",), d)
+    elif unknown_core:
+        verdict = CheckResult("checklist.verdict", "", "unknown",
+                              f"cannot tell: {len(unknown_core)} core answer(s) unknown "
+                              f"({', '.join(unknown_core)})",
+                              ("Fix what made those checks unknown (see above), then run "
+                               "the self-check again",), d)
     elif no_any:
         verdict = CheckResult("checklist.verdict", "", "info",
                               "not at risk now (no mail in 7 days), but fix the NO answers "

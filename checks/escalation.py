@@ -149,9 +149,11 @@ def watch(now: Report, history: list[Report], ips: list[str], form_messages_24h:
                                  "and check what it sent (postqueue -p, mail log)")
             out.append(CheckResult("escalation.uceprotect", ip, "critical", summary,
                                    tuple(advice), details))
-        elif listed is None and since is not None:
+        elif listed is None:
+            last = "listed" if since is not None else "not listed" if _last_known(
+                history, ip, "l1")[0] is False else "never known"
             out.append(CheckResult("escalation.uceprotect", ip, "unknown",
-                                   "L1 state unknown this run; last known: listed", (),
+                                   f"L1 state unknown this run; last known: {last}", (),
                                    details))
         else:
             out.append(CheckResult("escalation.uceprotect", ip, "ok", "not L1-listed", (),

@@ -16,16 +16,21 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from postwarden import dns
 from postwarden.blocklists import UCEPROTECT
+from postwarden.checks import rootcause
 from postwarden.checks.report import CheckResult, Report
 from postwarden.checks.runner import RunInputs, targets_for
 from postwarden.checks.runner import run as run_checks
 from postwarden.config import Config
 from postwarden.hoststate import L1_L2, HostState, Snapshot
 from postwarden.log import Logger, log
+from postwarden.metrics import metrics
+
+if TYPE_CHECKING:
+    from postwarden.heartbeat import Beat
 
 _LEVEL = {"critical": "critical", "warning": "warning"}
 _PREFIX = "selfcheck: "
@@ -41,9 +46,13 @@ class Watcher:
         self.clock = clock
         self.problems: dict[tuple[str, str], CheckResult] = {}
         self.last_reminder = 0.0
+        self.unknown: dict[tuple[str, str], CheckResult] = {}
+        self.announced: dict[tuple[str, str], float] = {}  # when each unknown was last said
+        self.episode_said = False  # this stretch of unknowns was logged: say when it ends
 
     def observe(self, report: Report) -> None:
         now = self.clock()
+        self._unknowns(report, now)
         for t in report.transitions:
             level = "info" if t.get("kind") == "delisted" else (
                 "warning" if t.get("severity") == "info" else str(t.get("severity", "warning")))
@@ -78,6 +87,45 @@ class Watcher:
             more = f" and {len(current) - 6} more" if len(current) > 6 else ""
             self.log.line(worst, f"{_PREFIX}reminder: {len(current)} problem(s) persist: "
                                  f"{names}{more}; run postwarden selfcheck")
+
+    def _unknowns(self, report: Report, now: float) -> None:
+        """Unknown is loud: one line when checks turn unknown (what and why), a
+        reminder per reminder_interval while it lasts, one line when it ends."""
+        unknown = {(c.id, c.target): c for c in report.checks if c.status == "unknown"}
+        if not unknown:
+            if self.unknown and self.episode_said:
+                names = _names(list(self.unknown.values()))
+                self.log.info(f"{_PREFIX}every check answers again (was unknown: {names})")
+            self.unknown, self.episode_said = {}, False
+            return
+        self.unknown = unknown
+        # Flood limit: each unknown is said at most once per reminder_interval, so one
+        # that flaps between unknown and known every run is not logged every run.
+        due = [c for k, c in unknown.items()
+               if now - self.announced.get(k, float("-inf")) >= self.reminder_interval]
+        if due and (any(c.id in rootcause.ROOTS for c in due)
+                    or not all(c.details.get("cause") for c in due)):
+            again = "reminder: " if self.episode_said else ""
+            self.announced.update({k: now for k in unknown})
+            self.episode_said = True
+            self.log.warning(f"{_PREFIX}{again}{_unknown_line(list(unknown.values()))}")
+
+
+def _names(results: list[CheckResult], n: int = 6) -> str:
+    names = ", ".join(f"{c.id} {c.target}".strip() for c in results[:n])
+    return names + (f" and {len(results) - n} more" if len(results) > n else "")
+
+
+def _unknown_line(unknown: list[CheckResult]) -> str:
+    """`N check(s) unknown: ROOT CAUSE (or the first few); fix: ...`"""
+    roots = [c for c in unknown if c.id in rootcause.ROOTS]
+    shown = roots or unknown[:3]
+    why = "; ".join(f"{c.id}{' ' + c.target if c.target else ''}: {c.summary}" for c in shown)
+    rest = len(unknown) - len(shown)
+    more = f" (and {rest} more unknown: {_names([c for c in unknown if c not in shown], 4)})" \
+        if rest else ""
+    fix = next((c.advice[0] for c in shown if c.advice), "run postwarden selfcheck")
+    return f"{len(unknown)} check(s) unknown, not watched: {why}{more}; fix: {fix}"
 
 
 def publish(state: HostState, report: Report) -> Snapshot:
@@ -127,7 +175,8 @@ Current = Callable[[], tuple[Config, Any]]  # the live (config, store); swapped 
 
 
 def periodic_selfcheck(current: Current, state: HostState, stop: threading.Event,
-                       logger: Logger = log, clock: Callable[[], float] = time.time) -> None:
+                       logger: Logger = log, clock: Callable[[], float] = time.time,
+                       beat: Beat | None = None) -> None:
     """The daemon's background thread: run the self-check every interval until `stop`.
 
     `current` gives the config and store after any SIGHUP reload; `state` is the
@@ -149,9 +198,19 @@ def periodic_selfcheck(current: Current, state: HostState, stop: threading.Event
             resolver.clear()
             report = run_checks(RunInputs(
                 config=current_cfg, resolver=resolver, store=store, clock=clock,
-                targets=targets_for(current_cfg, resolver)))
+                targets=targets_for(current_cfg, resolver),
+                probe=current_cfg.selfcheck.probe))
             watcher.observe(report)
+            metrics.selfcheck_done(report.metrics_run())
+            if beat is not None:
+                beat.periodic_ran(report.generated, _dns_health(report))
             reaction.update(current_cfg.selfcheck.hold_forms_when_listed, report, logger)
         except Exception as e:  # never let the thread die: the next run may work
             logger.error(f"{_PREFIX}run failed: {type(e).__name__}: {e}")
         stop.wait(current_cfg.selfcheck.interval)
+
+
+def _dns_health(report: Report) -> str:
+    for c in report.find(rootcause.RESOLVER):
+        return "ok" if c.status == "ok" else f"unknown: {c.summary}"
+    return ""

@@ -21,6 +21,7 @@ PARAMS = (
     "smtpd_recipient_restrictions", "mynetworks", "content_filter", "smtp_bind_address",
     "smtp_bind_address6", "mydomain", "config_directory", "smtpd_sasl_auth_enable",
     "smtpd_tls_security_level", "smtpd_tls_auth_only", "smtpd_client_restrictions",
+    "queue_directory",
 )
 SPAM_FILTERS = ("rspamd", "spamass", "spamassassin", "amavis", "mailscanner", "mimedefang",
                 "clamav-milter", "spampd")
@@ -35,6 +36,7 @@ class PostfixFacts:
     main: dict[str, str]
     services: dict[str, dict[str, str]] = field(default_factory=dict)  # "name/type" -> -o
     commands: dict[str, str] = field(default_factory=dict)  # "name/type" -> command
+    chroot: dict[str, str] = field(default_factory=dict)  # "name/type" -> y / n / -
 
     def effective(self, service: str, param: str) -> str:
         return self.services.get(service, {}).get(param, self.main.get(param, ""))
@@ -65,12 +67,14 @@ def gather(config_dir: str = "") -> PostfixFacts:
         if len(parts) == 3:
             services.setdefault(f"{parts[0]}/{parts[1]}", {})[parts[2]] = v.strip()
     commands: dict[str, str] = {}
+    chroot: dict[str, str] = {}
     for line in _postconf(["-M"], config_dir).splitlines():
         f = line.split()
         if len(f) >= 8:
             commands[f"{f[0]}/{f[1]}"] = " ".join(f[7:])
+            chroot[f"{f[0]}/{f[1]}"] = f[4]
     return PostfixFacts(config_dir or main.get("config_directory", "/etc/postfix"), main,
-                        services, commands)
+                        services, commands, chroot)
 
 
 def _items(value: str) -> list[str]:

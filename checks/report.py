@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from postwarden.logsafe import escape, line_safe
+from postwarden.metrics import SelfcheckRun
 
 Status = Literal["ok", "info", "warning", "critical", "unknown"]
 STATUSES: tuple[Status, ...] = ("ok", "info", "warning", "critical", "unknown")
@@ -26,6 +27,10 @@ EXIT_CODES: dict[str, int] = {"ok": 0, "info": 0, "warning": 1, "critical": 2, "
 SCHEMA_VERSION = 1
 
 SECTIONS: tuple[tuple[str, str], ...] = (
+    ("selfcheck.", "Self-check"),
+    ("milter.", "Daemon"),
+    ("resolver.reachable", "DNS resolver"),
+    ("blocklists.", "UCEPROTECT"),
     ("uceprotect.", "UCEPROTECT"),
     ("dnsbl.", "Other blocklists"),
     ("resolver.", "Other blocklists"),
@@ -39,8 +44,10 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("postfix.", "Postfix"),
     ("checklist.", "Checklist"),
     ("activity.", "Activity"),
+    ("feedback.", "Receivers said"),
+    ("dmarc_report.", "Receivers said"),
     ("reaction.", "Activity"),
-    ("selfcheck.", "Self-check"),
+    ("probe.", "Probe"),
 )
 _SECTION_ORDER = list(dict.fromkeys(name for _, name in SECTIONS))
 
@@ -99,6 +106,11 @@ class Report:
     def exit_code(self) -> int:
         return EXIT_CODES[self.status]
 
+    def metrics_run(self) -> SelfcheckRun:
+        """The daemon's gauges of this run (postwarden.metrics)."""
+        return SelfcheckRun(self.generated, self.exit_code,
+                            tuple((c.id, c.target, _RANK[c.status]) for c in self.checks))
+
     def find(self, check_id: str, target: str | None = None) -> list[CheckResult]:
         return [c for c in self.checks
                 if c.id == check_id and (target is None or c.target == target)]
@@ -148,8 +160,18 @@ def render_text(report: Report, colour: bool = False) -> str:
     lines = [f"postwarden selfcheck: {report.status.upper()} "
              f"({_counts_line(report)}) in {report.duration:.1f}s"]
     by_section: dict[str, list[CheckResult]] = {}
+    # Results explained by a root cause shown in this report are listed under it,
+    # in one line, instead of each repeating the same advice.
+    roots = {c.id for c in report.checks if c.status != "ok"}
+    grouped: dict[str, list[CheckResult]] = {}
     for c in report.checks:
-        by_section.setdefault(section_of(c.id), []).append(c)
+        cause = str(c.details.get("cause", ""))
+        if cause in roots and cause != c.id:
+            grouped.setdefault(cause, []).append(c)
+    hidden = {id(c) for cs in grouped.values() for c in cs}
+    for c in report.checks:
+        if id(c) not in hidden:
+            by_section.setdefault(section_of(c.id), []).append(c)
     for name in _SECTION_ORDER:
         items = by_section.get(name)
         if not items:
@@ -162,6 +184,12 @@ def render_text(report: Report, colour: bool = False) -> str:
             lines.append(f"  {tag(c.status)} {escape(c.id)}{target}: {line_safe(c.summary)}")
             if c.status != "ok":
                 lines.extend(f"             -> {line_safe(a)}" for a in c.advice)
+            under = grouped.pop(c.id, [])
+            if under:
+                names = ", ".join(f"{escape(u.id)}{' ' + escape(u.target) if u.target else ''}"
+                                  for u in under)
+                lines.append(f"             {len(under)} result(s) unknown because of this: "
+                             f"{names}")
     if report.transitions:
         lines.append("")
         lines.append("== Changes since the last run ==")
@@ -190,6 +218,10 @@ def render_nagios(report: Report) -> str:
     perf += f" duration={report.duration:.3f}s;;;0"
     listed = sum(1 for c in report.checks if c.details.get("listed") is True)
     perf += f" listed={listed};;;0"
+    for c in report.checks:  # receivers said: rejections by class over the window
+        if c.id == "feedback.receivers":
+            for k, n in sorted(c.details.get("by_class", {}).items()):
+                perf += f" {k.replace(':', '_')}={int(n)};;;0"
     return f"SELFCHECK {report.status.upper()} - {text} | {perf}\n"
 
 
@@ -217,7 +249,12 @@ def render_prometheus(report: Report) -> str:
         if "listed" in c.details and c.details["listed"] is not None:
             out.append(f'postwarden_selfcheck_listed{{id="{_label(c.id)}",'
                        f'target="{_label(c.target)}"}} {int(bool(c.details["listed"]))}')
+    out += _daemon_metrics(report)
+    out += _prometheus_feedback(report)
     out += [
+        "# HELP postwarden_selfcheck_unknown Checks that could not answer in the last run.",
+        "# TYPE postwarden_selfcheck_unknown gauge",
+        f"postwarden_selfcheck_unknown {sum(1 for c in report.checks if c.status == 'unknown')}",
         "# HELP postwarden_selfcheck_exit_code Nagios-style exit code of the last run.",
         "# TYPE postwarden_selfcheck_exit_code gauge",
         f"postwarden_selfcheck_exit_code {report.exit_code}",
@@ -229,6 +266,59 @@ def render_prometheus(report: Report) -> str:
         f"postwarden_selfcheck_last_run_timestamp_seconds {report.generated:.0f}",
     ]
     return "\n".join(out) + "\n"
+
+
+def _prometheus_feedback(report: Report) -> list[str]:
+    """Receivers' replies over the window by status, class and receiver domain."""
+    rows = [c for c in report.checks if c.id == "feedback.receivers"]
+    if not rows:
+        return []
+    out = ["# HELP postwarden_feedback_replies Delivery results over the feedback window "
+           "by status, reply class and receiver domain.",
+           "# TYPE postwarden_feedback_replies gauge"]
+    for receiver, counts in sorted(rows[0].details.get("by_receiver", {}).items()):
+        r = _label(str(receiver))
+        out.append(f'postwarden_feedback_replies{{status="sent",class="",receiver="{r}"}} '
+                   f'{int(counts.get("delivered", 0))}')
+        for k, n in sorted(counts.get("by_class", {}).items()):
+            status, _, cls = str(k).partition(":")
+            out.append(f'postwarden_feedback_replies{{status="{_label(status)}",'
+                       f'class="{_label(cls)}",receiver="{r}"}} {int(n)}')
+    out += ["# HELP postwarden_feedback_mismatches Authentication rejections of mail "
+            "predicted to pass DMARC, over the feedback window.",
+            "# TYPE postwarden_feedback_mismatches gauge",
+            f"postwarden_feedback_mismatches {len(rows[0].details.get('mismatches', []))}"]
+    return out
+
+
+def _daemon_metrics(report: Report) -> list[str]:
+    """Milter up, heartbeat age, probe per path: only for what this run checked."""
+    out: list[str] = []
+    reach = [c for c in report.checks if c.id == "milter.reachable"
+             and c.details.get("up") is not None]
+    if reach:
+        out += ["# HELP postwarden_milter_up 1 if every milter socket Postfix names answers "
+                "the milter negotiation, 0 if one does not.",
+                "# TYPE postwarden_milter_up gauge",
+                f"postwarden_milter_up {int(all(c.details.get('up') for c in reach))}",
+                "# HELP postwarden_milter_endpoint_up 1 if this milter socket answers.",
+                "# TYPE postwarden_milter_endpoint_up gauge"]
+        out += [f'postwarden_milter_endpoint_up{{address="{_label(c.target)}"}} '
+                f"{int(bool(c.details.get('up')))}" for c in reach]
+    for c in report.checks:
+        hb = c.details.get("heartbeat") if c.id == "milter.heartbeat" else None
+        if isinstance(hb, dict) and "age" in hb:
+            out += ["# HELP postwarden_heartbeat_age_seconds Age of the daemon's heartbeat.",
+                    "# TYPE postwarden_heartbeat_age_seconds gauge",
+                    f"postwarden_heartbeat_age_seconds {float(hb['age']):.1f}"]
+    probes = [c for c in report.checks if c.id.startswith("probe.")
+              and c.details.get("inspected") is not None]
+    if probes:
+        out += ["# HELP postwarden_probe_inspected 1 if the milter saw the probe sent on "
+                "this path.", "# TYPE postwarden_probe_inspected gauge"]
+        out += [f'postwarden_probe_inspected{{path="{_label(c.target)}"}} '
+                f"{int(bool(c.details.get('inspected')))}" for c in probes]
+    return out
 
 
 def write_atomic(path: str | Path, text: str) -> None:

@@ -23,11 +23,16 @@ from postwarden.blocklists import lists_for
 from postwarden.checks import (
     activity,
     checklist,
+    daemon_state,
     dnsbl,
     escalation,
+    milter_reach,
     postfix_audit,
+    probe_send,
     rdns,
+    receivers,
     records,
+    rootcause,
     storecheck,
 )
 from postwarden.checks.report import CheckResult, Report
@@ -83,6 +88,10 @@ class RunInputs:
     clock: Callable[[], float] = time.time
     record: bool = True
     gather_postfix: Callable[[str], postfix_audit.PostfixFacts] = postfix_audit.gather
+    negotiate: Callable[[str], milter_reach.Negotiation] = milter_reach.negotiate
+    postfix_running: Callable[[postfix_audit.PostfixFacts | None], bool | None] = \
+        daemon_state.postfix_running
+    probe: bool = False  # send probes through sendmail and SMTP (probe_send)
 
 
 def detect_targets(cfg: Config, ips: Sequence[str] = (), domains: Sequence[str] = (),
@@ -116,7 +125,7 @@ def _no_selector(domain: str) -> CheckResult:
     return CheckResult("dkim.record", f"*._domainkey.{domain}", "info",
                        "no DKIM selector configured for this domain: key not checked",
                        (f"Set [selfcheck] dkim_selectors = {{ \"{domain}\" = [\"SELECTOR\"] }}",),
-                       {})
+                       {"checked": False})
 
 
 def _tasks(inp: RunInputs, budget: Budget, facts_box: dict[str, Any]) -> list[Task]:
@@ -124,6 +133,11 @@ def _tasks(inp: RunInputs, budget: Budget, facts_box: dict[str, Any]) -> list[Ta
     sc = cfg.selfcheck
     severities = {"l1": sc.severity_l1, "l2": sc.severity_l2, "l3": sc.severity_l3}
     tasks: list[Task] = []
+    tasks.append(Task(("resolver.reachable",), ",".join(res.nameservers),
+                      lambda: [rootcause.check_resolver(res, budget)]))
+    if not tg.ips:
+        tasks.append(Task(("blocklists.no_sending_ip", "uceprotect.", "dnsbl."), "",
+                          _one(rootcause.no_sending_ip)))
     for bl in lists_for(sc.lists_add, sc.lists_remove, sc.spamhaus_dqs_key):
         tasks.append(Task((bl.check_id,), ",".join(tg.ips),
                           partial(dnsbl.check_list, bl, tg.ips, res, severities, budget)))
@@ -142,7 +156,8 @@ def _tasks(inp: RunInputs, budget: Budget, facts_box: dict[str, Any]) -> list[Ta
     for d in tg.domains:
         tasks.append(Task(("spf.record",), d,
                           _one(records.check_spf, d, tg.ips, res, tg.hostname, budget)))
-        tasks.append(Task(("dmarc.record",), d, _one(records.check_dmarc, d, res, budget)))
+        tasks.append(Task(("dmarc.record", "dmarc.generations"), d,
+                          partial(records.dmarc_results, d, res, budget)))
         tasks.append(Task(("mx",), d, _one(records.check_mx, d, res, budget)))
         for sel in sc.dkim_selectors.get(d, []):
             key = sc.dkim_key_files.get(f"{sel}._domainkey.{d}", "")
@@ -152,6 +167,8 @@ def _tasks(inp: RunInputs, budget: Budget, facts_box: dict[str, Any]) -> list[Ta
             tasks.append(Task(("dkim.record",), f"*._domainkey.{d}",
                               _one(_no_selector, d)))
 
+    marker = cfg.socket.rsplit("/", 1)[-1] if cfg.socket.startswith("unix:") else cfg.socket
+
     def postfix() -> list[CheckResult]:
         target = sc.postfix_config_dir or "/etc/postfix"
         try:
@@ -160,16 +177,42 @@ def _tasks(inp: RunInputs, budget: Budget, facts_box: dict[str, Any]) -> list[Ta
             facts_box["error"] = str(e)
             return [CheckResult("postfix.config", target, "unknown",
                                 f"cannot read the Postfix config: {e}",
-                                ("Run selfcheck as root or a user that may run postconf",), {})]
+                                ("Run selfcheck as root or a user that may run postconf",), {}),
+                    *_daemon(None)]
         facts_box["facts"] = facts
         v6 = []
         for ip in tg.ips:
             if ipaddress.ip_address(ip).version == 6 and not res.ptr(ip, budget).ok:
                 v6.append(ip)
-        marker = cfg.socket.rsplit("/", 1)[-1] if cfg.socket.startswith("unix:") else cfg.socket
-        return postfix_audit.audit(facts, marker, v6)
+        return [*postfix_audit.audit(facts, marker, v6), *_daemon(facts)]
 
-    tasks.append(Task(("postfix.",), sc.postfix_config_dir, postfix))
+    def _daemon(facts: postfix_audit.PostfixFacts | None) -> list[CheckResult]:
+        """The milter as Postfix reaches it, and the daemon's heartbeat."""
+        if not inp.selection.wants("milter."):
+            return []
+        if facts is None:
+            eps = [milter_reach.Endpoint(cfg.socket, cfg.socket, ["[socket] in config"])]
+        else:
+            eps = milter_reach.endpoints(facts, marker, cfg.socket)
+        reach = [milter_reach.check(ep, cfg.socket, inp.negotiate) for ep in eps]
+        running = inp.postfix_running(facts)
+        return [*reach, daemon_state.check_heartbeat(inp.store, inp.clock(), running,
+                                                     any(r.status == "ok" for r in reach))]
+
+    tasks.append(Task(("postfix.", "milter."), sc.postfix_config_dir, postfix))
+
+    def probes() -> list[CheckResult]:
+        try:
+            facts: postfix_audit.PostfixFacts | None = inp.gather_postfix(sc.postfix_config_dir)
+        except Exception:  # the sendmail path is still probed
+            facts = None
+        return probe_send.run(inp.store, facts, marker, tg.domains[0] if tg.domains else "",
+                              tg.hostname, sc.postfix_config_dir, sc.probe_wait, inp.clock,
+                              sc.probe_recipient, probe_send.login(sc.probe_sasl_user,
+                                                                   sc.probe_sasl_password_file))
+
+    if inp.probe:
+        tasks.append(Task(("probe.sendmail", "probe.smtp"), "", probes))
     return tasks
 
 
@@ -179,9 +222,10 @@ def run(inp: RunInputs) -> Report:
     mono = time.monotonic()
     budget = Budget(cfg.selfcheck.run_timeout)
     facts_box: dict[str, Any] = {}
-    tasks = [t for t in _tasks(inp, budget, facts_box) if sel.wants_any(t.ids)]
+    tasks = [t for t in _tasks(inp, budget, facts_box) if sel.wants_any(t.ids)
+             or (t.ids == ("resolver.reachable",) and rootcause.needs_dns(sel.wants))]
     if sel.wants("checklist.") and not sel.wants_any(("postfix.",)):
-        tasks += [t for t in _tasks(inp, budget, facts_box) if t.ids == ("postfix.",)]
+        tasks += [t for t in _tasks(inp, budget, facts_box) if t.ids[0] == "postfix."]
     results: list[CheckResult] = []
     pool = ThreadPoolExecutor(max_workers=max(1, min(32, len(tasks))),
                               thread_name_prefix="selfcheck")
@@ -201,12 +245,17 @@ def run(inp: RunInputs) -> Report:
                                        f"check failed: {type(e).__name__}: {e}", (), {}))
     if sel.wants("resolver."):
         results.append(dnsbl.check_resolver(inp.resolver.nameservers, results))
+    rootcause.propagate(results)
     now = inp.clock()
     if sel.wants("store."):
         results.append(storecheck.check(inp.store, now))
     act = activity.check(inp.store, now) if sel.wants_any(("activity.", "checklist.")) else None
     if act is not None:
         results.append(act)
+    if sel.wants("feedback."):
+        results.append(receivers.check(inp.store, now, cfg.feedback.retention))
+    if sel.wants("dmarc_report."):
+        results += receivers.dmarc_report_checks(inp.store, now, cfg.feedback.retention)
     if sel.wants("checklist."):
         results += checklist.answer(results, checklist.Facts(
             facts_box.get("facts"), cfg.forms.enabled, cfg.ratelimit.enabled,
@@ -214,9 +263,11 @@ def run(inp: RunInputs) -> Report:
     report = Report(generated=now, checks=[], host={
         "ips": inp.targets.ips, "domains": inp.targets.domains,
         "hostname": inp.targets.hostname, "nameservers": inp.resolver.nameservers})
-    report.checks = [r for r in results if sel.wants(r.id)]
+    report.checks = [r for r in results if sel.wants(r.id) or rootcause.wanted(r, sel.wants)]
     if inp.store is not None and sel.wants_any(("uceprotect.", "escalation.")):
         _escalation(inp, report, now)
+    rootcause.propagate(report.checks)
+    report.checks += rootcause.selection_problems(report.checks, sel.only, sel.skip)
     report.duration = time.monotonic() - mono
     report.checks.sort(key=_order)
     if inp.store is not None and inp.record:
@@ -240,8 +291,9 @@ def _escalation(inp: RunInputs, report: Report, now: float) -> None:
         report.checks += escalation.watch(report, history, v4, forms)
 
 
-_ORDER = ("uceprotect.", "escalation.", "dnsbl.", "resolver.", "rdns.", "helo", "spf.",
-          "dkim.", "dmarc.", "mx", "postfix.", "store.", "activity.", "checklist.")
+_ORDER = ("selfcheck.", "milter.", "resolver.reachable", "blocklists.", "uceprotect.",
+          "escalation.", "dnsbl.", "resolver.", "rdns.", "helo", "spf.",
+          "dkim.", "dmarc.", "mx", "postfix.", "store.", "activity.", "checklist.", "probe.")
 
 
 def _order(c: CheckResult) -> tuple[int, str, str]:

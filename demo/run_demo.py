@@ -4,13 +4,17 @@ Starts Knot DNS (fixture zones), an SMTP sink, a private Postfix built from
 postfix-examples/, Dovecot SASL and postwarden in monitor mode; sends mail by SMTP
 submission, by the sendmail command and by PHP mail() (a contact form with a
 visitor's From, seven times in a burst), prints postwarden's log lines and what
-became of each message,
-then stops everything. Nothing leaves 127.0.0.1.
+became of each message. Then the self-check: the fixture blocklists first list the
+host on UCEPROTECT L3, then on L2; the daemon's periodic run logs the escalation,
+and `postwarden selfcheck` prints its text report, the Nagios line and the JSON.
+Then it stops everything. Nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,12 +24,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+
 from harness.knot import DnsServer  # noqa: E402
 from harness.milterproc import MilterProcess  # noqa: E402
 from harness.php import run_php  # noqa: E402
 from harness.postfix import Postfix  # noqa: E402
 from harness.sasl import Dovecot  # noqa: E402
 from harness.sink import Sink  # noqa: E402
+from selfcheck_world import L2, L3, TXT, World  # noqa: E402
+
+BIN = Path(sys.executable).parent / "postwarden"
+# The demo watches UCEPROTECT and Spamhaus only, to stay quick.
+OTHER_LISTS = ["b.barracudacentral.org", "bl.spamcop.net", "psbl.surriel.com",
+               "bl.mailspike.net", "all.s5h.net", "all.spamrats.com", "ix.dnsbl.manitu.net",
+               "truncate.gbudb.net", "dnsbl.dronebl.org"]
 
 ZONES = {
     "example.com": '@ TXT "v=spf1 ip4:192.0.2.25 -all"\n'
@@ -41,6 +54,40 @@ def message(sender: str, to: str, subject: str) -> tuple[str, bytes]:
                  f"Date: Fri, 27 Nov 2026 12:00:00 +0000\n\nHello.\n").encode()
 
 
+def _listed(world: World, levels: dict[str, int]) -> None:
+    for zone, n in levels.items():
+        world.listed[zone] = ["127.0.0.2"]
+        world.txt[zone] = TXT[zone].format(n=n)
+
+
+def selfcheck_demo(milter: MilterProcess, dns: DnsServer, world: World) -> None:
+    """L3, then L2: the daemon logs the escalation; the self-check reports it."""
+    milter.wait_line(r"selfcheck: new UCEPROTECT L3 listing", timeout=20)
+    _listed(world, {L2: 5})
+    for bl_zone in (L2, L3):
+        world._list_zone(dns, bl_zone)
+    line = milter.wait_line(r"selfcheck: UCEPROTECT L3 -> L2", timeout=20)
+    print("\nthe daemon's periodic self-check, as the listing escalates (mail log):")
+    for ln in milter.lines():
+        if "selfcheck: " in ln and "UCEPROTECT" in ln:
+            print("  " + ln)
+    assert line
+    cfg = ["-c", str(milter.config_path), "selfcheck", "--no-record"]
+    text = subprocess.run([str(BIN), *cfg], capture_output=True, text=True, timeout=60)
+    print(f"\n$ postwarden selfcheck   (exit {text.returncode})")
+    print(text.stdout.rstrip())
+    nag = subprocess.run([str(BIN), *cfg, "--nagios"], capture_output=True, text=True,
+                         timeout=60)
+    print(f"\n$ postwarden selfcheck --nagios   (exit {nag.returncode})\n{nag.stdout.rstrip()}")
+    js = subprocess.run([str(BIN), *cfg, "--json"], capture_output=True, text=True, timeout=60)
+    data = json.loads(js.stdout)
+    l2 = next(c for c in data["checks"] if c["id"] == "uceprotect.l2")
+    short = {k: data[k] for k in ("version", "generated", "status", "exit_code", "counts")}
+    short["checks"] = [l2, f"... {len(data['checks']) - 1} more"]
+    print(f"\n$ postwarden selfcheck --json   (exit {js.returncode}; abridged)")
+    print(json.dumps(short, indent=2))
+
+
 def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="postwarden-demo-"))
     base.chmod(0o755)
@@ -49,7 +96,10 @@ def main() -> int:
     sasl = Dovecot(base / "dovecot", postfix.queue / "private" / "auth", {"alice": "secret"})
     milter: MilterProcess | None = None
     t0 = time.monotonic()
+    world = World(key=rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    _listed(world, {L3: 61})  # the host's ASN is on UCEPROTECT L3 from the start
     try:
+        world.publish(dns)
         for name, records in ZONES.items():
             dns.zone(name, records)
         dns.start()
@@ -65,6 +115,9 @@ def main() -> int:
             "dns": {"nameservers": ["127.0.0.1"], "port": dns.port, "timeout": 1.0},
             "store": {"backend": "sqlite", "path": str(base / "milter" / "state.db")},
             "log": {"target": "stderr"},
+            "selfcheck": {"interval": 2, "startup_delay": 0.5, "query_timeout": 1.0,
+                          "postfix_config_dir": str(postfix.conf),
+                          "lists_remove": OTHER_LISTS},
         })
         milter.start()
         print(f"private Postfix on 127.0.0.1:{postfix.smtp_port} (submission "
@@ -111,6 +164,7 @@ def main() -> int:
                     "bounced" if any("status=bounced" in line for line in mine) else
                     "still queued")
             print(f"  {qid}  {how:32s} {fate}")
+        selfcheck_demo(milter, dns, world)
         print(f"\ndemo finished in {time.monotonic() - t0:.1f}s")
         return 0
     finally:

@@ -8,7 +8,10 @@ postwarden fails open and never loses or delays a message because of its own bug
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,6 +21,9 @@ from postwarden.findings import Finding, Severity, ids
 from postwarden.log import log
 from postwarden.logsafe import escape, field
 from postwarden.message import Message, Origin, domain_of, strip_brackets
+from postwarden.metrics import metrics
+from postwarden.milter import macros, probe
+from postwarden.milter.body import Body
 from postwarden.milter.origin import classify
 from postwarden.milter.pipeline import Inspector, Verdict
 from postwarden.milter.ratelimit import health
@@ -25,13 +31,27 @@ from postwarden.policy import ACCEPT, HOLD, REJECT, TEMPFAIL, Decision
 from postwarden.store import HoldRecord, StoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
+_session = threading.local()  # libmilter runs one thread per MTA connection
 MAX_BODY = 64 * 1024 * 1024  # beyond this the body is not kept: checks see a prefix
 
 
 class Holder:
-    """The current Inspector; swapped whole on SIGHUP so a message sees one config."""
+    """The current Inspector; swapped whole on SIGHUP so a message sees one config.
+
+    It also counts the messages that reached end-of-message (the stop line).
+    """
 
     inspector: Inspector | None = None
+    _lock = threading.Lock()
+    _count = 0
+
+    def count_message(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    def messages(self) -> int:
+        return self._count
+    unix_socket: bool = True  # the peer can only be a local process with access
 
 
 current = Holder()
@@ -64,13 +84,28 @@ class PostwardenMilter(Milter.Base):
         self.client_port = 0
         self.daemon_name = ""
         self.msg: Message | None = None
-        self.body_parts: list[bytes] = []
-        self.body_size = 0
+        self.spool: Body | None = None
         self.failed = False
+
+    @staticmethod
+    def in_thread() -> PostwardenMilter | None:
+        """The session this libmilter thread serves (None outside a session)."""
+        m = getattr(_session, "milter", None)
+        return m if isinstance(m, PostwardenMilter) else None
+
+    def callback_failed(self, error: str) -> None:
+        """pymilter could not hand us one command (see daemon._install_callback_error_hook):
+        that item is skipped, the message is still answered and inspected."""
+        qid = self.msg.queue_id if self.msg else None
+        log.limited(f"callback.{error[:40]}", "error",
+                    f"pymilter could not pass a command to postwarden ({error}); that item "
+                    "(e.g. a header whose name is not UTF-8) is skipped, the rest of the "
+                    "message is inspected", qid)
 
     @Milter.noreply
     @guarded
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        _session.milter = self
         self.client_name = hostname or ""
         if isinstance(hostaddr, tuple) and len(hostaddr) >= 2:
             self.client_addr, self.client_port = str(hostaddr[0]), int(hostaddr[1])
@@ -81,7 +116,7 @@ class PostwardenMilter(Milter.Base):
     @guarded
     def envfrom(self, mailfrom: str, *params: str) -> int:
         self.failed = False
-        self.body_parts, self.body_size = [], 0
+        self._drop_body()
         self.msg = Message(
             client_name=_valid(self.client_name),
             client_addr=self.client_addr,
@@ -116,11 +151,12 @@ class PostwardenMilter(Milter.Base):
     @guarded
     def body(self, chunk: bytes) -> int:
         if self.msg is not None and self.msg.origin is not Origin.INBOUND:
-            if self.body_size + len(chunk) <= MAX_BODY:
-                self.body_parts.append(chunk)
-            else:
-                self.msg.body_truncated = True
-            self.body_size += len(chunk)
+            if self.spool is None:
+                inspector = current.inspector
+                memory = inspector.services.config.body_memory if inspector else 1 << 20
+                self.spool = Body(memory, MAX_BODY)
+            self.spool.add(chunk)
+            self.msg.body_truncated = self.spool.truncated
         return Milter.CONTINUE
 
     @guarded
@@ -129,27 +165,49 @@ class PostwardenMilter(Milter.Base):
         if msg is None or inspector is None:
             return Milter.ACCEPT
         msg.queue_id = self._macro("i") or "NOQUEUE"
+        current.count_message()
         cfg = inspector.services.config
         if msg.origin is Origin.INBOUND:  # classified at MAIL FROM
             if cfg.outbound.log_inbound:
                 log.info(inbound_line(msg), msg.queue_id)
             return Milter.ACCEPT
-        msg.body = b"".join(self.body_parts)
-        self.body_parts = []
+        body, self.spool = self.spool, None
+        started = time.perf_counter()
         try:
-            verdict = inspector.inspect(msg)
+            with body.given_to(msg) if body is not None else contextlib.nullcontext():
+                verdict = inspector.inspect(msg)
+            if probe.catcher.catch(msg, verdict, inspector.services.store,
+                                   inspector.services.clock()):
+                return Milter.DISCARD  # a self-check probe: recorded, never delivered
             self._apply_changes(verdict)
         except Exception as e:  # fail open, but the summary line is still written
             log.error(f"internal error: {type(e).__name__}: {e}; "
                       "message accepted unchecked (fail open)", msg.queue_id)
             failed = Finding("internal.error", Severity.ERROR, "postwarden failed")
             _log_verdict(msg, Verdict([failed], Decision(ACCEPT, ACCEPT)), cfg.mode)
+            metrics.internal_errors.inc()
             return Milter.ACCEPT
         _log_verdict(msg, verdict, cfg.mode)
+        d = verdict.decision
+        metrics.message(msg.origin.value, d.action, [f.id for f in verdict.findings],
+                        d.reason or "", [ch.name for ch in verdict.changes], verdict.summary,
+                        time.perf_counter() - started)
         return self._act(msg, verdict, inspector)
 
     def _macro(self, name: str) -> str:
-        """A macro's value; pymilter raises on one that is not valid UTF-8."""
+        """A macro's value, read with bounds (libmilter's own lookup can be crashed
+        by a malformed macro packet: see postwarden.milter.macros)."""
+        try:
+            return macros.getsymval(self._ctx, name) or ""
+        except macros.Unavailable as e:
+            if not current.unix_socket:
+                log.limited("macros.unavailable", "error",
+                            f"macros not read ({e}): on an inet: socket that could "
+                            "crash the daemon; origin by daemon name and SASL login "
+                            "and the queue ID are unknown")
+                return ""
+            log.limited("macros.unavailable", "warning",
+                        f"reading macros through libmilter ({e})")
         try:
             return self.getsymval(name) or ""
         except UnicodeDecodeError:
@@ -182,6 +240,7 @@ class PostwardenMilter(Milter.Base):
                         msg.queue_id, inspector.services.clock(), reason, source,
                         msg.mail_from))
                 except StoreError as e:
+                    metrics.store_errors.inc()
                     log.limited("store.hold", "error", f"cannot record hold reason: {e}")
             return Milter.ACCEPT
         if d.action == TEMPFAIL:
@@ -192,13 +251,21 @@ class PostwardenMilter(Milter.Base):
             return Milter.REJECT
         return Milter.ACCEPT
 
+    def _drop_body(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+
     @guarded
     def abort(self) -> int:
-        self.msg, self.body_parts = None, []
+        self.msg = None
+        self._drop_body()
         return Milter.CONTINUE
 
     @guarded
     def close(self) -> int:
+        _session.milter = None
+        self._drop_body()
         return Milter.CONTINUE
 
     @Milter.nocallback

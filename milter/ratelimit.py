@@ -25,6 +25,7 @@ from postwarden.config import LimitConfig
 from postwarden.findings import Finding, Severity
 from postwarden.log import log
 from postwarden.message import Message
+from postwarden.metrics import metrics
 from postwarden.milter.forms import (
     MEMO_SOURCE,
     Source,
@@ -91,6 +92,7 @@ class StoreHealth:
     def failed(self, e: StoreError, what: str, store: Store | None = None,
                now: float | None = None, fraction: float = 0.0) -> None:
         """`store` and `fraction` > 0: a shared store's outage starts degraded mode."""
+        metrics.store_errors.inc()
         if store is None:  # the flush timer: what the limits' own calls said
             store, fraction = self._known
         shared = store is not None and store.shared and fraction > 0

@@ -3,10 +3,11 @@
 For local mail the client is 127.0.0.1, which tells nothing: a receiver checks
 the address our Postfix connects from, so the envelope sender's domain (the
 HELO name, `[host] hostname`, for the null sender) is evaluated for every IP in
-`[host] ips`. pyspf does the evaluation; its DNS goes through our Resolver (a
-`spf.query` subclass), so the message budget and the TTL cache apply. Results
-are cached per (domain, IP) for the shortest TTL seen while evaluating, so the
-hot path does not re-evaluate SPF for every message of one sender domain.
+`[host] ips`, by the shared evaluator in postwarden.spf (pyspf, its DNS through
+our Resolver, so the message budget and the TTL cache apply). Results are kept
+per (domain, identity, IP) for the shortest TTL seen while evaluating, in the
+same TTL cache class the resolver uses: re-running pyspf for every message of
+one sender domain would cost about as much as the rest of the message's checks.
 
 Findings: spf.fail, spf.softfail, spf.neutral, spf.none, spf.permerror,
 spf.temperror (DNS failure or budget spent: not cached, mail goes on), and
@@ -16,15 +17,10 @@ exact domain when the From domain's DMARC record says aspf=s).
 
 from __future__ import annotations
 
-import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
 
-import spf
-
+from postwarden import spf
 from postwarden.config import Config
 from postwarden.dns import Budget, Resolver
 from postwarden.findings import Finding, Severity
@@ -41,99 +37,38 @@ from postwarden.milter.auth_results import (
 )
 from postwarden.milter.pipeline import CheckContext
 from postwarden.orgdomain import aligned
+from postwarden.ttlcache import TtlCache
 
 CACHE_SIZE = 4096
-MAX_CACHE_TTL = 3600
 # Worst first: the outcome over several IPs is the worst one a receiver may see.
 _WORST = ("permerror", "fail", "temperror", "softfail", "neutral", "none", "pass")
-# Macros that depend on the sender's local part or the HELO: such results are
-# not cached per (domain, IP).
-_SENDER_MACRO = re.compile(r"%\{[lsh]", re.IGNORECASE)
+
+ResultCache = TtlCache[tuple[str, str, str], spf.Evaluation]
 
 
-class _Query(spf.query):  # type: ignore[misc]
-    """pyspf's evaluator with its DNS through our Resolver (thread-safe: no globals)."""
-
-    def __init__(self, ip: str, sender: str, helo: str, resolver: Resolver,
-                 budget: Budget | None) -> None:
-        super().__init__(i=ip, s=sender, h=helo, strict=True, querytime=0)
-        self._resolver = resolver
-        self._budget = budget
-        self.min_ttl = MAX_CACHE_TTL
-        self.sender_dependent = False
-
-    def dns(self, name: str, qtype: str, cnames: Any = None,
-            ignore_void: bool = False) -> list[Any]:
-        """Answers in pyspf's shapes; CNAMEs are followed by the resolver."""
-        if not name:
-            raise spf.PermError("empty DNS name")
-        name = str(name).rstrip(".").lower()
-        if not all(0 < len(label) < 64 for label in name.split(".")):
-            return []
-        key = (name, qtype)
-        if key in self.cache:
-            return list(self.cache[key])
-        answer = self._resolver.query(name, qtype, self._budget)
-        if answer.failed:
-            raise spf.TempError(f"DNS {qtype} {name}: {answer.error}")
-        self.min_ttl = min(self.min_ttl, max(answer.ttl, 0))
-        result: list[Any] = []
-        for rec in answer.records if answer.ok else ():
-            if qtype in ("TXT", "SPF"):
-                if _SENDER_MACRO.search(rec):
-                    self.sender_dependent = True
-                result.append((rec.encode("utf-8", "surrogateescape"),))
-            elif qtype == "MX":
-                pref, _, host = rec.partition(" ")
-                result.append((int(pref), host.rstrip(".")))
-            else:
-                result.append(rec.rstrip("."))
-        self.cache[key] = result
-        if not result and not ignore_void:
-            self.void_lookups += 1
-            if self.void_lookups > spf.MAX_VOID_LOOKUPS:
-                raise spf.PermError(f"Void lookup limit of {spf.MAX_VOID_LOOKUPS} exceeded")
-        return result
-
-
-def evaluate_ip(ip: str, sender: str, helo: str, resolver: Resolver,
-                budget: Budget | None) -> tuple[str, str, int, bool]:
-    """(result, explanation, ttl, sender_dependent) for one IP."""
-    q = _Query(ip, sender, helo, resolver, budget)
-    result, _code, explanation = q.check()
-    return str(result), str(explanation), q.min_ttl, q.sender_dependent
-
-
-class SpfCache:
-    """(domain, identity, IP) -> result until the shortest TTL involved runs out."""
+class SpfResults:
+    """(domain, identity, IP) -> Evaluation while every answer behind it is fresh."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic,
                  size: int = CACHE_SIZE) -> None:
-        self._clock, self._size = clock, size
-        self._data: OrderedDict[tuple[str, str, str], tuple[float, str, str]] = OrderedDict()
-        self._lock = threading.Lock()
+        self.cache: ResultCache = TtlCache(size, clock)
         self.evaluations = 0
 
-    def get(self, key: tuple[str, str, str]) -> tuple[str, str] | None:
-        with self._lock:
-            hit = self._data.get(key)
-            if hit is None:
-                return None
-            if hit[0] <= self._clock():
-                del self._data[key]
-                return None
-            self._data.move_to_end(key)
-            return hit[1], hit[2]
-
-    def put(self, key: tuple[str, str, str], ttl: int, result: str, expl: str) -> None:
-        with self._lock:
-            self._data[key] = (self._clock() + min(ttl, MAX_CACHE_TTL), result, expl)
-            while len(self._data) > self._size:
-                self._data.popitem(last=False)
+    def evaluate(self, domain: str, identity: str, ip: str, sender: str, helo: str,
+                 resolver: Resolver, budget: Budget | None) -> spf.Evaluation:
+        key = (domain, identity, ip)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        self.evaluations += 1
+        ev = spf.evaluate(ip, sender, helo, resolver, budget)
+        if ev.reusable:
+            self.cache.put(key, ev, min(ev.ttl, spf.MAX_RESULT_TTL))
+        return ev
 
 
 def outcome(msg: Message, cfg: Config, resolver: Resolver, budget: Budget | None,
-            cache: SpfCache) -> SpfOutcome | None:
+            results: SpfResults) -> SpfOutcome | None:
     """SPF for this message at the receiver; None when no sending IP is configured."""
     ips = cfg.host.ips
     if not ips:
@@ -148,17 +83,9 @@ def outcome(msg: Message, cfg: Config, resolver: Resolver, budget: Budget | None
     per_ip: list[tuple[str, str]] = []
     explanation = ""
     for ip in ips:
-        key = (domain, identity, ip)
-        hit = cache.get(key)
-        if hit is None:
-            cache.evaluations += 1
-            result, expl, ttl, dependent = evaluate_ip(ip, sender, helo, resolver, budget)
-            if result != "temperror" and not dependent:
-                cache.put(key, ttl, result, expl)
-        else:
-            result, expl = hit
-        per_ip.append((ip, result))
-        explanation = explanation or (expl if result != "pass" else "")
+        ev = results.evaluate(domain, identity, ip, sender, helo, resolver, budget)
+        per_ip.append((ip, ev.result))
+        explanation = explanation or (ev.explanation if ev.result != "pass" else "")
     worst = min((r for _, r in per_ip), key=_WORST.index)
     return SpfOutcome(domain, identity, worst, tuple(per_ip), explanation)
 
@@ -185,8 +112,8 @@ def _text(o: SpfOutcome) -> str:
             f"add {mech} to the SPF record of {o.domain}")
 
 
-def check_spf(msg: Message, ctx: CheckContext, cache: SpfCache) -> list[Finding]:
-    o = outcome(msg, ctx.services.config, ctx.services.resolver, ctx.budget, cache)
+def check_spf(msg: Message, ctx: CheckContext, results: SpfResults) -> list[Finding]:
+    o = outcome(msg, ctx.services.config, ctx.services.resolver, ctx.budget, results)
     if o is None:
         ctx.summary["spf"] = "unknown"
         return []
@@ -220,10 +147,10 @@ def check_spf(msg: Message, ctx: CheckContext, cache: SpfCache) -> list[Finding]
 
 
 class SpfCheck:
-    """The pipeline's SPF check; owns the per-process (domain, IP) result cache."""
+    """The pipeline's SPF check; owns the per-process (domain, identity, IP) results."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.cache = SpfCache(clock)
+        self.results = SpfResults(clock)
 
     def __call__(self, msg: Message, ctx: CheckContext) -> list[Finding]:
-        return check_spf(msg, ctx, self.cache)
+        return check_spf(msg, ctx, self.results)

@@ -1,10 +1,13 @@
-"""`postwarden` command line: milter, selfcheck, status, config check."""
+"""`postwarden` command line: milter, selfcheck, status, config check, postfix-setup, and the
+operator commands held, release, delete, ratelimit."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from postwarden import __version__
 from postwarden import config as configmod
@@ -31,7 +34,7 @@ def _stdout_to_devnull() -> None:
     os.close(devnull)
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="postwarden", description=__doc__)
     p.add_argument("--version", action="version", version=f"postwarden {__version__}")
     p.add_argument("--config", "-c", default=None,
@@ -52,10 +55,25 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--only", action="append", default=[], help="only check ids with prefix")
     sc.add_argument("--skip", action="append", default=[], help="skip check ids with prefix")
     sc.add_argument("--no-record", action="store_true",
-                    help="do not record this run in the store history")
+                    help="write nothing: open the store read-only, record no history")
+    sc.add_argument("--timeout", type=float, metavar="SECONDS", default=None,
+                    help="bound the whole run (default 8); past it: one unknown result")
+    sc.add_argument("--probe", action="store_true",
+                    help="send a probe through sendmail and each SMTP listener with "
+                         "postwarden; critical when the milter never sees one")
+    sc.add_argument("--cached", type=float, metavar="MAXAGE", default=None,
+                    help="print the daemon's last stored report (no DNS); unknown when it "
+                         "is older than MAXAGE seconds")
 
     st = sub.add_parser("status", help="rate-limit use, held messages, recent findings")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    dm = sub.add_parser("dmarc-reports",
+                        help="import DMARC aggregate reports and compare them with the "
+                             "predictions")
+    dm.add_argument("paths", nargs="+", metavar="PATH",
+                    help="report files (.xml, .gz, .zip, a mail) or directories / Maildirs")
+    dm.add_argument("--json", action="store_true")
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfgsub = cfg.add_subparsers(dest="config_command", required=True)
@@ -63,6 +81,25 @@ def _parser() -> argparse.ArgumentParser:
 
     fi = sub.add_parser("findings", help="list every finding id (family, severity, meaning)")
     fi.add_argument("--markdown", action="store_true", help="print docs/findings.md")
+
+    from postwarden import admin
+
+    admin.add_parsers(sub)
+
+    ps = sub.add_parser(
+        "postfix-setup", help="print (or --apply) the postconf commands that wire Postfix",
+        description="Prints the postconf -e / -P / -M commands that add the lines of "
+                    "postfix-examples/ to Postfix's main.cf and master.cf, skipping what is "
+                    "already set. --apply runs them after saving main.cf and master.cf as "
+                    "*.postwarden-TIMESTAMP next to them; running it again changes nothing. "
+                    "Postfix is not reloaded.")
+    ps.add_argument("--apply", action="store_true",
+                    help="run the commands (after a backup of main.cf and master.cf)")
+    ps.add_argument("-c", "--postfix-config-dir", metavar="CONFIG_DIR", default=None,
+                    help="Postfix configuration directory (postconf -c; default: Postfix's own)")
+    ps.add_argument("--submission", action="store_true",
+                    help="also add the example's submission service (port 587, SASL and TLS "
+                         "required) when master.cf has none")
     return p
 
 
@@ -78,7 +115,7 @@ def _findings(markdown: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     if args.command == "findings":
         return _findings(args.markdown)
     try:
@@ -102,21 +139,43 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "config":
+            from postwarden import config_advice, hostinfo
+
             cfg = configmod.load(args.config)
+            for w in config_advice.warnings(cfg, hostinfo.interface_ips):
+                write_stdout(f"{cfg.source}: warning: {w}\n")
+            for warning in configmod.warnings(cfg):
+                write_stdout(f"{cfg.source}: warning: {warning}\n")
             write_stdout(f"{cfg.source}: OK\n")
             return 0
         if args.command == "milter":
+            # Before the heavy imports: a SIGHUP from here on is a reload once the
+            # daemon is up, never the default action (exit).
+            hup = threading.Event()
+            signal.signal(signal.SIGHUP, lambda signum, frame: hup.set())
             from postwarden.milter import daemon
 
-            return daemon.run(args.config, log_stderr=args.log_stderr)
+            return daemon.run(args.config, log_stderr=args.log_stderr, pending_reload=hup)
         if args.command == "selfcheck":
             from postwarden.checks import cli as selfcheck_cli
 
             return selfcheck_cli.run(args)
+        if args.command == "postfix-setup":
+            from postwarden import postfix_setup
+
+            return postfix_setup.run(args)
+        if args.command in ("held", "release", "delete", "ratelimit"):
+            from postwarden import admin
+
+            return admin.run(args)
         if args.command == "status":
             from postwarden import status
 
             return status.run(args)
+        if args.command == "dmarc-reports":
+            from postwarden import dmarc_reports_cli
+
+            return dmarc_reports_cli.run(args)
     except ConfigError as e:
         print(f"postwarden: fatal: {e}", file=sys.stderr)
         return EXIT_CONFIG

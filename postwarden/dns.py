@@ -10,9 +10,7 @@ REFUSED, no server, budget spent).
 from __future__ import annotations
 
 import ipaddress
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -25,6 +23,7 @@ import dns.resolver
 import dns.reversename
 
 from postwarden.config import DnsConfig
+from postwarden.ttlcache import TtlCache
 
 Status = Literal["ok", "nxdomain", "nodata", "temperror"]
 NEGATIVE_TTL_CAP = 900
@@ -83,10 +82,7 @@ class Resolver:
         self._res.port = port
         self._res.cache = None
         self.timeout = timeout
-        self._clock = clock
-        self._cache: OrderedDict[tuple[str, str], tuple[float, Answer]] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()
+        self._cache: TtlCache[tuple[str, str], Answer] = TtlCache(cache_size, clock)
         self.queries = 0  # answers fetched from the network (not the cache)
 
     @property
@@ -95,14 +91,9 @@ class Resolver:
 
     def query(self, name: str, rdtype: str, budget: Budget | None = None) -> Answer:
         key = (name.lower().rstrip("."), rdtype.upper())
-        now = self._clock()
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                if hit[0] > now:
-                    self._cache.move_to_end(key)
-                    return hit[1]
-                del self._cache[key]
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
         lifetime = self.timeout
         if budget is not None:
             lifetime = min(lifetime, budget.remaining())
@@ -110,10 +101,7 @@ class Resolver:
                 return Answer("temperror", error="DNS budget for this message spent")
         answer = self._fetch(key[0], key[1], lifetime)
         if answer.status != "temperror":
-            with self._lock:
-                self._cache[key] = (self._clock() + answer.ttl, answer)
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+            self._cache.put(key, answer, answer.ttl)
         return answer
 
     def _fetch(self, name: str, rdtype: str, lifetime: float) -> Answer:
@@ -147,8 +135,34 @@ class Resolver:
         return self.query(dns.reversename.from_address(ip).to_text(), "PTR", budget)
 
     def clear(self) -> None:
-        with self._lock:
-            self._cache.clear()
+        self._cache.clear()
+
+    def ping(self, budget: Budget | None = None) -> dict[str, str]:
+        """Does each nameserver answer at all? server -> "" (it answered, whatever the
+        rcode: REFUSED or SERVFAIL is still an answer) or why not. Tells "the resolver
+        is down" (one root cause) apart from "one list does not answer"."""
+        lifetime = self.timeout if budget is None else min(self.timeout, budget.remaining())
+        out = {}
+        for ns in self.nameservers:
+            out[ns] = self._ping(ns, max(lifetime, 0.05))
+        return out
+
+    def _ping(self, server: str, lifetime: float) -> str:
+        import dns.query
+
+        q = dns.message.make_query(".", "SOA")
+        try:
+            dns.query.udp(q, server, timeout=lifetime, port=self._res.port,
+                          ignore_unexpected=True)
+        except dns.exception.Timeout:
+            return f"no answer within {lifetime:.1f}s"
+        except (dns.exception.DNSException, OSError, ValueError) as e:
+            return f"{type(e).__name__}: {e}"
+        return ""
+
+    @property
+    def port(self) -> int:
+        return int(self._res.port)
 
 
 def _text(rd: object) -> str:

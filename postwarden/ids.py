@@ -77,6 +77,23 @@ CHECKLIST_ITEMS: dict[str, str] = {
     "sent_7d": "checklist: mail sent from this host in the last 7 days?",
 }
 
+# Receivers' reply classes that raise a finding (postwarden.replies.CLASSES): the
+# feedback reader logs them per delivery, the brake check (milter/feedback_brake.py)
+# raises them on a source's next message once its rejections pass the threshold.
+FEEDBACK: dict[str, tuple[Severity, str]] = {
+    "feedback.blocklisted": (C, "a receiver rejected our mail citing a blocklist for this "
+                                "host's IP (the list is self-checked at once)"),
+    "feedback.auth_rejected": (E, "a receiver rejected our mail for SPF/DKIM/DMARC; "
+                                  "a MISMATCH when postwarden predicted dmarc=pass"),
+    "feedback.rdns": (E, "a receiver rejected our mail for the sending IP's PTR"),
+    "feedback.reputation": (E, "a receiver deferred or rejected our mail for IP or "
+                               "domain reputation (unsolicited rate, complaints)"),
+    "feedback.rate_limited": (E, "a receiver rate-limits this host"),
+    "feedback.content": (E, "a receiver rejected our mail as spam (content)"),
+    "feedback.unknown_recipients": (E, "a receiver says the recipient does not exist "
+                                       "(many from one source: harvested addresses)"),
+}
+
 _STATUS_SEVERITY = {"critical": C, "warning": W, "info": INF}
 
 
@@ -103,12 +120,17 @@ _TABLE: tuple[FindingId, ...] = (
               "(info when aligned DKIM passes)"),
     FindingId("dmarc.no_from", MILTER, E, "the message has no From address"),
     FindingId("dmarc.multiple_from", MILTER, E, "the message has more than one From address"),
-    FindingId("dmarc.none", MILTER, W, "the From domain publishes no DMARC record"),
+    FindingId("dmarc.none", MILTER, W,
+              "the From domain has no usable DMARC record (none, several, or no valid p=)"),
     FindingId("dmarc.temperror", MILTER, W,
               "the DMARC record or the SPF/DKIM evidence could not be fetched in time"),
     FindingId("dmarc.fail", MILTER, C,
               "neither aligned SPF nor aligned DKIM passes (critical for p=reject, "
               "error for p=quarantine, warning for p=none)"),
+    FindingId("dmarc.generations_differ", MILTER, C,
+              "RFC 7489 and RFC 9989 receivers reach different DMARC outcomes (a policy "
+              "at an intermediate label, psd=, np=, pct= vs t=, several records); the "
+              "severity is the stricter outcome's"),
     FindingId("form.detected", MILTER, INF, "form/script mail (PHP mail(), a web user, a marker)"),
     *(FindingId(f"form.{s}", MILTER, INF, f"form mail signal: {doc}")
       for s, doc in FORM_SIGNALS.items()),
@@ -118,9 +140,30 @@ _TABLE: tuple[FindingId, ...] = (
     FindingId("uceprotect.listed_form", MILTER, W,
               "form mail while a sending IP is UCEPROTECT L1/L2-listed (held when "
               "[selfcheck] hold_forms_when_listed = true)"),
+    *(FindingId(fid, MILTER, sev, doc) for fid, (sev, doc) in FEEDBACK.items()),
     FindingId("internal.error", MILTER, E,
               "a check or postwarden itself failed on this message (accepted: fail open)"),
     # --- self-check: report checks -----------------------------------------------------
+    FindingId("milter.reachable", SELFCHECK, C,
+              "nothing answers the milter negotiation on a socket Postfix names: mail "
+              "passes unchecked"),
+    FindingId("milter.heartbeat", SELFCHECK, W,
+              "the daemon's heartbeat is missing, stale or says it stopped while Postfix "
+              "runs"),
+    FindingId("resolver.reachable", SELFCHECK, U,
+              "no configured nameserver answers: the root cause of every DNS-based unknown"),
+    FindingId("blocklists.no_sending_ip", SELFCHECK, U,
+              "no sending IP known: no blocklist was asked"),
+    FindingId("selfcheck.selection", SELFCHECK, U, "--only/--skip select no check"),
+    FindingId("selfcheck.run", SELFCHECK, U,
+              "the self-check itself could not run (config, store, error, --timeout)"),
+    FindingId("selfcheck.cached", SELFCHECK, U,
+              "--cached: the daemon's stored report is older than MAXAGE"),
+    FindingId("probe.sendmail", SELFCHECK, C,
+              "the milter never saw the probe sent with the sendmail command "
+              "(non_smtpd_milters)"),
+    FindingId("probe.smtp", SELFCHECK, C,
+              "the milter never saw the probe sent to an SMTP listener with postwarden"),
     *(_blocklist(bl) for bl in DEFAULT_LISTS),
     FindingId("resolver.public", SELFCHECK, W,
               "the resolver is a public one or a blocklist refused it: answers unreliable"),
@@ -134,7 +177,11 @@ _TABLE: tuple[FindingId, ...] = (
               "a domain's SPF record is missing, broken or does not list this host"),
     FindingId("dkim.record", SELFCHECK, C,
               "a DKIM key is missing, revoked, unparsable, weak or does not match"),
-    FindingId("dmarc.record", SELFCHECK, W, "a domain's DMARC record is missing or weak"),
+    FindingId("dmarc.record", SELFCHECK, W,
+              "a domain's DMARC record is missing, unusable or weak (RFC 7489 and RFC 9989)"),
+    FindingId("dmarc.generations", SELFCHECK, W,
+              "RFC 7489 and RFC 9989 receivers read a domain's DMARC policy or "
+              "Organizational Domain differently"),
     FindingId("mx", SELFCHECK, W, "a domain's MX lookup failed or it has no MX"),
     FindingId("postfix.config", SELFCHECK, U,
               "the Postfix config could not be read or audited in time"),
@@ -152,6 +199,15 @@ _TABLE: tuple[FindingId, ...] = (
     FindingId("store.reachable", SELFCHECK, C,
               "the store the milter counts in cannot be reached (a shared one: the relays "
               "enforce their limits alone, degraded mode)"),
+    FindingId("feedback.receivers", SELFCHECK, C,
+              "receivers' replies over the window: rejections by class and receiver "
+              "(critical on a mismatch with postwarden's DMARC prediction)"),
+    FindingId("dmarc_report.mismatch", SELFCHECK, E,
+              "a DMARC aggregate report saw dkim/spf/dmarc=fail from this host's IP for "
+              "mail postwarden predicted to pass"),
+    FindingId("dmarc_report.foreign_ip", SELFCHECK, W,
+              "a DMARC aggregate report shows mail using our domain from an IP that is not "
+              "this host's (info when it passed DMARC)"),
     FindingId("activity.7d", SELFCHECK, INF, "mail sent in the last 7 days, and its top sources"),
     *(FindingId(f"checklist.{k}", SELFCHECK, INF, doc) for k, doc in CHECKLIST_ITEMS.items()),
     FindingId("checklist.verdict", SELFCHECK, W,

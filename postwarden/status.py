@@ -20,6 +20,7 @@ from typing import Any
 
 from postwarden import config as configmod
 from postwarden.config import Config
+from postwarden.feedback import summary as feedback_summary
 from postwarden.logsafe import escape, field, line_safe
 from postwarden.store import Store, StoreError, open_store
 
@@ -69,6 +70,8 @@ def collect(store: Store, cfg: Config, now: float, on_hold: set[str] | None) -> 
             "on_hold": None if on_hold is None else h.queue_id in on_hold,
             "release": f"postsuper -H {h.queue_id}", "delete": f"postsuper -d {h.queue_id}",
         })
+    audit = [{"when": a.when, "actor": a.actor, "action": a.action, "target": a.target,
+              "detail": a.detail} for a in store.audit(since=now - HOLD_DAYS * 86400)]
     events = store.events(now - 3600, limit=100_000)
     findings: Counter[str] = Counter()
     by_source: Counter[str] = Counter()
@@ -90,9 +93,50 @@ def collect(store: Store, cfg: Config, now: float, on_hold: set[str] | None) -> 
         "held": held,
         "hold_queue_known": on_hold is not None,
         "store_notices": [{"when": when, "text": text} for when, text in store.notices()],
+        "audit": audit,
         "last_hour": {"messages": len(events), "findings": dict(findings.most_common()),
                       "sources": dict(by_source.most_common(TOP))},
+        "feedback": feedback_summary.collect(store, now, cfg.feedback.retention),
     }
+
+
+def daemon_info(store: Store, cfg: Config, now: float) -> dict[str, Any]:
+    """Is the daemon running? Its socket answering the milter negotiation, and the
+    heartbeat it writes to the store."""
+    from postwarden import heartbeat, milterproto
+
+    try:
+        hb = heartbeat.read(store)
+    except StoreError:
+        hb = None
+    socket = hb.socket if hb is not None and hb.socket else cfg.socket  # where it listened
+    neg = milterproto.negotiate(socket, timeout=2.0)
+    fresh = hb is not None and not hb.stale(now)
+    if neg.ok:
+        running: bool | None = True
+    elif neg.errno in (13, 1):  # EACCES, EPERM: this user may not connect; trust the beat
+        running = fresh if hb is not None else None
+    else:
+        running = False
+    return {"running": running, "socket": socket, "socket_answers": neg.ok,
+            "socket_error": neg.error,
+            "heartbeat": hb.to_dict(now) if hb is not None else None,
+            "summary": heartbeat.describe(hb, now) if hb is not None else ""}
+
+
+def _daemon_lines(d: dict[str, Any]) -> list[str]:
+    if d["running"]:
+        return [f"daemon: running: {d['summary'] or 'no heartbeat yet'}"]
+    if d["running"] is None:
+        return [f"daemon: UNKNOWN: cannot connect to {d['socket']} ({d['socket_error']}) "
+                "and no fresh heartbeat; run as root or a member of the socket's group"]
+    out = [f"daemon: NOT RUNNING: nothing answers on {d['socket']} ({d['socket_error']}); "
+           "Postfix passes mail unchecked (default_action=accept)",
+           "  start it: systemctl start postwarden (journalctl -u postwarden says why it "
+           "stopped)"]
+    if d["summary"]:
+        out.append(f"  last heartbeat: {d['summary']}")
+    return out
 
 
 def _when(ts: float) -> str:
@@ -100,7 +144,10 @@ def _when(ts: float) -> str:
 
 
 def render(data: dict[str, Any]) -> str:
-    out = [f"postwarden status at {_when(data['generated'])} (store: {data['store']})", ""]
+    out = [f"postwarden status at {_when(data['generated'])} (store: {data['store']})"]
+    if "daemon" in data:
+        out += _daemon_lines(data["daemon"])
+    out.append("")
     for n in data.get("store_notices", []):
         out.append(f"warning: store: {line_safe(n['text'])} ({_when(n['when'])})")
     if data.get("store_notices"):
@@ -135,22 +182,32 @@ def render(data: dict[str, Any]) -> str:
     if still:
         out += ["  (a released message waits in the deferred queue; "
                 "`postqueue -i QUEUEID` sends it now)"]
+    out += ["", f"Operator actions, last {HOLD_DAYS} days (release, delete, rate-limit reset):"]
+    if not data["audit"]:
+        out.append("  none")
+    for a in data["audit"]:
+        out.append(f"  {_when(a['when'])}  {a['actor']:<12} {a['action']:<16} {a['target']} "
+                   f"{a['detail']}")
     lh = data["last_hour"]
     out += ["", f"Last hour: {lh['messages']} messages inspected"]
     for fid, n in lh["findings"].items():
         out.append(f"  {escape(fid):<30} {n}")
+    if "feedback" in data:
+        out += ["", *feedback_summary.render(data["feedback"])]
     return "\n".join(out) + "\n"
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = configmod.load(args.config)
+    cfg = configmod.load(args.config, reader=True)
     try:
-        store = open_store(cfg.store, create=False)
+        store = open_store(cfg.store, create=False, readonly=True)  # status only reads
     except StoreError as e:
         print(f"postwarden: error: store {cfg.store.backend} unavailable: {e}", file=sys.stderr)
         return 1
     try:
-        data = collect(store, cfg, time.time(), hold_queue())
+        now = time.time()
+        data = collect(store, cfg, now, hold_queue())
+        data["daemon"] = daemon_info(store, cfg, now)
     except StoreError as e:
         print(f"postwarden: error: cannot read the store: {e}", file=sys.stderr)
         return 1

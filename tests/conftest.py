@@ -130,6 +130,17 @@ def redis_sentinel(e2e_base: Path) -> Iterator[RedisSentinel]:
         pair.stop()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of the installed .deb run only when asked for by marker (`make deb-check`):
+    they need the package installed and change the system."""
+    if "deb" in (config.getoption("markexpr") or ""):
+        return
+    deb = [item for item in items if item.get_closest_marker("deb")]
+    if deb:
+        config.hook.pytest_deselected(items=deb)
+        items[:] = [item for item in items if not item.get_closest_marker("deb")]
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print each public suite's pass/total (tests/suites.py) after pytest's summary."""
     import suites

@@ -23,6 +23,10 @@ class FakeResolver(Resolver):
         self.records = dict(records or {})
         self.asked: list[tuple[str, str]] = []
         self.slow, self.delay = slow, delay
+        self.down = False  # the nameserver itself does not answer
+
+    def _ping(self, server: str, lifetime: float) -> str:
+        return "no answer within 2.0s" if self.down else ""
 
     def add(self, name: str, rdtype: str, *values: str) -> None:
         self.records.setdefault((name.lower(), rdtype), [])
@@ -32,6 +36,8 @@ class FakeResolver(Resolver):
 
     def _fetch(self, name: str, rdtype: str, lifetime: float) -> Answer:
         self.asked.append((name, rdtype))
+        if self.down:
+            return Answer("temperror", error=f"timeout after {lifetime:.1f}s")
         if any(name.endswith("." + z) for z in self.slow):
             time.sleep(min(self.delay, lifetime))
             return Answer("temperror", error=f"timeout after {lifetime:.1f}s")

@@ -39,6 +39,8 @@ ENTRY_POINTS = {"postwarden.cli", "postwarden.__main__"}
 # Core module globals both halves may use, and why.
 SHARED_CORE = {
     ("postwarden.log", "log"): "the process logger, set up once at start",
+    ("postwarden.metrics", "metrics"): "the process's metrics registry: both halves only "
+                                       "add to its counters, the exporter reads them",
 }
 
 

@@ -57,6 +57,64 @@ def test_spf_lookup_count_recurses_into_includes() -> None:
     assert records.count_lookups(D, res)[0] == 6
 
 
+def test_spf_a_domain_included_twice_counts_twice_and_is_no_loop() -> None:
+    """RFC 7208 4.6.4: each evaluation of a term counts; two branches are not a loop."""
+    res = FakeResolver({(D, "TXT"): ["v=spf1 include:a.example.net include:b.example.net -all"],
+                        ("a.example.net", "TXT"): ["v=spf1 include:common.example.net -all"],
+                        ("b.example.net", "TXT"): ["v=spf1 include:common.example.net -all"],
+                        ("common.example.net", "TXT"): ["v=spf1 a mx -all"]})
+    lookups, problems = records.count_lookups(D, res)
+    assert (lookups, problems) == (8, [])
+    assert res.asked.count(("common.example.net", "TXT")) == 1  # gathered once
+
+
+def test_spf_a_real_loop_is_reported() -> None:
+    res = FakeResolver({(D, "TXT"): ["v=spf1 include:a.example.net -all"],
+                        ("a.example.net", "TXT"): [f"v=spf1 include:{D} -all"]})
+    lookups, problems = records.count_lookups(D, res)
+    assert lookups == 2 and problems == [f"include loop at {D} (from a.example.net)"]
+    self_redirect = FakeResolver({(D, "TXT"): [f"v=spf1 ip4:{IP} redirect={D}"]})
+    assert records.count_lookups(D, self_redirect)[1] == [f"include loop at {D} (from {D})"]
+
+
+def test_spf_redirect_is_ignored_when_the_record_has_all() -> None:
+    """RFC 7208 6.1: redirect= is ignored if there is an all mechanism anywhere."""
+    res = FakeResolver({(D, "TXT"): [f"v=spf1 ip4:{IP} redirect=r.example.net -all"],
+                        ("r.example.net", "TXT"): ["v=spf1 a a a a a a a a a a -all"]})
+    assert records.count_lookups(D, res) == (0, [])
+    assert ("r.example.net", "TXT") not in res.asked
+    res.records[(D, "TXT")] = [f"v=spf1 ip4:{IP} redirect=r.example.net"]
+    res.clear()
+    assert records.count_lookups(D, res) == (11, [])
+    assert records.check_spf(D, [IP], res).status == "critical"
+
+
+def test_spf_terms_after_all_are_never_evaluated() -> None:
+    res = FakeResolver({(D, "TXT"): [f"v=spf1 ip4:{IP} mx -all include:x.example.net a"]})
+    assert records.count_lookups(D, res) == (1, [])
+
+
+def test_spf_include_without_record_is_a_warning_for_forged_mail() -> None:
+    res = FakeResolver({(D, "TXT"): [f"v=spf1 ip4:{IP} include:gone.example.net -all"]})
+    r = records.check_spf(D, [IP], res)
+    assert r.status == "warning" and "gone.example.net" in r.summary
+    assert r.details["results"] == {IP: "pass"}
+
+
+def test_spf_unfetchable_include_makes_the_count_unknown() -> None:
+    res = FakeResolver({(D, "TXT"): [f"v=spf1 ip4:{IP} include:slow.example.net -all"],
+                        ("slow.example.net", "TXT"): TIMEOUT})
+    r = records.check_spf(D, [IP], res)
+    assert r.status == "unknown" and "slow.example.net" in r.summary
+
+
+def test_spf_void_lookups_are_permerror_in_the_selfcheck() -> None:
+    res = FakeResolver({(D, "TXT"): ["v=spf1 a:nx.example.net a:nx.example.net "
+                                     f"a:nx.example.net ip4:{IP} -all"]})
+    r = records.check_spf(D, [IP], res)
+    assert r.status == "critical" and r.details["results"] == {IP: "permerror"}
+
+
 def test_spf_plus_all_and_neutral() -> None:
     plus = records.check_spf(D, [IP], FakeResolver({(D, "TXT"): ["v=spf1 +all"]}))
     assert plus.status == "critical" and "+all" in plus.summary
@@ -143,6 +201,67 @@ def test_mx() -> None:
     assert records.check_mx(D, FakeResolver({(D, "MX"): ["10 mail.example.com"]})).status == "ok"
     assert records.check_mx(D, FakeResolver()).status == "warning"
     assert records.check_mx(D, FakeResolver({(D, "MX"): TIMEOUT})).status == "unknown"
+
+
+def test_dmarc_names_both_generations_in_the_json() -> None:
+    res = FakeResolver({(f"_dmarc.{D}", "TXT"): [f"v=DMARC1; p=reject; rua=mailto:d@{D}"]})
+    (rec,) = records.dmarc_results(D, res)
+    assert rec.status == "ok"
+    gens = rec.details["generations"]
+    assert gens["rfc7489"]["policy"] == gens["rfc9989"]["policy"] == "reject"
+    assert gens["rfc7489"]["found_at"] == D
+
+
+def test_dmarc_unusable_own_record_is_not_the_parents() -> None:
+    sub = f"mail.{D}"
+    res = FakeResolver({(f"_dmarc.{D}", "TXT"): ["v=DMARC1; p=reject"],
+                        (f"_dmarc.{sub}", "TXT"): ["v=DMARC1; p=bogus"]})
+    (rec,) = records.dmarc_results(sub, res)
+    assert rec.status == "warning" and "unusable" in rec.summary and "p=bogus" in rec.summary
+    assert rec.details["generations"]["rfc7489"]["status"] == "none"
+
+
+def test_dmarc_generations_differ_in_the_self_check() -> None:
+    sub = f"mail.{D}"
+    res = FakeResolver({(f"_dmarc.{D}", "TXT"): ["v=DMARC1; p=reject"],
+                        (f"_dmarc.{sub}", "TXT"): ["v=DMARC1; p=none", "v=DMARC1; p=none"]})
+    rec, differ = records.dmarc_results(sub, res)
+    assert rec.id == "dmarc.record" and rec.status == "warning"
+    assert differ.id == "dmarc.generations" and differ.status == "warning"
+    assert "RFC 7489 receivers apply no DMARC" in differ.summary
+    assert f"RFC 9989 receivers p=reject of {D}" in differ.summary
+    assert differ.details["rfc9989"]["found_at"] == D
+
+
+def test_dmarc_org_domain_by_psl_and_by_tree_walk() -> None:
+    """A record with psd=n below the PSL's organizational domain: relaxed alignment
+    differs between the generations even though the policy read is the same."""
+    sub = f"dept.{D}"
+    res = FakeResolver({(f"_dmarc.{D}", "TXT"): ["v=DMARC1; p=reject"],
+                        (f"_dmarc.{sub}", "TXT"): ["v=DMARC1; p=reject; psd=n"]})
+    rec, differ = records.dmarc_results(sub, res)
+    assert rec.status == "info"  # no rua=
+    assert f"{D} by the Public Suffix List" in differ.summary and sub in differ.summary
+
+
+def test_dmarc_pct_against_t() -> None:
+    res = FakeResolver({(f"_dmarc.{D}", "TXT"): [f"v=DMARC1; p=reject; t=y; rua=mailto:d@{D}"]})
+    _rec, differ = records.dmarc_results(D, res)
+    assert "t=y: quarantine applied" in differ.summary
+
+
+def test_dmarc_one_generation_unknown() -> None:
+    """The tree walk's _dmarc.com fails: RFC 7489's "no record" still stands (a
+    warning), while an RFC 7489 "ok" would not (unknown)."""
+    res = FakeResolver({("_dmarc.com", "TXT"): TIMEOUT})
+    rec = records.check_dmarc(D, res)
+    assert rec.status == "warning" and "RFC 7489" in rec.summary and "RFC 9989" in rec.summary
+    res = FakeResolver({("_dmarc.com", "TXT"): TIMEOUT, (f"_dmarc.{D}", "TXT"): [
+        f"v=DMARC1; p=quarantine; rua=mailto:d@{D}"]})
+    assert records.check_dmarc(D, res).status == "ok"  # own record: no walk needed
+    res = FakeResolver({("_dmarc.com", "TXT"): TIMEOUT, ("_dmarc.example.com", "TXT"): [
+        f"v=DMARC1; p=quarantine; rua=mailto:d@{D}"]})
+    assert records.check_dmarc(f"mail.{D}", res).status == "unknown"
 
 
 @pytest.mark.parametrize(("tags", "reason"), [

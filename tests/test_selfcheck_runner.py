@@ -9,6 +9,7 @@ from pathlib import Path
 from postwarden import config as configmod
 from postwarden.blocklists import lists_for
 from postwarden.checks import report as rep
+from postwarden.checks.milter_reach import Negotiation
 from postwarden.checks.postfix_audit import PostfixFacts
 from postwarden.checks.runner import RunInputs, Selection, Targets, run
 from postwarden.store.sqlite_store import SqliteStore
@@ -61,7 +62,9 @@ def _cfg(tmp_path: Path, **selfcheck: object) -> configmod.Config:
 def _inputs(cfg: configmod.Config, res: FakeResolver, store: object = None,
             selection: Selection | None = None) -> RunInputs:
     return RunInputs(config=cfg, resolver=res, targets=Targets(IPS, DOMAINS, "mail.example.com"),
-                     store=store, selection=selection or Selection(), gather_postfix=_facts)
+                     store=store, selection=selection or Selection(), gather_postfix=_facts,
+                     negotiate=lambda _addr: Negotiation(True, version=6),
+                     postfix_running=lambda _facts: True)
 
 
 def test_fifteen_lists_run_concurrently_one_not_answering(tmp_path: Path) -> None:
@@ -90,8 +93,11 @@ def test_clean_world_is_ok_and_never_reports_unknown_as_ok(tmp_path: Path) -> No
     (tmp_path / "php.ini").write_text("mail.add_x_header = On\n")
     report = run(_inputs(cfg, _clean_world(cfg)))
     bad = [(c.id, c.target, c.status) for c in report.checks if c.status not in ("ok", "info")]
-    assert bad == [("store.reachable", "", "unknown"),
-                   ("activity.7d", "", "unknown")]  # no store given
+    # no store given: no activity, no heartbeat, no receivers' replies; no DKIM selector
+    # configured: the checklist cannot say DKIM is fine. All unknown, never ok.
+    assert bad == [("milter.heartbeat", "", "unknown"), ("store.reachable", "", "unknown"),
+                   ("activity.7d", "", "unknown"),
+                   ("checklist.dkim_dmarc", "", "unknown"), ("feedback.receivers", "", "unknown")]
     assert report.exit_code == 3
     assert all(c.details.get("listed") is not None for c in report.checks
                if c.id.startswith(("uceprotect.", "dnsbl.")) and c.status == "ok")

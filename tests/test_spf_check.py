@@ -148,12 +148,12 @@ def test_results_are_cached_per_domain_and_ip_until_the_ttl() -> None:
     for sender in ("a@example.com", "b@example.com", "c@example.com"):
         out, _ = run(res, sender, check=check)
         assert out == []
-    assert check.cache.evaluations == 1
+    assert check.results.evaluations == 1
     queries = res.queries
     now[0] += 301
     res.clear()
     run(res, "d@example.com", check=check)
-    assert check.cache.evaluations == 2 and res.queries > queries
+    assert check.results.evaluations == 2 and res.queries > queries
 
 
 def test_sender_dependent_macros_are_not_cached() -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from harness.redis_server import RedisServer
 from postwarden.config import StoreConfig
-from postwarden.store import HoldRecord, Store, StoreError, open_store
+from postwarden.store import AuditRecord, HoldRecord, Store, StoreError, open_store
 from postwarden.store.base import EVENT_BATCH, MAX_PENDING, gcra
 from postwarden.store.redis_store import RedisStore
 from postwarden.store.sqlite_store import SqliteStore
@@ -309,3 +309,23 @@ def test_open_store_picks_backend(tmp_path: Path, redis_server: RedisServer) -> 
     r = open_store(StoreConfig(backend="redis", redis_url=redis_server.url))
     assert isinstance(r, RedisStore)
     r.close()
+
+
+def test_audit_trail_newest_first_and_since(store: Store) -> None:
+    store.record_audit(AuditRecord(100.0, "alice", "release", "AAAA1", "reason=x"))
+    store.record_audit(AuditRecord(200.0, "bob", "ratelimit.reset", "form:php:33:a.php",
+                                   "level=5/5"))
+    assert [a.actor for a in store.audit()] == ["bob", "alice"]
+    assert store.audit(since=150.0) == [
+        AuditRecord(200.0, "bob", "ratelimit.reset", "form:php:33:a.php", "level=5/5")]
+
+
+def test_rate_reset_empties_one_bucket(store: Store) -> None:
+    for _ in range(3):
+        store.rate_take("form:a", 1, 60.0, 3, now=1000.0)
+    store.rate_take("form:b", 1, 60.0, 3, now=1000.0)
+    assert not store.rate_take("form:a", 1, 60.0, 3, now=1000.0).allowed
+    assert store.rate_reset("form:a") is True
+    assert store.rate_reset("form:a") is False  # already empty
+    assert store.rate_take("form:a", 1, 60.0, 3, now=1000.0).allowed
+    assert {b.key for b in store.buckets(1000.0)} == {"form:a", "form:b"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from postwarden.store.base import (
     Activity,
+    AuditRecord,
     BucketState,
     EventRecord,
     HoldRecord,
@@ -17,14 +18,18 @@ from postwarden.store.base import (
     Store,
     StoreError,
 )
+from postwarden.store.feedback import DeliveryRecord, OutboundRecord
 
-__all__ = ["Activity", "BucketState", "EventRecord", "HoldRecord", "RateResult",
-           "SelfcheckRun", "Store", "StoreError", "open_store"]
+__all__ = ["Activity", "AuditRecord", "BucketState", "DeliveryRecord", "EventRecord",
+           "HoldRecord", "OutboundRecord", "RateResult", "SelfcheckRun", "Store", "StoreError",
+           "open_store"]
 
 
-def open_store(cfg: object, create: bool = True) -> Store:
+def open_store(cfg: object, create: bool = True, readonly: bool = False) -> Store:
     """Build the configured backend (a StoreConfig). `create=False`: readers, which
-    must not make a new empty SQLite file where the milter's was."""
+    must not make a new empty SQLite file where the milter's was. `readonly` (SQLite)
+    never writes the file, for readers such as a monitoring plugin; Redis readers need
+    no write."""
     from postwarden.config import StoreConfig
 
     assert isinstance(cfg, StoreConfig)
@@ -35,4 +40,4 @@ def open_store(cfg: object, create: bool = True) -> Store:
                           seen_ttl=cfg.seen_ttl)
     from postwarden.store.sqlite_store import SqliteStore
 
-    return SqliteStore(cfg.path, create=create, seen_ttl=cfg.seen_ttl)
+    return SqliteStore(cfg.path, create=create, readonly=readonly, seen_ttl=cfg.seen_ttl)

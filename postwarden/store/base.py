@@ -13,6 +13,8 @@ import abc
 import threading
 from dataclasses import dataclass
 
+from postwarden.store.feedback import OUTBOUND_RETENTION, DeliveryRecord, OutboundRecord
+
 EVENT_RETENTION = 8 * 86400  # the self-check reports 7 days of activity
 HOLD_RETENTION = 30 * 86400
 SELFCHECK_KEEP = 1000
@@ -90,6 +92,20 @@ class Activity:
 
 
 @dataclass(frozen=True)
+class AuditRecord:
+    """One operator action (release, delete, rate-limit reset): who, when, on what."""
+
+    when: float
+    actor: str  # the login that ran the command (SUDO_USER or the user)
+    action: str  # "release" | "delete" | "ratelimit.reset"
+    target: str  # queue ID or bucket key
+    detail: str  # e.g. the hold reason or the bucket level before the reset
+
+
+AUDIT_RETENTION = 90 * 86400
+
+
+@dataclass(frozen=True)
 class SelfcheckRun:
     when: float
     report_json: str
@@ -128,6 +144,7 @@ class Store(abc.ABC):
         self._pending: list[EventRecord] = []
         self._pending_lock = threading.Lock()
         self.events_dropped = 0
+        self.last_event = 0.0
 
     # --- hold reasons -------------------------------------------------------
     @abc.abstractmethod
@@ -170,6 +187,7 @@ class Store(abc.ABC):
 
         Raises StoreError only when it had to write a full batch and could not.
         """
+        self.last_event = when  # read by the daemon's heartbeat
         with self._pending_lock:
             self._pending.append(EventRecord(when, kind, source, findings))
             # Every EVENT_BATCH events, not on each one past it: while the backend is
@@ -230,6 +248,19 @@ class Store(abc.ABC):
     def record_notice(self, when: float, text: str) -> None:
         """Keep one notice for `notices()` (the newest NOTICES_KEEP are kept)."""
 
+    @abc.abstractmethod
+    def rate_reset(self, key: str) -> bool:
+        """Empty the bucket `key`; False if it was already empty (or never existed)."""
+
+    # --- operator audit trail -------------------------------------------------
+    @abc.abstractmethod
+    def record_audit(self, rec: AuditRecord) -> None:
+        """Keep one operator action (kept AUDIT_RETENTION seconds)."""
+
+    @abc.abstractmethod
+    def audit(self, since: float = 0.0) -> list[AuditRecord]:
+        """Audit records newer than `since`, newest first."""
+
     # --- self-check history ---------------------------------------------------
     @abc.abstractmethod
     def record_selfcheck(self, when: float, report_json: str) -> None:
@@ -238,6 +269,48 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def selfcheck_history(self, limit: int = 10) -> list[SelfcheckRun]:
         """The newest `limit` self-check reports, newest first."""
+
+    # --- small named values (daemon heartbeat, probe secret and sightings) ------
+    @abc.abstractmethod
+    def put_meta(self, key: str, value: str) -> None:
+        """Set one small named value (overwrites)."""
+
+    @abc.abstractmethod
+    def get_meta(self, key: str) -> str | None:
+        """The value set by put_meta, or None if never set."""
+
+    # --- feedback: what left, what receivers answered (postwarden.feedback) --------
+    @abc.abstractmethod
+    def record_outbound(self, rec: OutboundRecord,
+                        retention: float = OUTBOUND_RETENTION) -> None:
+        """Keep one outbound message by queue ID (a later record for the same ID
+        replaces it); records older than `retention` before rec.when are pruned."""
+
+    @abc.abstractmethod
+    def outbound(self, queue_id: str) -> OutboundRecord | None:
+        """The outbound record of this queue ID, or None (never seen, or pruned)."""
+
+    @abc.abstractmethod
+    def outbound_since(self, since: float) -> list[OutboundRecord]:
+        """Outbound records newer than `since`, newest first."""
+
+    @abc.abstractmethod
+    def record_delivery(self, rec: DeliveryRecord,
+                        retention: float = OUTBOUND_RETENTION) -> None:
+        """Keep one delivery attempt; those older than `retention` are pruned."""
+
+    @abc.abstractmethod
+    def deliveries(self, since: float, source: str | None = None) -> list[DeliveryRecord]:
+        """Delivery attempts newer than `since` (of one source), newest first."""
+
+    @abc.abstractmethod
+    def claim_report(self, report_id: str, when: float, summary: str) -> bool:
+        """Remember a DMARC aggregate report id; False when it was already there
+        (a duplicate is imported once). `summary` is its JSON digest."""
+
+    @abc.abstractmethod
+    def reports(self, since: float) -> list[tuple[str, float, str]]:
+        """(report id, when imported, summary JSON) newer than `since`, newest first."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -39,12 +39,14 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedSSLConnection
 
 from postwarden.store.base import (
+    AUDIT_RETENTION,
     EVENT_RETENTION,
     HOLD_RETENTION,
     NOTICES_KEEP,
     SEEN_REPEATS,
     SEEN_TTL,
     SELFCHECK_KEEP,
+    AuditRecord,
     BucketState,
     EventRecord,
     HoldRecord,
@@ -54,6 +56,7 @@ from postwarden.store.base import (
     StoreError,
     bad_value,
 )
+from postwarden.store.feedback import OUTBOUND_RETENTION, DeliveryRecord, OutboundRecord
 from postwarden.store.redis_url import parse_url
 
 T = TypeVar("T")
@@ -186,6 +189,19 @@ def slot_key(prefix: str, group: str, name: str = "", *parts: str) -> str:
     return prefix + "{" + tag + "}" + "".join(":" + p for p in parts)
 
 
+# KEYS: all-deliveries zset, per-source zset, sequence. ARGV: score, payload, drop below.
+_DELIVERY = """
+local seq = redis.call('INCR', KEYS[3])
+local member = seq .. ' ' .. ARGV[2]
+for i = 1, 2 do
+  redis.call('ZADD', KEYS[i], ARGV[1], member)
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[3])
+end
+redis.call('PEXPIRE', KEYS[2], math.ceil((tonumber(ARGV[1]) - tonumber(ARGV[3])) * 1000))
+return seq
+"""
+
+
 class RedisStore(Store):
     """`server_clock=False` makes the scripts use the callers' `now` (the store test
     suite replays simulated hours); the milter always uses the server's clock."""
@@ -207,6 +223,8 @@ class RedisStore(Store):
         self._bump = self._r.register_script(_BUMP)
         self._append = self._r.register_script(_APPEND)
         self._push = self._r.register_script(_PUSH)
+
+        self._delivery = self._r.register_script(_DELIVERY)
 
     def _k(self, group: str, name: str = "", *parts: str) -> str:
         return slot_key(self.prefix, group, name, *parts)
@@ -339,6 +357,26 @@ class RedisStore(Store):
                       "not a hash of finite numbers; reset to zero")
         return value
 
+    def rate_reset(self, key: str) -> bool:
+        return bool(self._call(self._r.delete, self._k("rl", key)))
+
+    # --- operator audit trail -----------------------------------------------------
+    def record_audit(self, rec: AuditRecord) -> None:
+        payload = json.dumps([rec.actor, rec.action, rec.target, rec.detail])
+        args = [AUDIT_RETENTION, MAX_EVENTS, repr(rec.when), payload]
+        reply = self._call(self._append, keys=[self._k("audit"), self._k("audit", "", "seq")],
+                           args=args)
+        self._expect("the append script", reply, len(args))
+
+    def audit(self, since: float = 0.0) -> list[AuditRecord]:
+        rows = self._call(self._r.zrevrangebyscore, self._k("audit"), "+inf",
+                          f"({since}", withscores=True)
+        out = []
+        for member, score in rows:
+            actor, action, target, detail = json.loads(member.split(b" ", 1)[1])
+            out.append(AuditRecord(float(score), actor, action, target, detail))
+        return out
+
     # --- events -----------------------------------------------------------------
     def _write_events(self, batch: list[EventRecord]) -> None:
         args: list[Any] = [EVENT_RETENTION, MAX_EVENTS]
@@ -418,6 +456,89 @@ class RedisStore(Store):
                 continue
             out.append((float(when), text))
         return sorted(out, reverse=True)
+    # --- named values -------------------------------------------------------------
+    def put_meta(self, key: str, value: str) -> None:
+        self._call(self._r.set, self._k("meta", key), value)
+
+    def get_meta(self, key: str) -> str | None:
+        v = self._call(self._r.get, self._k("meta", key))
+        return None if v is None else bytes(v).decode("utf-8", "replace")
+
+    # --- feedback ---------------------------------------------------------------
+    # One key per queue ID that Redis expires by itself, and a time index for
+    # outbound_since; deliveries in one zset plus one per source (the brake check
+    # reads only its source's).
+    def record_outbound(self, rec: OutboundRecord,
+                        retention: float = OUTBOUND_RETENTION) -> None:
+        payload = json.dumps([rec.when, rec.source, rec.origin, rec.env_domain,
+                              rec.from_domain, rec.signed, rec.dkim, rec.spf, rec.dmarc])
+        # Not one transaction: the record and the index live in different hash slots on
+        # a cluster. A record without its index entry is only missed by outbound_since.
+        pipe = self._r.pipeline(transaction=False)
+        pipe.set(self._k("ob", rec.queue_id), payload, px=max(1, int(retention * 1000)))
+        pipe.zadd(self._k("obidx"), {rec.queue_id: rec.when})
+        pipe.zremrangebyscore(self._k("obidx"), "-inf", f"({rec.when - retention}")
+        self._call(pipe.execute)
+
+    def outbound(self, queue_id: str) -> OutboundRecord | None:
+        raw = self._call(self._r.get, self._k("ob", queue_id))
+        return None if raw is None else self._outbound(queue_id, raw)
+
+    @staticmethod
+    def _outbound(queue_id: str, raw: bytes) -> OutboundRecord:
+        when, src, origin, env, frm, signed, dkim, spf, dmarc = json.loads(raw)
+        return OutboundRecord(queue_id, float(when), src, origin, env, frm, bool(signed),
+                              dkim, spf, dmarc)
+
+    def outbound_since(self, since: float) -> list[OutboundRecord]:
+        qids = self._call(self._r.zrevrangebyscore, self._k("obidx"), "+inf", f"({since}")
+        if not qids:
+            return []
+        pipe = self._r.pipeline(transaction=False)  # per-key GETs: the keys span slots
+        for q in qids:
+            pipe.get(self._k("ob", q.decode()))
+        raws = self._call(pipe.execute)
+        return [self._outbound(q.decode(), raw) for q, raw in zip(qids, raws, strict=True)
+                if raw is not None]
+
+    def record_delivery(self, rec: DeliveryRecord,
+                        retention: float = OUTBOUND_RETENTION) -> None:
+        payload = json.dumps([rec.queue_id, rec.rcpt_domain, rec.relay, rec.status, rec.dsn,
+                              rec.cls, rec.text, rec.source, rec.from_domain])
+        self._call(self._delivery,
+                   keys=[self._k("dl"), self._k("dl", "", "src", rec.source),
+                         self._k("dl", "", "seq")],
+                   args=[rec.when, payload, rec.when - retention])
+
+    def deliveries(self, since: float, source: str | None = None) -> list[DeliveryRecord]:
+        key = self._k("dl") if source is None else self._k("dl", "", "src", source)
+        rows = self._call(self._r.zrevrangebyscore, key, "+inf", f"({since}", withscores=True)
+        out = []
+        for member, score in rows:
+            qid, rcpt, relay, status, dsn, cls, text, src, frm = json.loads(
+                member.split(b" ", 1)[1])
+            out.append(DeliveryRecord(qid, float(score), rcpt, relay, status, dsn, cls, text,
+                                      src, frm))
+        return out
+
+    def claim_report(self, report_id: str, when: float, summary: str) -> bool:
+        new = self._call(self._r.hsetnx, self._k("dmarc"), report_id,
+                         json.dumps([when, summary]))
+        if new:
+            self._call(self._r.zadd, self._k("dmarc", "", "idx"), {report_id: when})
+        return bool(new)
+
+    def reports(self, since: float) -> list[tuple[str, float, str]]:
+        ids = self._call(self._r.zrevrangebyscore, self._k("dmarc", "", "idx"), "+inf", f"({since}")
+        if not ids:
+            return []
+        raws = self._call(self._r.hmget, self._k("dmarc"), ids)
+        out = []
+        for rid, raw in zip(ids, raws, strict=True):
+            if raw is not None:
+                when, summary = json.loads(raw)
+                out.append((rid.decode("utf-8", "replace"), float(when), str(summary)))
+        return out
 
     def close(self) -> None:
         try:

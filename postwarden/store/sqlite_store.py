@@ -31,11 +31,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from postwarden.store.base import (
+    AUDIT_RETENTION,
     EVENT_RETENTION,
     HOLD_RETENTION,
     SEEN_REPEATS,
     SEEN_TTL,
     SELFCHECK_KEEP,
+    AuditRecord,
     BucketState,
     EventRecord,
     HoldRecord,
@@ -47,6 +49,7 @@ from postwarden.store.base import (
     decayed,
     gcra,
 )
+from postwarden.store.feedback import OUTBOUND_RETENTION, DeliveryRecord, OutboundRecord
 
 T = TypeVar("T")
 # gcra() in one upsert: the bucket moves only if the cost fits (unqualified columns
@@ -86,6 +89,9 @@ CREATE TABLE IF NOT EXISTS holds (
     id INTEGER PRIMARY KEY, queue_id TEXT NOT NULL, at REAL NOT NULL, reason TEXT NOT NULL,
     source TEXT NOT NULL, sender TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS holds_at ON holds(at);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    target TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS selfcheck (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, report TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS seen (
@@ -93,17 +99,35 @@ CREATE TABLE IF NOT EXISTS seen (
     PRIMARY KEY (key, ident));
 CREATE TABLE IF NOT EXISTS notices (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+# The feedback loop's tables (postwarden.store.feedback): by queue ID, by time.
+_FEEDBACK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbound (
+    queue_id TEXT PRIMARY KEY, at REAL NOT NULL, source TEXT NOT NULL, origin TEXT NOT NULL,
+    env_domain TEXT NOT NULL, from_domain TEXT NOT NULL, signed INTEGER NOT NULL,
+    dkim TEXT NOT NULL, spf TEXT NOT NULL, dmarc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS outbound_at ON outbound(at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY, queue_id TEXT NOT NULL, at REAL NOT NULL,
+    rcpt_domain TEXT NOT NULL, relay TEXT NOT NULL, status TEXT NOT NULL, dsn TEXT NOT NULL,
+    cls TEXT NOT NULL, text TEXT NOT NULL, source TEXT NOT NULL, from_domain TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS deliveries_at ON deliveries(at);
+CREATE INDEX IF NOT EXISTS deliveries_source ON deliveries(source, at);
+CREATE TABLE IF NOT EXISTS dmarc_reports (
+    report_id TEXT PRIMARY KEY, at REAL NOT NULL, summary TEXT NOT NULL);
 """
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str | Path, create: bool = True,
+    def __init__(self, path: str | Path, create: bool = True, readonly: bool = False,
                  seen_ttl: float = SEEN_TTL) -> None:
         """`create=False` for readers (`status`): a missing file is an error, not a new
-        empty store that would report nothing held."""
+        empty store that would report nothing held. `readonly` never writes the file."""
         super().__init__()
         self.path = str(path)
-        self._create = create
+        self._create = create and not readonly
+        self.readonly = readonly
         self._seen_ttl = seen_ttl
         self._identity: tuple[int, int] | None = None
         self._next_check = 0.0
@@ -116,7 +140,9 @@ class SqliteStore(Store):
             try:
                 self._connection()
             except StoreError:
-                pass  # retried by the first operation; it reports the error then
+                if readonly:  # a reader has nothing to retry for: say so now
+                    raise
+                # retried by the first operation; it reports the error then
 
     def _connection(self) -> sqlite3.Connection:
         """The open connection, or one more try to open it (at most every few seconds,
@@ -130,12 +156,14 @@ class SqliteStore(Store):
         now = time.monotonic()
         if now < self._next_try:
             raise StoreError(self._last_error)
+        if self.path != ":memory:" and not self._create and not Path(self.path).exists():
+            raise StoreError(f"sqlite {self.path}: the store file does not exist "
+                             "(never written yet, or deleted: the milter creates it "
+                             "again with its next message)")
+        if self.readonly:
+            return self._open_readonly(now)
         db = None
         try:
-            if self.path != ":memory:" and not self._create and not Path(self.path).exists():
-                raise StoreError(f"sqlite {self.path}: the store file does not exist "
-                                 "(never written yet, or deleted: the milter creates it "
-                                 "again with its next message)")
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
@@ -145,6 +173,7 @@ class SqliteStore(Store):
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             db.executescript(_SCHEMA)
+            db.executescript(_FEEDBACK_SCHEMA)
             self._identity = self._stat()
         except (sqlite3.Error, OSError) as e:
             if db is not None:
@@ -193,6 +222,29 @@ class SqliteStore(Store):
         except (StoreError, sqlite3.Error):
             pass  # the next operation reports the broken store
 
+    def _open_readonly(self, now: float) -> sqlite3.Connection:
+        """Open without ever writing: a monitoring user in the store's group may only
+        read the file. `mode=ro` still needs the WAL's -shm to be writable; when it is
+        not, `immutable=1` reads the main file as it is (the last checkpoint)."""
+        errors = []
+        for flags in ("mode=ro", "immutable=1"):
+            db = None
+            try:
+                db = sqlite3.connect(f"file:{Path(self.path).absolute()}?{flags}", uri=True,
+                                     timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                     check_same_thread=False)
+                db.execute("SELECT count(*) FROM selfcheck").fetchone()
+            except (sqlite3.Error, OSError) as e:
+                errors.append(f"{flags}: {e}")
+                if db is not None:
+                    db.close()
+                continue
+            self._db = db
+            return db
+        self._next_try = now + REOPEN_EVERY
+        self._last_error = f"sqlite {self.path} (read-only): {'; '.join(errors)}"
+        raise StoreError(self._last_error)
+
     @staticmethod
     def _rollback(db: sqlite3.Connection) -> None:
         """Leave no transaction open after a failure (a full disk can fail COMMIT), or
@@ -206,6 +258,8 @@ class SqliteStore(Store):
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction; every sqlite error becomes StoreError."""
+        if self.readonly:
+            raise StoreError(f"sqlite {self.path}: opened read-only")
         with self._lock:
             db = self._connection()
             try:
@@ -403,6 +457,24 @@ class SqliteStore(Store):
         good = self._valid("events", rows, (float, str, str, str))
         return [EventRecord(_f(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in good]
 
+    def rate_reset(self, key: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM buckets WHERE key = ?", (key,)).rowcount > 0
+
+    # --- operator audit trail -----------------------------------------------------
+    def record_audit(self, rec: AuditRecord) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO audit(at, actor, action, target, detail) "
+                       "VALUES (?, ?, ?, ?, ?)",
+                       (rec.when, rec.actor, rec.action, rec.target, rec.detail))
+            db.execute("DELETE FROM audit WHERE at < ?", (rec.when - AUDIT_RETENTION,))
+
+    def audit(self, since: float = 0.0) -> list[AuditRecord]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT at, actor, action, target, detail FROM audit WHERE at > ? "
+            "ORDER BY at DESC, id DESC", (since,)).fetchall())
+        return [AuditRecord(*r) for r in rows]
+
     # --- self-check history -----------------------------------------------------
     def record_selfcheck(self, when: float, report_json: str) -> None:
         with self._tx() as db:
@@ -426,6 +498,84 @@ class SqliteStore(Store):
         rows = self._read(lambda db: db.execute(
             "SELECT id, at, text FROM notices ORDER BY at DESC, id DESC LIMIT 20").fetchall())
         return [(_f(r[1]), str(r[2])) for r in self._valid("notices", rows, (float, str))]
+
+    # --- named values -------------------------------------------------------------
+    def put_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) "
+                       "DO UPDATE SET value = excluded.value", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._read(lambda db: db.execute(
+            "SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
+        return None if row is None else str(row[0])
+
+    # --- feedback ---------------------------------------------------------------
+    def record_outbound(self, rec: OutboundRecord,
+                        retention: float = OUTBOUND_RETENTION) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO outbound(queue_id, at, source, origin, "
+                       "env_domain, from_domain, signed, dkim, spf, dmarc) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (rec.queue_id, rec.when, rec.source, rec.origin, rec.env_domain,
+                        rec.from_domain, int(rec.signed), rec.dkim, rec.spf, rec.dmarc))
+            # an index range that is empty on almost every call: pruning stays exact
+            db.execute("DELETE FROM outbound WHERE at < ?", (rec.when - retention,))
+
+    @staticmethod
+    def _outbound_row(r: tuple[object, ...]) -> OutboundRecord:
+        qid, at, src, origin, env, frm, signed, dkim, spf, dmarc = r
+        return OutboundRecord(str(qid), float(at), str(src), str(origin),  # type: ignore[arg-type]
+                              str(env), str(frm), bool(signed), str(dkim), str(spf), str(dmarc))
+
+    _OUTBOUND_COLS = ("queue_id, at, source, origin, env_domain, from_domain, signed, dkim, "
+                      "spf, dmarc")
+
+    def outbound(self, queue_id: str) -> OutboundRecord | None:
+        row = self._read(lambda db: db.execute(
+            f"SELECT {self._OUTBOUND_COLS} FROM outbound WHERE queue_id = ?",  # noqa: S608
+            (queue_id,)).fetchone())
+        return self._outbound_row(row) if row else None
+
+    def outbound_since(self, since: float) -> list[OutboundRecord]:
+        rows = self._read(lambda db: db.execute(
+            f"SELECT {self._OUTBOUND_COLS} FROM outbound WHERE at > ? "  # noqa: S608
+            "ORDER BY at DESC", (since,)).fetchall())
+        return [self._outbound_row(r) for r in rows]
+
+    def record_delivery(self, rec: DeliveryRecord,
+                        retention: float = OUTBOUND_RETENTION) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO deliveries(queue_id, at, rcpt_domain, relay, status, dsn, "
+                       "cls, text, source, from_domain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (rec.queue_id, rec.when, rec.rcpt_domain, rec.relay, rec.status,
+                        rec.dsn, rec.cls, rec.text, rec.source, rec.from_domain))
+            # an index range that is empty on almost every call: pruning stays exact
+            db.execute("DELETE FROM deliveries WHERE at < ?", (rec.when - retention,))
+
+    def deliveries(self, since: float, source: str | None = None) -> list[DeliveryRecord]:
+        cols = "queue_id, at, rcpt_domain, relay, status, dsn, cls, text, source, from_domain"
+        if source is None:
+            rows = self._read(lambda db: db.execute(
+                f"SELECT {cols} FROM deliveries WHERE at > ? "  # noqa: S608
+                "ORDER BY at DESC, id DESC", (since,)).fetchall())
+        else:
+            rows = self._read(lambda db: db.execute(
+                f"SELECT {cols} FROM deliveries WHERE source = ? AND at > ? "  # noqa: S608
+                "ORDER BY at DESC, id DESC", (source, since)).fetchall())
+        return [DeliveryRecord(*r) for r in rows]
+
+    def claim_report(self, report_id: str, when: float, summary: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute("INSERT OR IGNORE INTO dmarc_reports(report_id, at, summary) "
+                             "VALUES (?, ?, ?)", (report_id, when, summary))
+            return cur.rowcount == 1
+
+    def reports(self, since: float) -> list[tuple[str, float, str]]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT report_id, at, summary FROM dmarc_reports WHERE at > ? ORDER BY at DESC",
+            (since,)).fetchall())
+        return [(str(a), float(b), str(c)) for a, b, c in rows]
 
     def close(self) -> None:
         try:

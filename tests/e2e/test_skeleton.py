@@ -149,16 +149,16 @@ def test_all_milter_threads_run_on_one_cpu_unless_told_otherwise(
     pinned.wait_summary(qid)  # libmilter's connection threads exist by now
     assert pinned.proc is not None
     cpus = _thread_cpus(pinned.proc.pid)
-    start = pinned.wait_line(r"starting: ")
+    start = pinned.wait_line(r"starting postwarden ")
     if len(allowed) >= 2:
-        assert f"cpu={allowed[-1]} " in start
+        assert f"cpu={allowed[-1]}," in start
         assert set(cpus.values()) == {str(allowed[-1])} and len(cpus) >= 2
     else:  # nothing to choose from: left alone, and said so
-        assert "cpu=any " in start
+        assert "cpu=any," in start
     pinned.stop()
 
     free = start_milter({"pin_cpu": False})
-    assert "cpu=any " in free.wait_line(r"starting: ")
+    assert "cpu=any," in free.wait_line(r"starting postwarden ")
     assert free.proc is not None
     ours = _thread_cpus(os.getpid())[str(threading.get_native_id())]
     assert set(_thread_cpus(free.proc.pid).values()) == {ours}  # what it was given

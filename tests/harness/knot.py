@@ -36,8 +36,18 @@ zone:
 """
 
 
+# The fixture TLD, served empty: a real resolver answers NXDOMAIN for a name that
+# does not exist under a TLD, while Knot refuses names outside its zones. RFC 9989's
+# DMARC tree walk asks _dmarc.<TLD>, so fixture .test domains need it answered.
+FIXTURE_TLD = "test"
+
+
 class DnsServer:
-    """`zone(name, records)` publishes or replaces a zone; SOA and NS are added."""
+    """`zone(name, records)` publishes or replaces a zone; SOA and NS are added.
+
+    `zone(".", ...)` serves the root zone: every name not published is then a
+    real NXDOMAIN, not a REFUSED from a server without the zone.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
@@ -47,18 +57,22 @@ class DnsServer:
         for sub in ("run", "db", "zones"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self.conf = self.dir / "knot.conf"
+        self.zone(FIXTURE_TLD, "")
 
     def _write_conf(self) -> None:
-        zones = "\n".join(f"  - domain: {z}" for z in sorted(self.zones)) or "  []"
+        zones = "\n".join(f"  - domain: {z or '.'}" for z in sorted(self.zones)) or "  []"
         if not self.zones:
             zones = "  - domain: harness.test"
             self._zone_file("harness.test", "", 1)
         self.conf.write_text(_CONF.format(d=self.dir, port=self.port, zones=zones))
 
     def _zone_file(self, name: str, records: str, serial: int) -> None:
-        text = (f"$ORIGIN {name}.\n$TTL 60\n"
-                f"@ SOA ns.{name}. hostmaster.{name}. {serial} 3600 600 86400 60\n"
-                f"@ NS ns.{name}.\nns A 127.0.0.1\n{records}\n")
+        origin = f"{name}." if name else "."  # "" is the root zone (Knot's file ".zone")
+        suffix = origin if name else ""
+        ns, hostmaster = f"ns.{suffix}", f"hostmaster.{suffix}"
+        text = (f"$ORIGIN {origin}\n$TTL 60\n"
+                f"@ SOA {ns} {hostmaster} {serial} 3600 600 86400 60\n"
+                f"@ NS {ns}\nns A 127.0.0.1\n{records}\n")
         (self.dir / "zones" / f"{name}.zone").write_text(text)
 
     def start(self) -> None:
@@ -86,7 +100,7 @@ class DnsServer:
             self._write_conf()
             self._knotc("reload")
         else:
-            self._knotc("zone-reload", name)
+            self._knotc("zone-reload", name or ".")
         self._wait(lambda: self._serial(name) == serial)
 
     def remove(self, name: str) -> None:
@@ -98,7 +112,7 @@ class DnsServer:
         r = dns.resolver.Resolver(configure=False)
         r.nameservers, r.port, r.lifetime = ["127.0.0.1"], self.port, 1.0
         try:
-            ans = r.resolve(name, "SOA")
+            ans = r.resolve(name or ".", "SOA")
         except Exception:
             return None
         return int(ans[0].serial)  # type: ignore[attr-defined]

@@ -65,7 +65,8 @@ milter_content_timeout = 60s
 """
 
 
-def _master_cf(smtp_port: int, submission_port: int, plain_port: int) -> str:
+def _master_cf(smtp_port: int, submission_port: int, plain_port: int,
+               examples: bool = True) -> str:
     dist = Path("/usr/share/postfix/master.cf.dist").read_text()
     out = []
     for line in dist.splitlines():
@@ -77,8 +78,8 @@ def _master_cf(smtp_port: int, submission_port: int, plain_port: int) -> str:
             fields[0] = f"127.0.0.1:{smtp_port}"
         fields[4] = "n"  # chroot off: the test instance lives outside /var/spool
         out.append("  ".join(fields))
-    examples = (EXAMPLES / "master.cf").read_text()
-    for line in examples.splitlines():
+    lines = (EXAMPLES / "master.cf").read_text().splitlines() if examples else []
+    for line in lines:
         if line.startswith("submission "):
             fields = line.split()
             fields[0], fields[4] = f"127.0.0.1:{submission_port}", "n"
@@ -102,7 +103,9 @@ def _tls_material(directory: Path) -> None:
 
 
 class Postfix:
-    def __init__(self, base: Path, sink_port: int, extra_main: str = "") -> None:
+    def __init__(self, base: Path, sink_port: int, extra_main: str = "",
+                 examples: bool = True) -> None:
+        """examples=False: a plain Postfix, for tests that wire it up themselves."""
         self.base = base
         self.conf = base / "conf"
         self.queue = base / "queue"
@@ -113,6 +116,7 @@ class Postfix:
         self.submission_port = free_port()
         self.plain_port = free_port()
         self.extra_main = extra_main
+        self.examples = examples
         self.milter_socket = self.queue / "postwarden" / "postwarden.sock"
         self.maillog = base / "maillog"
 
@@ -127,19 +131,22 @@ class Postfix:
         _tls_material(self.tls)
         main = BASE_MAIN.format(queue=self.queue, data=self.data, sink_port=self.sink_port,
                                 tls=self.tls, base=self.base)
-        main += "\n# --- postfix-examples/main.cf ---\n" + (EXAMPLES / "main.cf").read_text()
+        if self.examples:
+            main += "\n# --- postfix-examples/main.cf ---\n" + (EXAMPLES / "main.cf").read_text()
         main += "\n# --- test overrides ---\n" + self.extra_main + "\n"
         (self.conf / "main.cf").write_text(main)
         (self.conf / "master.cf").write_text(
-            _master_cf(self.smtp_port, self.submission_port, self.plain_port))
+            _master_cf(self.smtp_port, self.submission_port, self.plain_port, self.examples))
 
     def postconf(self, *args: str) -> str:
         return subprocess.run([need("postconf"), "-c", str(self.conf), *args], check=True,
                               capture_output=True, text=True).stdout
 
     # -- lifecycle ----------------------------------------------------------------
-    def start(self) -> None:
-        self.write_config()
+    def start(self, write: bool = True) -> None:
+        """write=False starts from the configuration as it is on disk."""
+        if write:
+            self.write_config()
         subprocess.run([need("postfix"), "-c", str(self.conf), "check"], check=True,
                        capture_output=True, text=True)
         r = subprocess.run([need("postfix"), "-c", str(self.conf), "start"],
