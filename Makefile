@@ -4,7 +4,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 APT_PACKAGES := postfix postfix-doc libmilter-dev php-cli knot knot-dnsutils redis-server \
 	dovecot-core opendkim opendkim-tools dkimpy-milter python3-dkim openssl build-essential python3-venv \
-	systemd man-db groff-base prometheus
+	systemd man-db groff-base prometheus \
+	redis-sentinel faketime
 
 # What `make deb` needs on top: Debian's packaging tools (dh-virtualenv carries the
 # pinned Python libraries in /opt/venvs/postwarden), lintian, and systemd's

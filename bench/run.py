@@ -56,10 +56,11 @@ from smtpsink import SmtpSink  # noqa: E402
 from harness import HarnessError, need  # noqa: E402
 from harness.knot import DnsServer  # noqa: E402
 from harness.postfix import Postfix  # noqa: E402
-from harness.redis_server import RedisServer  # noqa: E402
+from harness.redis_server import RedisCluster, RedisServer  # noqa: E402
 
 ALL_VARIANTS = ["none", "noop", "noop-collect", "postwarden", "postwarden-unpinned",
-                "postwarden-sign", "postwarden-redis", "postwarden-selfcheck", "opendkim",
+                "postwarden-sign", "postwarden-redis", "postwarden-cluster", "postwarden-selfcheck",
+                "opendkim",
                 "dkimpy-milter", "rspamd"]
 
 
@@ -164,6 +165,11 @@ class Bench:
             redis.start()
             self.started.append(redis)
             extra = {"store": {"backend": "redis", "redis_url": redis.url}}
+        elif v == "postwarden-cluster":  # the same store on a 3-master Redis Cluster
+            cluster = RedisCluster(self.base / "redis-cluster")
+            self.started.append(cluster)
+            cluster.start()
+            extra = {"store": {"backend": "redis", "redis_url": cluster.url}}
         elif v == "postwarden-selfcheck":
             extra = {"selfcheck": selfcheck_always(self.postfix.conf)}
         elif v == "postwarden-unpinned":  # what pin_cpu buys

@@ -33,6 +33,7 @@ from postwarden.checks import (
     receivers,
     records,
     rootcause,
+    storecheck,
 )
 from postwarden.checks.report import CheckResult, Report
 from postwarden.config import Config
@@ -246,6 +247,8 @@ def run(inp: RunInputs) -> Report:
         results.append(dnsbl.check_resolver(inp.resolver.nameservers, results))
     rootcause.propagate(results)
     now = inp.clock()
+    if sel.wants("store."):
+        results.append(storecheck.check(inp.store, now))
     act = activity.check(inp.store, now) if sel.wants_any(("activity.", "checklist.")) else None
     if act is not None:
         results.append(act)
@@ -290,7 +293,7 @@ def _escalation(inp: RunInputs, report: Report, now: float) -> None:
 
 _ORDER = ("selfcheck.", "milter.", "resolver.reachable", "blocklists.", "uceprotect.",
           "escalation.", "dnsbl.", "resolver.", "rdns.", "helo", "spf.",
-          "dkim.", "dmarc.", "mx", "postfix.", "activity.", "checklist.", "probe.")
+          "dkim.", "dmarc.", "mx", "postfix.", "store.", "activity.", "checklist.", "probe.")
 
 
 def _order(c: CheckResult) -> tuple[int, str, str]:

@@ -26,6 +26,7 @@ from postwarden.milter import macros, probe
 from postwarden.milter.body import Body
 from postwarden.milter.origin import classify
 from postwarden.milter.pipeline import Inspector, Verdict
+from postwarden.milter.ratelimit import health
 from postwarden.policy import ACCEPT, HOLD, REJECT, TEMPFAIL, Decision
 from postwarden.store import HoldRecord, StoreError
 
@@ -235,8 +236,9 @@ class PostwardenMilter(Milter.Base):
             store = inspector.services.store
             if store is not None:
                 try:
-                    store.record_hold(HoldRecord(msg.queue_id, inspector.services.clock(),
-                                                 reason, source, msg.mail_from))
+                    health.record_hold(store, HoldRecord(
+                        msg.queue_id, inspector.services.clock(), reason, source,
+                        msg.mail_from))
                 except StoreError as e:
                     metrics.store_errors.inc()
                     log.limited("store.hold", "error", f"cannot record hold reason: {e}")

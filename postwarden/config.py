@@ -146,13 +146,37 @@ class DnsConfig:
     cache_size: int = field(default=10000, metadata=_check(_positive))
 
 
+def _redis_url(value: Any) -> str | None:
+    from postwarden.store.redis_url import parse_url
+
+    try:
+        parse_url(str(value))
+    except ValueError as e:
+        return (f"is not a usable Redis URL ({e}); e.g. redis://127.0.0.1:6379/0, "
+                "redis+cluster://h1:6379,h2:6379 or redis+sentinel://h1:26379/SERVICE/0")
+    return None
+
+
+def _share(value: Any) -> str | None:
+    if value != value or not 0 <= value <= 1:
+        return "must be a fraction from 0 (off: fail open unlimited) to 1 (the whole limit)"
+    return None
+
+
+def _no_braces(value: Any) -> str | None:
+    # The key builder puts the Redis Cluster hash tag right after the prefix: a brace
+    # in the prefix would become the tag and put every key in one slot.
+    return "must not contain { or }" if "{" in value or "}" in value else None
+
+
 @dataclass
 class StoreConfig:
     backend: str = field(default="sqlite", metadata=_check(_one_of("sqlite", "redis")))
     path: str = "/var/lib/postwarden/postwarden.db"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_prefix: str = "postwarden:"
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata=_check(_redis_url))
+    redis_prefix: str = field(default="postwarden:", metadata=_check(_no_braces))
     redis_timeout: float = field(default=0.5, metadata=_check(_finite_positive))
+    seen_ttl: float = field(default=900.0, metadata=_check(_finite_positive))
 
 
 @dataclass
@@ -343,6 +367,7 @@ class RateLimitConfig:
     enabled: bool = True
     costly_score: int = field(default=4, metadata=_check(_positive))
     suspicious_cost: float = field(default=2.0, metadata=_check(_positive))
+    degraded_fraction: float = field(default=0.5, metadata=_check(_share))
     limits: list[LimitConfig] = field(
         default_factory=lambda: [
             LimitConfig("form", "source", "messages", 20, 3600, 5, list(ORIGINS), True),

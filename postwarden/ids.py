@@ -196,6 +196,9 @@ _TABLE: tuple[FindingId, ...] = (
               "myhostname is not a fully qualified public name"),
     FindingId("postfix.inet_protocols", SELFCHECK, W,
               "IPv6 is on but an IPv6 address has no PTR"),
+    FindingId("store.reachable", SELFCHECK, C,
+              "the store the milter counts in cannot be reached (a shared one: the relays "
+              "enforce their limits alone, degraded mode)"),
     FindingId("feedback.receivers", SELFCHECK, C,
               "receivers' replies over the window: rejections by class and receiver "
               "(critical on a mismatch with postwarden's DMARC prediction)"),

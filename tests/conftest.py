@@ -15,7 +15,7 @@ import pytest
 from harness.knot import DnsServer
 from harness.milterproc import MilterProcess, deep_merge
 from harness.postfix import Postfix
-from harness.redis_server import RedisServer
+from harness.redis_server import RedisCluster, RedisSentinel, RedisServer
 from harness.sasl import Dovecot
 from harness.sink import Sink
 
@@ -105,6 +105,29 @@ def redis_server(e2e_base: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(e2e_base: Path) -> Iterator[RedisCluster]:
+    """A 3-master Redis Cluster on loopback, shared by the session (tests that kill a
+    node build their own)."""
+    cluster = RedisCluster(e2e_base / "redis-cluster")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(e2e_base: Path) -> Iterator[RedisSentinel]:
+    """A Sentinel-managed primary/replica pair on loopback, shared by the session."""
+    pair = RedisSentinel(e2e_base / "redis-sentinel")
+    try:
+        pair.start()
+        yield pair
+    finally:
+        pair.stop()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -128,12 +128,38 @@ def test_sasl_user_fifty_over_an_hour_not_held(store: SqliteStore,
     assert store.activity(T0 - 1)["sasl:alice"].messages == 50
 
 
+def test_the_same_message_again_takes_no_second_unit(store: SqliteStore,
+                                                     logbuf: io.StringIO) -> None:
+    """Postfix retrying a tempfailed session (new queue ID, same Message-ID, client and
+    envelope), or the same queue ID seen again after a restart: one message, one unit."""
+    cfg = config(ratelimit={"limits": [{"name": "sasl", "key": "sasl_user", "rate": 10,
+                                        "burst": 2, "origins": ["submission"]}]})
+    insp = make(cfg, store, Clock())
+
+    def msg(qid: str, mid: str | None) -> Message:
+        m = form_message(script=None, origin=Origin.SUBMISSION, auth_user="bob",
+                         sender="bob@example.com", client_port=50000, queue_id=qid)
+        if mid:
+            m.headers.append(("Message-ID", mid))
+        return m
+
+    first, retry = msg("4F9D42A0E1", "<1@example.com>"), msg("4F9D42A0E2", "<1@example.com>")
+    assert [insp.inspect(m).decision.action for m in (first, retry)] == ["accept"] * 2
+    (bucket,) = store.buckets(T0)
+    assert bucket.used == pytest.approx(1)
+    # a second message, then the first one's queue file again after a restart
+    assert insp.inspect(msg("4F9D42A0E3", None)).decision.action == "accept"
+    assert insp.inspect(msg("4F9D42A0E3", None)).decision.action == "accept"
+    assert insp.inspect(msg("4F9D42A0E4", "<2@example.com>")).decision.action == "hold"
+
+
 def test_sasl_user_over_the_limit_is_held(store: SqliteStore, logbuf: io.StringIO) -> None:
     cfg = config(ratelimit={"limits": [{"name": "sasl", "key": "sasl_user", "rate": 10,
                                         "burst": 3, "origins": ["submission"]}]})
     insp = make(cfg, store, Clock())
     msgs = [form_message(script=None, origin=Origin.SUBMISSION, auth_user="bob",
-                         sender="bob@example.com", client_port=50000) for _ in range(4)]
+                         sender="bob@example.com", client_port=50000,
+                         queue_id=f"4F9D42A0C{i}") for i in range(4)]
     assert [insp.inspect(m).decision.action for m in msgs] == ["accept"] * 3 + ["hold"]
 
 
@@ -153,11 +179,12 @@ def test_recipients_count(store: SqliteStore, logbuf: io.StringIO) -> None:
                                         "count": "recipients", "rate": 10, "burst": 5,
                                         "origins": ["internal"]}]})
     insp = make(cfg, store, Clock())
-    msg = form_message(script=None, origin=Origin.INTERNAL, sender="app@example.com",
-                       client_port=41000, rcpts=["a@example.com", "b@example.com",
-                                                 "c@example.com"])
+    msg, again = (form_message(script=None, origin=Origin.INTERNAL, sender="app@example.com",
+                               client_port=41000, queue_id=qid,
+                               rcpts=["a@example.com", "b@example.com", "c@example.com"])
+                  for qid in ("4F9D42A0D1", "4F9D42A0D2"))
     assert insp.inspect(msg).decision.action == "accept"
-    v = insp.inspect(msg)
+    v = insp.inspect(again)
     assert v.decision.action == "hold"
     (f,) = [f for f in v.findings if f.id == "ratelimit.exceeded"]
     assert f.data["key"] == "ip:127.0.0.1" and f.data["cost"] == 3
@@ -334,3 +361,64 @@ def test_local_recipients_budget(store: SqliteStore, logbuf: io.StringIO) -> Non
     msgs = [form_message(f"report {i}\n", script=None, sender="cron@example.com", uid=1000,
                          rcpts=many, queue_id=f"L{i:04d}") for i in range(3)]
     assert [insp.inspect(m).decision.action for m in msgs] == ["accept", "hold", "hold"]
+
+
+class SharedFlakyStore(FlakyStore):
+    """The same, as a shared store (Redis): its outage is degraded mode."""
+
+    shared = True
+
+
+@pytest.fixture
+def fresh_health() -> Iterator[None]:
+    """The process-wide health state (activity and the daemon share it), reset."""
+    ratelimit.health.__init__()  # type: ignore[misc]
+    yield
+    ratelimit.health.__init__()  # type: ignore[misc]
+
+
+def test_shared_store_down_is_degraded_mode_with_local_budgets(
+        tmp_path: Path, logbuf: io.StringIO, fresh_health: None) -> None:
+    store = SharedFlakyStore(tmp_path / "s.db")
+    clock = Clock()
+    insp = make(config(), store, clock)
+    for i in range(3):
+        assert insp.inspect(contact(i)).decision.action == "accept"
+    (before,) = [b for b in store.buckets(T0) if b.key.startswith("form:")]
+    store.down = True
+    outage = [insp.inspect(contact(i)).decision.action for i in range(3, 23)]
+    local = int(FORM_BURST * from_dict({}).ratelimit.degraded_fraction)
+    # mail flows, and the local budget (half the form burst, in memory) holds the tail
+    assert outage == ["accept"] * local + ["hold"] * (20 - local)
+    lines = logbuf.getvalue().splitlines()
+    assert not [ln for ln in lines if "error:" in ln]
+    entered = [ln for ln in lines if "degraded mode:" in ln]
+    assert len(entered) == 1 and "warning:" in entered[0] and "50%" in entered[0]
+    assert ratelimit.health.state()["degraded"] is True
+    clock.now += 30
+    store.down = False
+    insp.inspect(contact(30))
+    insp.inspect(contact(31))
+    left = [ln for ln in logbuf.getvalue().splitlines() if "reachable again" in ln]
+    assert len(left) == 1 and "warning:" in left[0]
+    assert f"{local} messages passed and {20 - local} held" in left[0]
+    assert "degraded mode for 30s" in left[0]
+    (notice,) = store.notices()
+    assert notice[0] == T0 + 30 and "degraded mode for 30s" in notice[1]
+    # nothing the relay counted locally is charged to the shared bucket afterwards
+    (after,) = [b for b in store.buckets(T0 + 30) if b.key.startswith("form:")]
+    assert after.used == pytest.approx(before.used - 30 / (3600 / 20) + 2, abs=0.01)
+    assert ratelimit.health.state()["degraded"] is False
+    store.close()
+
+
+def test_degraded_fraction_zero_fails_open_unlimited(
+        tmp_path: Path, logbuf: io.StringIO, fresh_health: None) -> None:
+    store = SharedFlakyStore(tmp_path / "s.db")
+    insp = make(config(ratelimit={"degraded_fraction": 0}), store, Clock())
+    store.down = True
+    assert {insp.inspect(contact(i)).decision.action for i in range(20)} == {"accept"}
+    assert "degraded" not in logbuf.getvalue()
+    store.down = False
+    insp.inspect(contact(30))
+    store.close()

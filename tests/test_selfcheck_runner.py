@@ -95,7 +95,8 @@ def test_clean_world_is_ok_and_never_reports_unknown_as_ok(tmp_path: Path) -> No
     bad = [(c.id, c.target, c.status) for c in report.checks if c.status not in ("ok", "info")]
     # no store given: no activity, no heartbeat, no receivers' replies; no DKIM selector
     # configured: the checklist cannot say DKIM is fine. All unknown, never ok.
-    assert bad == [("milter.heartbeat", "", "unknown"), ("activity.7d", "", "unknown"),
+    assert bad == [("milter.heartbeat", "", "unknown"), ("store.reachable", "", "unknown"),
+                   ("activity.7d", "", "unknown"),
                    ("checklist.dkim_dmarc", "", "unknown"), ("feedback.receivers", "", "unknown")]
     assert report.exit_code == 3
     assert all(c.details.get("listed") is not None for c in report.checks

@@ -25,7 +25,7 @@ _prefix = itertools.count()
 Opener = Callable[[], Store]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "cluster", "sentinel"])
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """A function that opens (another handle on) one fresh store."""
     opened: list[Store] = []
@@ -37,11 +37,14 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
             opened.append(s)
             return s
     else:
-        server: RedisServer = request.getfixturevalue("redis_server")
+        # the same suite on one server, a 3-master cluster and a Sentinel-managed pair
+        server = request.getfixturevalue({"redis": "redis_server", "cluster": "redis_cluster",
+                                          "sentinel": "redis_sentinel"}[request.param])
         prefix = f"t{next(_prefix)}:"
+        url: str = server.url
 
         def open_one() -> Store:
-            s: Store = RedisStore(server.url, prefix=prefix, timeout=2.0)
+            s: Store = RedisStore(url, prefix=prefix, timeout=2.0, server_clock=False)
             opened.append(s)
             return s
 

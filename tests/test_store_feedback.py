@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.redis_server import RedisServer
 from postwarden.store import DeliveryRecord, OutboundRecord, Store
 from postwarden.store.feedback import OUTBOUND_RETENTION, tally
 from postwarden.store.redis_store import RedisStore
@@ -20,7 +19,7 @@ _prefix = itertools.count()
 Opener = Callable[[], Store]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "cluster", "sentinel"])
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     opened: list[Store] = []
     if request.param == "sqlite":
@@ -31,11 +30,14 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
             opened.append(s)
             return s
     else:
-        server: RedisServer = request.getfixturevalue("redis_server")
+        # one server, a 3-master cluster (keys of a script share a slot) and Sentinel
+        server = request.getfixturevalue({"redis": "redis_server", "cluster": "redis_cluster",
+                                          "sentinel": "redis_sentinel"}[request.param])
         prefix = f"fb{next(_prefix)}:"
+        url: str = server.url
 
         def open_one() -> Store:
-            s: Store = RedisStore(server.url, prefix=prefix, timeout=2.0)
+            s: Store = RedisStore(url, prefix=prefix, timeout=2.0)
             opened.append(s)
             return s
 

@@ -1,7 +1,8 @@
 """The one store interface: rate-limit buckets, hold reasons, events, listing history.
 
 Two backends pass the same test suite: SQLite (embedded default) and Redis (several
-MTAs sharing limits). `open_store` is the only place a backend is chosen.
+MTAs sharing limits: one server, a Redis Cluster or a Sentinel-managed primary).
+`open_store` is the only place a backend is chosen.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def open_store(cfg: object, create: bool = True, readonly: bool = False) -> Stor
     if cfg.backend == "redis":
         from postwarden.store.redis_store import RedisStore
 
-        return RedisStore(cfg.redis_url, prefix=cfg.redis_prefix, timeout=cfg.redis_timeout)
+        return RedisStore(cfg.redis_url, prefix=cfg.redis_prefix, timeout=cfg.redis_timeout,
+                          seen_ttl=cfg.seen_ttl)
     from postwarden.store.sqlite_store import SqliteStore
 
-    return SqliteStore(cfg.path, create=create, readonly=readonly)
+    return SqliteStore(cfg.path, create=create, readonly=readonly, seen_ttl=cfg.seen_ttl)

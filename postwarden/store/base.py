@@ -1,9 +1,10 @@
 """Store interface. Backends raise StoreError for any backend failure, so callers
 can fail open with one log line instead of catching driver-specific exceptions.
 
-Time is always passed in (`now`, `when`): the store never reads a clock, so tests
-simulate an hour without sleeping and several MTAs sharing one Redis agree on
-time only through their own (NTP-synced) clocks.
+Time is passed in (`now`, `when`), so tests simulate an hour without sleeping. The
+SQLite backend (one host) uses it as given; the Redis backend's rate and counter
+scripts use the server's clock instead (a shared store must not let the relays'
+clocks disagree about a limit), unless built with server_clock=False for tests.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from postwarden.store.feedback import OUTBOUND_RETENTION, DeliveryRecord, Outbou
 EVENT_RETENTION = 8 * 86400  # the self-check reports 7 days of activity
 HOLD_RETENTION = 30 * 86400
 SELFCHECK_KEEP = 1000
+NOTICES_KEEP = 20
+SEEN_REPEATS = 3  # retries of one identity admitted free; more count (the identity
+# includes sender-chosen parts, so it must not become a way around a limit)
+SEEN_TTL = 900.0  # seconds a counted message identity is remembered: Postfix retries
+# a tempfailed session within minutes (queue_run_delay 300 s, minimal_backoff_time 300 s)
 EVENT_BATCH = 200  # queued events written in one transaction / one round trip
 MAX_PENDING = 20000  # events kept in memory while the backend is down; older are dropped
 
@@ -152,11 +158,15 @@ class Store(abc.ABC):
     # --- rate limits ----------------------------------------------------------
     @abc.abstractmethod
     def rate_take(self, key: str, cost: float, interval: float, burst: float,
-                  now: float) -> RateResult:
+                  now: float, once: str = "") -> RateResult:
         """Atomically take `cost` units from the GCRA bucket `key` if they fit.
 
         O(1) state per key; safe with many threads and processes (and, for Redis,
         many MTAs): concurrent callers never admit more than the bucket allows.
+        `once`: the message's identity. A message already admitted by this bucket
+        within the last SEEN_TTL seconds is admitted again without taking units (a
+        retried SMTP session, a relay restarted mid-message: one message, one unit),
+        up to SEEN_REPEATS times; past that each copy counts again.
         """
 
     @abc.abstractmethod
@@ -225,10 +235,18 @@ class Store(abc.ABC):
             a.ratelimit_hits += "ratelimit.exceeded" in ids
         return out
 
+    # Shared by several relays (rate limits are then per site, not per host): its
+    # outage is degraded mode, with local budgets (milter/ratelimit.py).
+    shared = False
+
     def notices(self) -> list[tuple[float, str]]:
         """(when, text) of things about the store itself an operator must know (the
-        file was replaced while the milter ran), newest first."""
+        file was replaced while the milter ran, a degraded-mode period), newest first."""
         return []
+
+    @abc.abstractmethod
+    def record_notice(self, when: float, text: str) -> None:
+        """Keep one notice for `notices()` (the newest NOTICES_KEEP are kept)."""
 
     @abc.abstractmethod
     def rate_reset(self, key: str) -> bool:

@@ -1,11 +1,21 @@
 """Redis backend: several MTAs share one set of rate limits.
 
 Every read-modify-write is one Lua script, so it is atomic across all milters on
-all hosts. Time comes from the callers (`now`), never from Redis, so the
-arithmetic is the same as SQLite's (`postwarden.store.base.gcra`). Connections are
-lazy and never retried inside a call: with Redis down each call fails at once with
-StoreError (the milter fails open), and the next call after Redis returns works.
-The URL carries password and TLS: `rediss://:PASSWORD@host:6380/0?ssl_ca_certs=...`.
+all hosts. Every script touches the keys of ONE hash slot (see `slot_key`), so the
+same code runs on one Redis, on a Redis Cluster and on a Sentinel-managed primary.
+The rate arithmetic is SQLite's (`postwarden.store.base.gcra`) but, by default, on
+the server's clock (`TIME` inside the script; Redis 7 replicates a script's
+effects, not the script, so replicas agree): relays whose clocks differ by minutes
+enforce the same limit. Connections are lazy and never retried inside a call on a
+single server: with Redis down each call fails at once with StoreError (the milter
+fails open), and the next call after Redis returns works. The cluster client follows
+MOVED/ASK and re-reads the slot map after a node went away; the Sentinel client asks
+the sentinels for the current primary on the next connection after a failover.
+
+URLs (password and TLS in the URL):
+  redis://[:PASSWORD@]host:port/db, rediss://... (TLS), unix:///path?db=0
+  redis+cluster://[:PASSWORD@]host:port[,host:port...]  (rediss+cluster:// for TLS)
+  redis+sentinel://[:PASSWORD@]host:port[,host:port...]/SERVICE[/db]
 
 Nothing read back is trusted: a key of the wrong type or a value that is not a finite
 number is reset inside the script (one `error:` line says so; the bucket starts
@@ -16,6 +26,7 @@ proxy in between) is a StoreError like any outage: fail open, never a crash.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -23,12 +34,17 @@ from typing import Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelManagedSSLConnection
 
 from postwarden.store.base import (
     AUDIT_RETENTION,
     EVENT_RETENTION,
     HOLD_RETENTION,
+    NOTICES_KEEP,
+    SEEN_REPEATS,
+    SEEN_TTL,
     SELFCHECK_KEEP,
     AuditRecord,
     BucketState,
@@ -41,6 +57,7 @@ from postwarden.store.base import (
     bad_value,
 )
 from postwarden.store.feedback import OUTBOUND_RETENTION, DeliveryRecord, OutboundRecord
+from postwarden.store.redis_url import parse_url
 
 T = TypeVar("T")
 MAX_EVENTS = 500_000  # a cap on top of the time-based retention
@@ -57,10 +74,39 @@ local function reset_unless_hash(key)
 end
 """
 
-_GCRA = _CHECK + """
-local now, cost = tonumber(ARGV[1]), tonumber(ARGV[2])
+# ARGV[1] is the caller's time, used only when ARGV[5] is 'caller' (the store test
+# suite replays simulated hours against gcra()); otherwise the server's TIME.
+_NOW = """
+local function server_now(argv_now, clock)
+  if clock == 'caller' then return tonumber(argv_now) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+"""
+
+# KEYS[1] bucket, KEYS[2] (optional, same slot) the message identity already counted.
+# ARGV: now, cost, interval, burst, clock, identity TTL (ms). A message seen before
+# takes nothing and is admitted again (5th reply element 1): a retried SMTP session
+# or a relay restarted mid-message is one message, one unit. Only admitted messages
+# are remembered, so a message denied once is judged again on its retry.
+_GCRA = _CHECK + _NOW + """
+local now, cost = server_now(ARGV[1], ARGV[5]), tonumber(ARGV[2])
 local interval, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
 local reset = reset_unless_hash(KEYS[1])
+local seen = 0
+if KEYS[2] then
+  local raw = redis.pcall('GET', KEYS[2])
+  -- not a string (WRONGTYPE): someone else's key; forget it rather than fail for good
+  if type(raw) == 'table' and raw.err then redis.call('DEL', KEYS[2]); raw = false end
+  seen = tonumber(raw or '0') or 0
+end
+if seen >= 1 and seen <= tonumber(ARGV[7]) then
+  redis.call('INCR', KEYS[2])
+  local raw = redis.call('HGET', KEYS[1], 't')
+  local tat = tonumber(raw or '') or now
+  if not finite(tat) or tat - now > 1e9 then tat = now end
+  return {1, string.format('%.9f', math.max(tat - now, 0) / interval), '0', reset, 1}
+end
 local raw = redis.call('HGET', KEYS[1], 't')
 local tat = now
 if raw then
@@ -73,15 +119,17 @@ local new_tat = base + cost * interval
 local over = new_tat - now - burst * interval
 if over > 1e-9 then
   if reset == 1 then redis.call('DEL', KEYS[1]) end
-  return {0, string.format('%.9f', (base - now) / interval), string.format('%.6f', over), reset}
+  return {0, string.format('%.9f', (base - now) / interval), string.format('%.6f', over), reset, 0}
 end
+-- full precision: a TAT rounded to microseconds can sit just past a full bucket
 redis.call('HSET', KEYS[1], 't', string.format('%.17g', new_tat), 'i', ARGV[3], 'b', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], math.ceil((new_tat - now) * 1000) + 1000)
-return {1, string.format('%.9f', (new_tat - now) / interval), '0', reset}
+if KEYS[2] then redis.call('SET', KEYS[2], tostring(seen + 1), 'PX', ARGV[6]) end
+return {1, string.format('%.9f', (new_tat - now) / interval), '0', reset, 0}
 """
 
-_BUMP = _CHECK + """
-local now, amount, hl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+_BUMP = _CHECK + _NOW + """
+local now, amount, hl = server_now(ARGV[1], ARGV[4]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local reset = reset_unless_hash(KEYS[1])
 local cur = redis.call('HMGET', KEYS[1], 'v', 'u')
 local value, updated = 0, now
@@ -96,19 +144,50 @@ if cur[1] then
   end
 end
 value = value + amount
-redis.call('HSET', KEYS[1], 'v', string.format('%.9f', value), 'u', string.format('%.6f', updated))
+redis.call('HSET', KEYS[1], 'v', string.format('%.9f', value), 'u', string.format('%.17g', updated))
 redis.call('PEXPIRE', KEYS[1], math.ceil(hl * 20 * 1000))
 return {string.format('%.9f', value), reset}
 """
 
-# KEYS: zset, sequence. ARGV: score, payload, drop-below score, max members.
+# KEYS: zset, its sequence (one slot). ARGV: retention (seconds), max members, then
+# score, payload pairs: a whole batch in one call, all or nothing, on a cluster too
+# (a MULTI across scripts is not needed and a cluster pipeline cannot be one).
 _APPEND = """
-local seq = redis.call('INCR', KEYS[2])
-redis.call('ZADD', KEYS[1], ARGV[1], seq .. ' ' .. ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[4]) + 1))
-return seq
+local newest = nil
+for i = 3, #ARGV, 2 do
+  local seq = redis.call('INCR', KEYS[2])
+  redis.call('ZADD', KEYS[1], ARGV[i], seq .. ' ' .. ARGV[i + 1])
+  local sc = tonumber(ARGV[i])
+  if newest == nil or sc > newest then newest = sc end
+end
+if newest then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (newest - tonumber(ARGV[1])))
+end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[2]) + 1))
+return #ARGV
 """
+
+# KEYS: list. ARGV: entry, entries kept.
+_PUSH = """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+return 2
+"""
+
+def slot_key(prefix: str, group: str, name: str = "", *parts: str) -> str:
+    """THE key builder: `PREFIX{GROUP:NAME}:PART:PART`, or `PREFIX{GROUP}:PART` without
+    a name. The braces are a Redis Cluster hash tag: every key with the same group and
+    name lands in the same hash slot, so one script may touch all of them (a script's
+    keys must share one slot on a cluster). Keys a script reads or writes together
+    MUST be built with the same group and name and differ only in `parts`.
+
+    The tag ends at the first `}` after the first `{`, so a `}` in `name` only
+    shortens the tag; keys built from the same (group, name) still share it. The
+    prefix is checked by the config loader to contain no braces.
+    """
+    tag = f"{group}:{name}" if name else group
+    return prefix + "{" + tag + "}" + "".join(":" + p for p in parts)
+
 
 # KEYS: all-deliveries zset, per-source zset, sequence. ARGV: score, payload, drop below.
 _DELIVERY = """
@@ -124,24 +203,31 @@ return seq
 
 
 class RedisStore(Store):
-    def __init__(self, url: str, prefix: str = "postwarden:", timeout: float = 0.5) -> None:
+    """`server_clock=False` makes the scripts use the callers' `now` (the store test
+    suite replays simulated hours); the milter always uses the server's clock."""
+
+    shared = True
+
+    def __init__(self, url: str, prefix: str = "postwarden:", timeout: float = 0.5,
+                 server_clock: bool = True, seen_ttl: float = SEEN_TTL) -> None:
         super().__init__()
         self.prefix = prefix
-        try:
-            self._r: Any = redis.Redis.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
-                health_check_interval=0)
-        except (ValueError, redis.RedisError) as e:
-            raise StoreError(f"redis URL {_safe_url(url)}: {e}") from None
+        self._clock = "server" if server_clock else "caller"
+        self._seen_ms = str(max(1, round(seen_ttl * 1000)))
         self._where = _safe_url(url)
+        try:
+            self._r: Any = connect(url, timeout)
+        except (ValueError, redis.RedisError) as e:
+            raise StoreError(f"redis URL {self._where}: {e}") from None
         self._gcra = self._r.register_script(_GCRA)
         self._bump = self._r.register_script(_BUMP)
         self._append = self._r.register_script(_APPEND)
+        self._push = self._r.register_script(_PUSH)
+
         self._delivery = self._r.register_script(_DELIVERY)
 
-    def _k(self, *parts: str) -> str:
-        return self.prefix + ":".join(parts)
+    def _k(self, group: str, name: str = "", *parts: str) -> str:
+        return slot_key(self.prefix, group, name, *parts)
 
     def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
         try:
@@ -163,7 +249,7 @@ class RedisStore(Store):
                              f"{_short(reply)} ({type(e).__name__})") from None
 
     def _drop_member(self, key: str, member: Any, why: str) -> None:
-        bad_value(f"redis {self._where}", f"{key} entry {_short(member)}", why)
+        bad_value(f"redis {self._where}", f"{_shown(key)} entry {_short(member)}", why)
         try:
             self._r.zrem(key, member)
         except (redis.RedisError, OSError):
@@ -172,8 +258,10 @@ class RedisStore(Store):
     # --- holds ------------------------------------------------------------------
     def record_hold(self, rec: HoldRecord) -> None:
         payload = json.dumps([rec.queue_id, rec.reason, rec.source, rec.sender])
-        self._call(self._append, keys=[self._k("holds"), self._k("seq")],
-                   args=[rec.when, payload, rec.when - HOLD_RETENTION, MAX_EVENTS])
+        reply = self._call(self._append,
+                           keys=[self._k("holds"), self._k("holds", "", "seq")],
+                           args=[HOLD_RETENTION, MAX_EVENTS, repr(rec.when), payload])
+        self._expect("the append script", reply, 4)
 
     def holds(self, since: float = 0.0) -> list[HoldRecord]:
         key = self._k("holds")
@@ -189,13 +277,17 @@ class RedisStore(Store):
 
     # --- rate limits ------------------------------------------------------------
     def rate_take(self, key: str, cost: float, interval: float, burst: float,
-                  now: float) -> RateResult:
-        reply = self._call(self._gcra, keys=[self._k("rl", key)],
-                           args=[repr(now), repr(cost), repr(interval), repr(burst)])
+                  now: float, once: str = "") -> RateResult:
+        keys = [self._k("rl", key)]
+        if once:
+            keys.append(self._k("rl", key, "seen", _digest(once)))
+        reply = self._call(self._gcra, keys=keys,
+                           args=[repr(now), repr(cost), repr(interval), repr(burst),
+                                 self._clock, self._seen_ms, SEEN_REPEATS])
 
         def parse(r: Any) -> tuple[bool, float, float, bool]:
-            ok, used, retry, reset = r
-            if ok not in (0, 1) or reset not in (0, 1):
+            ok, used, retry, reset, _seen = r
+            if ok not in (0, 1) or reset not in (0, 1) or _seen not in (0, 1):
                 raise ValueError(r)
             return bool(ok), _number(used), _number(retry), bool(reset)
 
@@ -205,19 +297,32 @@ class RedisStore(Store):
                       "not a hash of finite numbers; reset to empty")
         return RateResult(ok, used, burst, retry)
 
+    def server_time(self) -> float:
+        """The server's clock (on a cluster: one node's), as the scripts read it."""
+        def parse(r: Any) -> float:
+            sec, usec = r
+            return int(sec) + int(usec) / 1e6
+        return self._parse("TIME", self._call(self._r.time), parse)
+
     def buckets(self, now: float, limit: int = 50) -> list[BucketState]:
-        pattern = _glob_escape(self._k("rl", "")) + "*"
+        # Bucket keys are `PREFIX{rl:NAME}`; the identities under the same tag end in a
+        # hex digest, never in `}`. On a cluster scan_iter walks every primary in turn.
+        start = self.prefix + "{rl:"
+        pattern = _glob_escape(start) + "*}"
         keys = list(self._call(lambda: list(self._r.scan_iter(match=pattern, count=1000))))
         if not keys:
             return []
+        if self._clock == "server":
+            now = self.server_time()
         pipe = self._r.pipeline(transaction=False)
         for k in keys:
             pipe.hmget(k, "t", "i", "b")
         rows = self._call(pipe.execute, raise_on_error=False)
-        strip = len(self._k("rl", "").encode())
+        strip = len(start.encode())
         out = []
         for k, row in zip(keys, rows, strict=True):
-            name = k[strip:].decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
+            raw = k if isinstance(k, bytes) else str(k).encode()
+            name = raw[strip:-1].decode("utf-8", "replace")
             try:
                 tat, interval, b = (_number(v) for v in row)
                 if interval <= 0 or b <= 0 or tat - now > 1e9:
@@ -238,7 +343,7 @@ class RedisStore(Store):
 
     def bump(self, key: str, amount: float, half_life: float, now: float) -> float:
         reply = self._call(self._bump, keys=[self._k("ctr", key)],
-                           args=[repr(now), repr(amount), repr(half_life)])
+                           args=[repr(now), repr(amount), repr(half_life), self._clock])
 
         def parse(r: Any) -> tuple[float, bool]:
             value, reset = r
@@ -258,8 +363,10 @@ class RedisStore(Store):
     # --- operator audit trail -----------------------------------------------------
     def record_audit(self, rec: AuditRecord) -> None:
         payload = json.dumps([rec.actor, rec.action, rec.target, rec.detail])
-        self._call(self._append, keys=[self._k("audit"), self._k("seq")],
-                   args=[rec.when, payload, rec.when - AUDIT_RETENTION, MAX_EVENTS])
+        args = [AUDIT_RETENTION, MAX_EVENTS, repr(rec.when), payload]
+        reply = self._call(self._append, keys=[self._k("audit"), self._k("audit", "", "seq")],
+                           args=args)
+        self._expect("the append script", reply, len(args))
 
     def audit(self, since: float = 0.0) -> list[AuditRecord]:
         rows = self._call(self._r.zrevrangebyscore, self._k("audit"), "+inf",
@@ -272,12 +379,19 @@ class RedisStore(Store):
 
     # --- events -----------------------------------------------------------------
     def _write_events(self, batch: list[EventRecord]) -> None:
-        pipe = self._r.pipeline(transaction=True)
+        args: list[Any] = [EVENT_RETENTION, MAX_EVENTS]
         for e in batch:
-            self._append(keys=[self._k("events"), self._k("seq")],
-                         args=[e.when, json.dumps([e.kind, e.source, e.findings]),
-                               e.when - EVENT_RETENTION, MAX_EVENTS], client=pipe)
-        self._call(pipe.execute)
+            args += [repr(e.when), json.dumps([e.kind, e.source, e.findings])]
+        reply = self._call(self._append,
+                           keys=[self._k("events"), self._k("events", "", "seq")], args=args)
+        self._expect("the append script", reply, len(args))
+
+    def _expect(self, what: str, reply: Any, want: int) -> None:
+        """A write script answers with a known number: anything else is not Redis
+        running our script (a proxy, another service), so the write did not happen."""
+        if not isinstance(reply, int) or isinstance(reply, bool) or reply != want:
+            raise StoreError(f"redis {self._where}: unexpected reply to {what}: "
+                             f"{_short(reply)}")
 
     def _read_events(self, since: float, limit: int) -> list[EventRecord]:
         key = self._k("events")
@@ -294,10 +408,9 @@ class RedisStore(Store):
 
     # --- self-check history -----------------------------------------------------
     def record_selfcheck(self, when: float, report_json: str) -> None:
-        pipe = self._r.pipeline(transaction=True)
-        pipe.lpush(self._k("selfcheck"), json.dumps([when, report_json]))
-        pipe.ltrim(self._k("selfcheck"), 0, SELFCHECK_KEEP - 1)
-        self._call(pipe.execute)
+        reply = self._call(self._push, keys=[self._k("selfcheck")],
+                           args=[json.dumps([when, report_json]), SELFCHECK_KEEP])
+        self._expect("the self-check script", reply, 2)
 
     def selfcheck_history(self, limit: int = 10) -> list[SelfcheckRun]:
         key = self._k("selfcheck")
@@ -309,7 +422,7 @@ class RedisStore(Store):
                 if not isinstance(report, str) or not _finite(when):
                     raise ValueError(r)
             except (ValueError, TypeError):
-                bad_value(f"redis {self._where}", f"{key} entry {_short(r)}",
+                bad_value(f"redis {self._where}", f"{_shown(key)} entry {_short(r)}",
                           "not a self-check record; removed")
                 try:
                     self._r.lrem(key, 0, r)
@@ -319,6 +432,30 @@ class RedisStore(Store):
             runs.append(SelfcheckRun(float(when), report))
         return sorted(runs, key=lambda r: r.when, reverse=True)[:limit]
 
+    def record_notice(self, when: float, text: str) -> None:
+        reply = self._call(self._push, keys=[self._k("notices")],
+                           args=[json.dumps([when, text]), NOTICES_KEEP])
+        self._expect("the notice script", reply, 2)
+
+    def notices(self) -> list[tuple[float, str]]:
+        key = self._k("notices")
+        rows = self._call(self._r.lrange, key, 0, NOTICES_KEEP - 1)
+        out = []
+        for r in self._parse("LRANGE", rows, list):
+            try:
+                when, text = json.loads(r)
+                if not isinstance(text, str) or not _finite(when):
+                    raise ValueError(r)
+            except (ValueError, TypeError):
+                bad_value(f"redis {self._where}", f"{_shown(key)} entry {_short(r)}",
+                          "not a notice; removed")
+                try:
+                    self._r.lrem(key, 0, r)
+                except (redis.RedisError, OSError):
+                    pass
+                continue
+            out.append((float(when), text))
+        return sorted(out, reverse=True)
     # --- named values -------------------------------------------------------------
     def put_meta(self, key: str, value: str) -> None:
         self._call(self._r.set, self._k("meta", key), value)
@@ -335,7 +472,9 @@ class RedisStore(Store):
                         retention: float = OUTBOUND_RETENTION) -> None:
         payload = json.dumps([rec.when, rec.source, rec.origin, rec.env_domain,
                               rec.from_domain, rec.signed, rec.dkim, rec.spf, rec.dmarc])
-        pipe = self._r.pipeline(transaction=True)
+        # Not one transaction: the record and the index live in different hash slots on
+        # a cluster. A record without its index entry is only missed by outbound_since.
+        pipe = self._r.pipeline(transaction=False)
         pipe.set(self._k("ob", rec.queue_id), payload, px=max(1, int(retention * 1000)))
         pipe.zadd(self._k("obidx"), {rec.queue_id: rec.when})
         pipe.zremrangebyscore(self._k("obidx"), "-inf", f"({rec.when - retention}")
@@ -355,7 +494,10 @@ class RedisStore(Store):
         qids = self._call(self._r.zrevrangebyscore, self._k("obidx"), "+inf", f"({since}")
         if not qids:
             return []
-        raws = self._call(self._r.mget, [self._k("ob", q.decode()) for q in qids])
+        pipe = self._r.pipeline(transaction=False)  # per-key GETs: the keys span slots
+        for q in qids:
+            pipe.get(self._k("ob", q.decode()))
+        raws = self._call(pipe.execute)
         return [self._outbound(q.decode(), raw) for q, raw in zip(qids, raws, strict=True)
                 if raw is not None]
 
@@ -364,11 +506,12 @@ class RedisStore(Store):
         payload = json.dumps([rec.queue_id, rec.rcpt_domain, rec.relay, rec.status, rec.dsn,
                               rec.cls, rec.text, rec.source, rec.from_domain])
         self._call(self._delivery,
-                   keys=[self._k("dl"), self._k("dlsrc", rec.source), self._k("seq")],
+                   keys=[self._k("dl"), self._k("dl", "", "src", rec.source),
+                         self._k("dl", "", "seq")],
                    args=[rec.when, payload, rec.when - retention])
 
     def deliveries(self, since: float, source: str | None = None) -> list[DeliveryRecord]:
-        key = self._k("dl") if source is None else self._k("dlsrc", source)
+        key = self._k("dl") if source is None else self._k("dl", "", "src", source)
         rows = self._call(self._r.zrevrangebyscore, key, "+inf", f"({since}", withscores=True)
         out = []
         for member, score in rows:
@@ -382,11 +525,11 @@ class RedisStore(Store):
         new = self._call(self._r.hsetnx, self._k("dmarc"), report_id,
                          json.dumps([when, summary]))
         if new:
-            self._call(self._r.zadd, self._k("dmarcidx"), {report_id: when})
+            self._call(self._r.zadd, self._k("dmarc", "", "idx"), {report_id: when})
         return bool(new)
 
     def reports(self, since: float) -> list[tuple[str, float, str]]:
-        ids = self._call(self._r.zrevrangebyscore, self._k("dmarcidx"), "+inf", f"({since}")
+        ids = self._call(self._r.zrevrangebyscore, self._k("dmarc", "", "idx"), "+inf", f"({since}")
         if not ids:
             return []
         raws = self._call(self._r.hmget, self._k("dmarc"), ids)
@@ -402,6 +545,41 @@ class RedisStore(Store):
             self.flush_events()
         finally:
             self._call(self._r.close)
+
+
+def connect(url: str, timeout: float) -> Any:
+    """The redis-py client for `url`: one server, a cluster or a Sentinel service."""
+    kind, p = parse_url(url)
+    common: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if kind == "single":
+        return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
+                                    health_check_interval=0, **common)
+    auth = {"username": p["username"], "password": p["password"]}
+    if kind == "cluster":
+        # Retries here are what follows a MOVED/ASK or a slot map changed by a failover;
+        # a node that is gone costs one connect timeout per try, so few tries.
+        return RedisCluster(
+            startup_nodes=[ClusterNode(h, port)  # type: ignore[no-untyped-call]
+                           for h, port in p["hosts"]],
+            retry=Retry(NoBackoff(), 3), require_full_coverage=False,
+            ssl=p["ssl"], **auth, **common)
+    tls: dict[str, Any] = {"ssl": True} if p["ssl"] else {}
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        p["hosts"], sentinel_kwargs={**common, **tls}, **common)
+    if p["ssl"]:
+        tls = {"connection_class": SentinelManagedSSLConnection}
+    # One retry: the first command after a failover reconnects to the new primary.
+    return sentinel.master_for(  # type: ignore[no-untyped-call]
+        p["service"], db=p["db"], retry=Retry(NoBackoff(), 1), **auth, **common, **tls)
+
+
+def _shown(key: str) -> str:
+    """A key for log lines, without the hash-tag braces."""
+    return key.replace("{", "").replace("}", "")
+
+
+def _digest(identity: str) -> str:
+    return hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def _safe_url(url: str) -> str:

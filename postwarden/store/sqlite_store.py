@@ -34,6 +34,8 @@ from postwarden.store.base import (
     AUDIT_RETENTION,
     EVENT_RETENTION,
     HOLD_RETENTION,
+    SEEN_REPEATS,
+    SEEN_TTL,
     SELFCHECK_KEEP,
     AuditRecord,
     BucketState,
@@ -92,6 +94,9 @@ CREATE TABLE IF NOT EXISTS audit (
     target TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS selfcheck (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, report TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (
+    key TEXT NOT NULL, ident TEXT NOT NULL, expires REAL NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (key, ident));
 CREATE TABLE IF NOT EXISTS notices (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, text TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -115,13 +120,15 @@ CREATE TABLE IF NOT EXISTS dmarc_reports (
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str | Path, create: bool = True, readonly: bool = False) -> None:
+    def __init__(self, path: str | Path, create: bool = True, readonly: bool = False,
+                 seen_ttl: float = SEEN_TTL) -> None:
         """`create=False` for readers (`status`): a missing file is an error, not a new
         empty store that would report nothing held. `readonly` never writes the file."""
         super().__init__()
         self.path = str(path)
         self._create = create and not readonly
         self.readonly = readonly
+        self._seen_ttl = seen_ttl
         self._identity: tuple[int, int] | None = None
         self._next_check = 0.0
         self._lock = threading.Lock()
@@ -295,6 +302,7 @@ class SqliteStore(Store):
         db.execute("DELETE FROM events WHERE at < ?", (now - EVENT_RETENTION,))
         db.execute("DELETE FROM holds WHERE at < ?", (now - HOLD_RETENTION,))
         db.execute("DELETE FROM buckets WHERE tat < ?", (now,))
+        db.execute("DELETE FROM seen WHERE expires < ?", (now,))
         db.execute("DELETE FROM counters WHERE updated < ? - 20 * half_life", (now,))
 
     # --- holds ------------------------------------------------------------------
@@ -336,7 +344,7 @@ class SqliteStore(Store):
 
     # --- rate limits ------------------------------------------------------------
     def rate_take(self, key: str, cost: float, interval: float, burst: float,
-                  now: float) -> RateResult:
+                  now: float, once: str = "") -> RateResult:
         """One statement (itself a transaction): the hot path's only write.
 
         The upsert updates the bucket only if the cost fits (gcra()'s arithmetic in
@@ -344,7 +352,12 @@ class SqliteStore(Store):
         bucket read again to say by how much.
         """
         args = {"key": key, "now": now, "cost": cost, "iv": interval, "burst": burst}
-        if (cost - burst) * interval <= 1e-9:  # could fit: an empty bucket admits it
+        fits = (cost - burst) * interval <= 1e-9  # an empty bucket admits it
+        if once and fits:
+            taken = self._take_once(key, once, now, interval, burst, args)
+            if taken is not None:
+                return taken
+        elif fits:
             with self._lock:
                 db = self._connection()
                 try:
@@ -364,6 +377,29 @@ class SqliteStore(Store):
             bad_value(f"sqlite {self.path}", f"bucket {key}", f"TAT {tat!r}; read as empty")
             tat = now
         return gcra(tat, now, cost, interval, burst)[1]
+
+    def _take_once(self, key: str, once: str, now: float, interval: float, burst: float,
+                   args: dict[str, object]) -> RateResult | None:
+        """The upsert plus the identity, in one transaction; None when denied."""
+        with self._tx() as db:
+            row = db.execute("SELECT expires, n FROM seen WHERE key = ? AND ident = ?",
+                             (key, once)).fetchone()
+            live = row is not None and _is(row[0], float) and _f(row[0]) > now \
+                and _is(row[1], int)
+            seen = int(row[1]) if live and row is not None else 0
+            if 1 <= seen <= SEEN_REPEATS:
+                db.execute("UPDATE seen SET n = n + 1 WHERE key = ? AND ident = ?",
+                           (key, once))
+                b = db.execute("SELECT tat FROM buckets WHERE key = ?", (key,)).fetchone()
+                tat = b[0] if b and _is(b[0], float) and _f(b[0]) - now <= MAX_AHEAD else now
+                return RateResult(True, max(_f(tat) - now, 0.0) / interval, burst, 0.0)
+            row = db.execute(_TAKE, args).fetchone()
+            if row is None:
+                return None
+            db.execute("INSERT OR REPLACE INTO seen(key, ident, expires, n) "
+                       "VALUES (?, ?, ?, ?)", (key, once, now + self._seen_ttl, seen + 1))
+            self._maybe_prune(db, now)
+            return RateResult(True, (row[0] - now) / interval, burst, 0.0)
 
     def buckets(self, now: float, limit: int = 50) -> list[BucketState]:
         rows = self._read(lambda db: db.execute(
@@ -453,6 +489,10 @@ class SqliteStore(Store):
             (limit,)).fetchall())
         good = self._valid("selfcheck", rows, (float, str))
         return [SelfcheckRun(_f(r[1]), str(r[2])) for r in good]
+
+    def record_notice(self, when: float, text: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO notices(at, text) VALUES (?, ?)", (when, text))
 
     def notices(self) -> list[tuple[float, str]]:
         rows = self._read(lambda db: db.execute(

@@ -18,7 +18,7 @@ from typing import Any, cast
 import pytest
 
 from conftest import SASL_USERS
-from harness.milterproc import BIN, MilterProcess
+from harness.milterproc import BIN, MilterProcess, deep_merge
 from harness.php import run_php
 from harness.postfix import Postfix
 from harness.redis_server import RedisServer
@@ -266,7 +266,10 @@ def test_two_mtas_sharing_redis_enforce_one_limit(
 def test_redis_outage_fails_open_and_counting_resumes(
         postfix: Postfix, sink: Sink, redis_server: RedisServer,
         start_milter: Callable[..., MilterProcess], tmp_path: Path) -> None:
-    milter = start_milter(redis_settings(redis_server))
+    # degraded_fraction 0, the off switch: no local budgets, fail open unlimited (the
+    # degraded mode itself is test_cluster_e2e's subject)
+    milter = start_milter(deep_merge(redis_settings(redis_server),
+                                     {"ratelimit": {"degraded_fraction": 0}}))
     held: list[str] = []
     try:
         before = php_burst(postfix, tmp_path, "outage.php", 2)

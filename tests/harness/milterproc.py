@@ -74,6 +74,7 @@ class MilterProcess:
         self.config_path = self.dir / "postwarden.toml"
         self.log_path = self.dir / "postwarden.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.wrapper: list[str] = []  # e.g. ["faketime", "-f", "+10m"]: a skewed clock
         self.write_config(settings)
 
     def write_config(self, settings: dict[str, Any]) -> None:
@@ -83,9 +84,9 @@ class MilterProcess:
     def start(self, timeout: float = 15.0) -> None:
         with open(self.log_path, "ab") as log:
             env = dict(os.environ, PYTHONUNBUFFERED="1")
-            self.proc = subprocess.Popen([str(BIN), "--config", str(self.config_path), "milter",
-                                          "--log-stderr"], stdout=log, stderr=log, env=env,
-                                         cwd="/")
+            self.proc = subprocess.Popen([*self.wrapper, str(BIN), "--config",
+                                          str(self.config_path), "milter", "--log-stderr"],
+                                         stdout=log, stderr=log, env=env, cwd="/")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
