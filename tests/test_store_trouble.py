@@ -27,9 +27,11 @@ from postwarden.store.sqlite_store import SqliteStore
 
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    # Room for the WAL of a few hundred messages (SQLite checkpoints at 1000 pages):
+    # the disk must be full because the test fills it, not because the WAL did.
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 

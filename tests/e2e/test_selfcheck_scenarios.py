@@ -331,8 +331,8 @@ def test_fifteen_lists_two_ips_three_domains_one_silent(
     bad = {f"{c['id']}@{c['target']}": c["status"] for c in report["checks"]
            if c["status"] not in ("ok", "info") and "silent" not in c["id"]}
     # --no-record reads no store that does not exist (no activity, no receivers'
-    # replies known), and two of the three domains have no DKIM selector configured:
-    # all unknown, never ok
+    # replies, no store to reach), and two of the three domains have no DKIM selector
+    # configured: all unknown, never ok
     assert bad == {"activity.7d@": "unknown", "checklist.dkim_dmarc@": "unknown",
-                   "feedback.receivers@": "unknown"}
+                   "feedback.receivers@": "unknown", "store.reachable@": "unknown"}
     assert code == 3
