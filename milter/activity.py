@@ -32,7 +32,11 @@ def record_activity(msg: Message, ctx: CheckContext, findings: list[Finding],
     try:
         store.record_event(ctx.services.clock(), f"{msg.origin}/{decision.action}",
                            source.key if source else "", ",".join(f.id for f in findings))
-        if msg.queue_id and msg.queue_id != "NOQUEUE":
+        # While a shared store is known to be away (degraded mode) the prediction is
+        # not written: each write would wait out the timeout of the node that is gone.
+        # Deliveries of these messages are then not attributed (and say so nowhere
+        # else: the degraded period itself is logged and shown by status).
+        if msg.queue_id and msg.queue_id != "NOQUEUE" and not health.degraded:
             store.record_outbound(outbound_record(msg, ctx, source))
     except StoreError as e:
         health.failed(e, "activity recording")
