@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from postwarden.config import Config
 from postwarden.dmarc_record import DmarcLookup, lookup
-from postwarden.message import Message, domain_of
+from postwarden.message import Message
 from postwarden.orgdomain import aligned, normalize
 
 if TYPE_CHECKING:
@@ -67,12 +67,7 @@ class SpfOutcome:
 
 def from_domains(msg: Message) -> list[str]:
     """Distinct domains of all From addresses, in order (RFC 7489 6.6.1)."""
-    out: list[str] = []
-    for addr in msg.from_addresses:  # parsed once per distinct From (message.py)
-        d = domain_of(addr)
-        if d and d not in out:
-            out.append(d)
-    return out
+    return list(msg.from_domains)  # computed once per message
 
 
 def our_domains(cfg: Config) -> set[str]:

@@ -31,7 +31,7 @@ from postwarden.log import log
 from postwarden.metrics import metrics
 from postwarden.milter.app import PostwardenMilter, current
 from postwarden.milter.pipeline import Inspector, Services, default_checks, default_fixers
-from postwarden.milter.ratelimit import health
+from postwarden.milter.storehealth import StoreHealth
 from postwarden.store import Store, StoreError, open_store
 from postwarden.store.base import MAX_PENDING
 
@@ -39,7 +39,8 @@ NAME = "postwarden"
 
 
 def build_inspector(cfg: Config, store: Store | None,
-                    host: HostState | None = None) -> Inspector:
+                    host: HostState | None = None,
+                    health: StoreHealth | None = None) -> Inspector:
     resolver = dns.from_config(cfg.dns)
     facts = hostinfo.fill(cfg.host, resolver, cfg.selfcheck.postfix_config_dir)
     if facts.detected:
@@ -49,7 +50,8 @@ def build_inspector(cfg: Config, store: Store | None,
     if not cfg.host.ips:
         log.warning("no public sending IP found: SPF cannot be judged; set [host] ips")
     services = Services(config=cfg, resolver=resolver, store=store,
-                        host=host if host is not None else HostState())
+                        host=host if host is not None else HostState(),
+                        health=health if health is not None else StoreHealth())
     return Inspector(services, default_checks(services), default_fixers(services))
 
 
@@ -168,7 +170,8 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     cpu = _pin_to_one_cpu() if cfg.pin_cpu else None  # before any thread starts
     store = _open_store(cfg)
     host = HostState()  # written by the periodic self-check, read by the milter's checks
-    current.inspector = build_inspector(cfg, store, host)
+    health = StoreHealth()  # one across reloads: a store outage is reported once
+    current.inspector = build_inspector(cfg, store, host, health)
 
     libmilter.setconn(_prepare_socket(cfg))
     libmilter.settimeout(600)
@@ -206,11 +209,11 @@ def run(config_path: str | None, log_stderr: bool = False) -> int:
     force = True
     while not stop.is_set() and worker.is_alive():
         stop.wait(0.0 if force else 0.5)
-        _heartbeat(beat, store, _flush_events(store), force)
+        _heartbeat(beat, store, _flush_events(store, health), force)
         force = False
         if reload_requested.is_set():
             reload_requested.clear()
-            _reload(config_path, log_stderr, store, host)
+            _reload(config_path, log_stderr, store, host, health)
     if not worker.is_alive() and not stop.is_set():
         log.error("libmilter stopped unexpectedly; exiting so the service manager restarts us")
         return 75
@@ -256,7 +259,7 @@ def _heartbeat(beat: Beat, store: Store | None, store_ok: bool, force: bool = Fa
         pass  # the event flush reports a down store, once
 
 
-def _flush_events(store: Store | None) -> bool:
+def _flush_events(store: Store | None, health: StoreHealth) -> bool:
     """Write the activity events queued by the last half second's messages."""
     if store is None:
         return False
@@ -283,7 +286,7 @@ def _live() -> tuple[Config, Store | None]:
 
 
 def _reload(config_path: str | None, log_stderr: bool, store: Store | None,
-            host: HostState) -> None:
+            host: HostState, health: StoreHealth) -> None:
     try:
         new = configmod.load(config_path)
     except ConfigError as e:
@@ -298,6 +301,6 @@ def _reload(config_path: str | None, log_stderr: bool, store: Store | None,
         new.socket, new.store = old.services.config.socket, old.services.config.store
     sdnotify.notify("RELOADING=1")
     log.setup(new.log.target, new.log.facility, new.log.repeat_interval)
-    current.inspector = build_inspector(new, store, host)
+    current.inspector = build_inspector(new, store, host, health)
     log.info(f"reloaded: mode={new.mode} config={new.source}")
     sdnotify.notify("READY=1")

@@ -51,7 +51,7 @@ from postwarden.milter.auth_results import (
 )
 from postwarden.milter.pipeline import CheckContext, HeaderChange
 from postwarden.orgdomain import aligned, normalize
-from postwarden.policy import REJECT, TEMPFAIL, Decision
+from postwarden.policy import Decision
 
 CANON = b"relaxed/relaxed"
 _NEVER = {"received", "return-path", "dkim-signature", "bcc"}
@@ -263,7 +263,7 @@ class DkimSigner:
     def __call__(self, msg: Message, ctx: CheckContext, findings: list[Finding],
                  decision: Decision) -> list[HeaderChange]:
         if (not self.keys or msg.origin.value not in self.cfg.dkim.sign_origins
-                or decision.action in (REJECT, TEMPFAIL) or msg.body_truncated):
+                or not decision.delivers or msg.body_truncated):
             return []
         before: list[HeaderChange] = ctx.memo.get(CHANGES, [])
         headers = apply_changes(msg.headers, before)

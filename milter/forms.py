@@ -225,6 +225,7 @@ def forms_check(msg: Message, ctx: CheckContext) -> list[Finding]:
     source = identify(msg, cfg.forms)
     ctx.memo[MEMO_SOURCE] = source
     ctx.memo[MEMO_SIGNALS] = {}
+    ctx.source = source.key
     ctx.summary["source"] = source.key
     if source.claimed:
         ctx.summary["claimed"] = source.claimed

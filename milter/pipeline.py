@@ -1,8 +1,11 @@
 """Message -> every check -> findings -> policy -> verdict. No pymilter here.
 
 Checks are plain callables `check(msg, ctx) -> list[Finding]`; a check that raises
-is logged with the queue ID and skipped (fail open). Fixers (DKIM signing, From
-rewrite) run after the decision and return header changes for the adapter to apply.
+is logged with the queue ID and skipped (fail open). Checks only look: what a
+message would change in the world (rate-limit units) they leave in the verdict,
+and postwarden.milter.effects commits it once the decision is known. Fixers (DKIM
+signing, From rewrite) return header changes for the adapter to apply; they are
+applied only to mail the decision keeps (Decision.delivers).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from postwarden.config import Config
 from postwarden.dns import Budget, Resolver
@@ -18,9 +21,12 @@ from postwarden.findings import Finding, Severity
 from postwarden.hoststate import HostState
 from postwarden.log import log
 from postwarden.message import Message
+from postwarden.milter.storehealth import StoreHealth
 from postwarden.policy import Decision, decide, effective
 from postwarden.store import Store
 
+if TYPE_CHECKING:
+    from postwarden.milter.effects import Applied
 
 @dataclass
 class Services:
@@ -31,6 +37,17 @@ class Services:
     store: Store | None = None
     clock: Callable[[], float] = time.time
     host: HostState = field(default_factory=HostState)  # written by the periodic self-check
+    health: StoreHealth = field(default_factory=StoreHealth)  # one per daemon
+
+
+@dataclass(frozen=True)
+class RateTake:
+    """Units a message takes from a GCRA bucket if the decision keeps it."""
+
+    key: str
+    cost: float
+    interval: float
+    burst: float
 
 
 @dataclass
@@ -39,6 +56,9 @@ class CheckContext:
     budget: Budget
     memo: dict[str, Any] = field(default_factory=dict)  # shared between checks of one message
     summary: dict[str, str] = field(default_factory=dict)  # extra key=value for the summary line
+    takes: list[RateTake] = field(default_factory=list)  # committed by effects if kept
+    source: str = ""  # the source key (forms_check): events and hold records count by it
+    rewrite_note: str = ""  # the From rewrite's log line, written by effects
 
 
 @dataclass(frozen=True)
@@ -57,6 +77,9 @@ class Verdict:
     decision: Decision
     changes: list[HeaderChange] = field(default_factory=list)
     summary: dict[str, str] = field(default_factory=dict)
+    takes: tuple[RateTake, ...] = ()
+    source: str = ""
+    rewrite_note: str = ""
 
 
 class Check(Protocol):
@@ -102,7 +125,16 @@ class Inspector:
                 log.limited(f"fix|{name}|{type(e).__name__}", "error",
                             f"fix {name} failed: {type(e).__name__}: {e}; "
                             "message left unchanged by it", msg.queue_id)
-        return Verdict(findings, decision, changes, ctx.summary)
+        return Verdict(findings, decision, changes, ctx.summary, tuple(ctx.takes), ctx.source,
+                       ctx.rewrite_note)
+
+    def handle(self, msg: Message) -> Applied:
+        """The whole per-message pipeline: inspect, then commit the effects."""
+        from postwarden.milter.effects import commit
+
+        started = time.perf_counter()
+        verdict = self.inspect(msg)
+        return commit(msg, verdict, self.services, time.perf_counter() - started)
 
 
 def default_checks(services: Services) -> list[Check]:
@@ -123,10 +155,8 @@ def default_checks(services: Services) -> list[Check]:
 
 
 def default_fixers(services: Services) -> list[Fixer]:
-    """After the decision: the From rewrite, then the signer signs the result, then
-    the event is recorded with the final action."""
-    from postwarden.milter import activity, dkim_sign, from_rewrite
+    """After the decision: the From rewrite, then the signer signs the result."""
+    from postwarden.milter import dkim_sign, from_rewrite
 
     return [from_rewrite.FromRewriter(services.config),
-            dkim_sign.DkimSigner(services.config, services.clock),
-            activity.record_activity]
+            dkim_sign.DkimSigner(services.config, services.clock)]

@@ -2,10 +2,12 @@
 
 `history_check` (form mail only) counts, per source, how often this body was seen
 (`form.repeated_body`) and whether the source sends far above its usual rate
-(`form.burst`). `limit_check` takes each matching limit's cost from its GCRA
-bucket; a message that does not fit gets `ratelimit.exceeded` with the key, the
-bucket's count and the limit. Limits are tried in config order and the first one
-exceeded stops the rest (units already taken from earlier limits stay taken).
+(`form.burst`). `limit_check` asks each matching limit's GCRA bucket whether the
+message's cost fits (a read-only peek); a message that does not fit gets
+`ratelimit.exceeded` with the key, the bucket's count and the limit. Limits are
+tried in config order and the first one exceeded stops the rest. The units are
+taken by postwarden.milter.effects, and only when the decision keeps the message
+(delivered or held): a rejected or tempfailed message uses up no budget.
 
 Store failures fail open: the message goes on unlimited, ONE `error:` line per
 repeat interval says so, and one `info` line says when counting resumed. The clock
@@ -17,13 +19,10 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import threading
 
 from postwarden.config import LimitConfig
 from postwarden.findings import Finding, Severity
-from postwarden.log import log
 from postwarden.message import Message
-from postwarden.metrics import metrics
 from postwarden.milter.forms import (
     MEMO_SOURCE,
     Source,
@@ -33,40 +32,11 @@ from postwarden.milter.forms import (
     sasl_name,
     score,
 )
-from postwarden.milter.pipeline import CheckContext
+from postwarden.milter.pipeline import CheckContext, RateTake
 from postwarden.store import StoreError
 
 SHORT_HALF_LIFE = 600.0  # "now" for burst detection
 LONG_HALF_LIFE = 86400.0  # "usual" for burst detection
-_LOG_KEY = "store.unavailable"
-
-
-class StoreHealth:
-    """Remembers that the store failed, so its return is logged once."""
-
-    def __init__(self) -> None:
-        self._down = False
-        self._lock = threading.Lock()
-
-    def failed(self, e: StoreError, what: str) -> None:
-        metrics.store_errors.inc()
-        with self._lock:
-            self._down = True
-        # One line per condition (locked, full, read-only, gone), not one per message.
-        cause = re.sub(r"[\d.:/]+", "", str(e))[-60:]
-        log.limited(f"{_LOG_KEY}|{cause}", "error", f"store unavailable: {e}; {what} not "
-                    "enforced (fail open) until it returns")
-
-    def ok(self) -> None:
-        if not self._down:
-            return
-        with self._lock:
-            was, self._down = self._down, False
-        if was:
-            log.info("store reachable again: rate limits and history resumed")
-
-
-health = StoreHealth()
 
 
 def fingerprint(msg: Message, scan_bytes: int) -> str:
@@ -89,9 +59,9 @@ def history_check(msg: Message, ctx: CheckContext) -> list[Finding]:
         short = store.bump(f"short:{source.key}", 1, SHORT_HALF_LIFE, now)
         usual = store.bump(f"usual:{source.key}", 1, LONG_HALF_LIFE, now)
     except StoreError as e:
-        health.failed(e, "form history")
+        ctx.services.health.failed(e, "form history")
         return []
-    health.ok()
+    ctx.services.health.ok()
     out = []
     # Decaying counts are a little under the raw count: round before comparing.
     if round(repeats) >= cfg.repeat_count:
@@ -143,12 +113,15 @@ def limit_check(msg: Message, ctx: CheckContext) -> list[Finding]:
             continue
         units = len(msg.rcpts) if limit.count == "recipients" else 1
         cost = max(units, 1) * factor
+        interval = limit.window / limit.rate
         try:
-            r = store.rate_take(key, cost, limit.window / limit.rate, limit.burst, now)
+            r = store.rate_peek(key, cost, interval, limit.burst, now)
         except StoreError as e:
-            health.failed(e, "rate limits")
+            ctx.services.health.failed(e, "rate limits")
+            ctx.takes.clear()
             return []
-        health.ok()
+        ctx.services.health.ok()
+        ctx.takes.append(RateTake(key, cost, interval, limit.burst))
         if not r.allowed:
             text = (f"{key}: {r.used:.1f} of burst {limit.burst} used, this message costs "
                     f"{cost:g} {limit.count}; limit {limit.rate} per {limit.window}s")

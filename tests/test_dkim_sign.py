@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import sys
 from pathlib import Path
@@ -302,7 +303,8 @@ def test_a_header_without_space_after_the_colon_is_signed_as_sent(
     cfg = signing_config([("example.com", "sel", path)])
     cfg.dkim.canonicalization = "simple/simple"
     msg = message(extra=[("X-Tag", "nospace"), ("MIME-Version", "1.0")])
-    msg.headers = [(k, "test") if k == "Subject" else (k, v) for k, v in msg.headers]
+    msg = dataclasses.replace(msg, headers=[(k, "test") if k == "Subject" else (k, v)
+                                            for k, v in msg.headers])
     changes = DkimSigner(cfg)(msg, context(res, cfg), [], _accept())
     raw = _delivered(msg, changes)
     assert b"\r\nSubject:test\r\n" in raw and b"\r\nX-Tag:nospace\r\n" in raw

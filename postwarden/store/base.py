@@ -9,6 +9,7 @@ time only through their own (NTP-synced) clocks.
 from __future__ import annotations
 
 import abc
+import math
 import threading
 from dataclasses import dataclass
 
@@ -156,6 +157,19 @@ class Store(abc.ABC):
         O(1) state per key; safe with many threads and processes (and, for Redis,
         many MTAs): concurrent callers never admit more than the bucket allows.
         """
+
+    def rate_peek(self, key: str, cost: float, interval: float, burst: float,
+                  now: float) -> RateResult:
+        """Would `cost` units fit the bucket `key` now? Read only: the checks ask this,
+        and the units are taken (rate_take) only once the decision keeps the message."""
+        tat = self._rate_tat(key)
+        if tat is None or not math.isfinite(tat) or tat - now > 1e9:
+            tat = now  # unknown or damaged: as rate_take, which resets it, would see it
+        return gcra(tat, now, cost, interval, burst)[1]
+
+    @abc.abstractmethod
+    def _rate_tat(self, key: str) -> float | None:
+        """The stored TAT of bucket `key`, None when there is none."""
 
     @abc.abstractmethod
     def buckets(self, now: float, limit: int = 50) -> list[BucketState]:

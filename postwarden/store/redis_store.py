@@ -174,6 +174,13 @@ class RedisStore(Store):
         return out
 
     # --- rate limits ------------------------------------------------------------
+    def _rate_tat(self, key: str) -> float | None:
+        raw = self._call(lambda: self._r.hget(self._k("rl", key), "t"))
+        try:
+            return float(raw) if raw is not None else None
+        except (TypeError, ValueError):
+            return None  # not a number: rate_take resets it
+
     def rate_take(self, key: str, cost: float, interval: float, burst: float,
                   now: float) -> RateResult:
         reply = self._call(self._gcra, keys=[self._k("rl", key)],

@@ -317,6 +317,11 @@ class SqliteStore(Store):
         return good
 
     # --- rate limits ------------------------------------------------------------
+    def _rate_tat(self, key: str) -> float | None:
+        row = self._read(lambda db: db.execute("SELECT tat FROM buckets WHERE key = ?",
+                                               (key,)).fetchone())
+        return float(row[0]) if row and _is(row[0], float) else None
+
     def rate_take(self, key: str, cost: float, interval: float, burst: float,
                   now: float) -> RateResult:
         """One statement (itself a transaction): the hot path's only write.
