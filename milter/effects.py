@@ -105,10 +105,11 @@ def summary_line(msg: Message, verdict: Verdict, mode: str) -> str:
     """The one key=value line per message. Every value goes through logsafe: a sender's
     address, a header or a DNS answer can neither split it nor add a key to it."""
     d = verdict.decision
+    sent = verdict.sent or msg  # the From as it leaves (rewritten or not)
     parts = [
         f"origin={msg.origin}",
         field("from", msg.mail_from, angle=True, limit=254),
-        field("hdr_from", msg.header_from, angle=True, limit=254),
+        field("hdr_from", sent.header_from, angle=True, limit=254),
         f"rcpts={len(msg.rcpts)}",
     ]
     parts += [field(k, v, limit=300) for k, v in verdict.summary.items()]

@@ -18,7 +18,6 @@ from postwarden.findings import Finding
 from postwarden.message import Message, domain_of
 from postwarden.milter.auth_results import CHANGES, is_ours
 from postwarden.milter.pipeline import CheckContext, HeaderChange
-from postwarden.policy import Decision
 
 MAX_NAME = 78
 
@@ -49,10 +48,10 @@ class FromRewriter:
         fr = cfg.from_rewrite
         self.site = fr.site_name or domain_of(fr.address)
 
-    def __call__(self, msg: Message, ctx: CheckContext, findings: list[Finding],
-                 decision: Decision) -> list[HeaderChange]:
+    def __call__(self, msg: Message, ctx: CheckContext, findings: list[Finding]
+                 ) -> list[HeaderChange]:
         fr = self.cfg.from_rewrite
-        if not fr.enabled or msg.origin.value not in fr.origins or not decision.delivers:
+        if not fr.enabled or msg.origin.value not in fr.origins:
             return []
         values = msg.header_all("From")
         if len(values) != 1 or len(msg.from_addresses) != 1:
