@@ -265,8 +265,8 @@ class DkimSigner:
                 or msg.body_truncated):
             return []
         before: list[HeaderChange] = ctx.memo.get(CHANGES, [])
-        headers = apply_changes(msg.headers, before)
-        probe = Message(headers=headers)
+        headers = apply_changes(msg.headers, before) if before else msg.headers
+        probe = Message(headers=headers) if before else msg  # parsed once if unchanged
         domains = from_domains(probe)
         if len(domains) != 1 or len(probe.from_addresses) != 1:
             return []  # no From or several: DMARC cannot pass whatever we sign

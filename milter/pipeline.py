@@ -162,8 +162,10 @@ class Inspector:
         from postwarden.milter.auth_results import DKIM
         from postwarden.milter.dkim_sign import apply_changes
 
-        sent = replace(msg, headers=apply_changes(msg.headers, changes))
         rewritten = bool(ctx.rewrite_note)
+        # Only signed: the checks read nothing the new DKIM-Signature header changes
+        # (the signatures come from memo), so the message itself stands for itself.
+        sent = replace(msg, headers=apply_changes(msg.headers, changes)) if rewritten else msg
         kept = list(ctx.memo.get(DKIM, []))
         if rewritten:  # every signature covers From (RFC 6376 5.4): the rewrite breaks it
             kept = [replace(s, status="fail", error="the From rewrite changed a signed header")

@@ -12,6 +12,31 @@ from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.utils import getaddresses
 from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING, Any
+
+
+class _once:
+    """A value computed on first use and kept in the instance's __dict__.
+
+    functools.cached_property without its lock (Python 3.11 takes an RLock on every
+    first access, a third of the cost of the header index): a Message belongs to
+    one thread, and computing a value twice would give the same value anyway."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn, self.name = fn, fn.__name__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, cls: Any = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
+
+
+if not TYPE_CHECKING:
+    cached_property = _once
 
 
 class Origin(enum.StrEnum):
