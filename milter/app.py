@@ -20,12 +20,14 @@ import Milter
 
 from postwarden.log import log
 from postwarden.message import MessageBuilder, Origin, strip_brackets
-from postwarden.milter import effects
+from postwarden.milter import effects, macros
+from postwarden.milter.body import Body
 from postwarden.milter.effects import Applied
 from postwarden.milter.origin import classify
 from postwarden.milter.pipeline import Inspector
 
 F = TypeVar("F", bound=Callable[..., Any])
+_session = threading.local()  # libmilter runs one thread per MTA connection
 MAX_BODY = 64 * 1024 * 1024  # beyond this the body is not kept: checks see a prefix
 
 
@@ -46,6 +48,7 @@ class Holder:
 
     def messages(self) -> int:
         return self._count
+    unix_socket: bool = True  # the peer can only be a local process with access
 
 
 current = Holder()
@@ -61,9 +64,8 @@ def guarded(func: F) -> F:
         except Exception as e:
             if not self.failed:
                 self.failed = True
-                qid = self.queue_id or None
                 log.error(f"internal error in {func.__name__}: {type(e).__name__}: {e}; "
-                          "message accepted unchecked (fail open)", qid)
+                          "message accepted unchecked (fail open)", self.queue_id or None)
             return Milter.CONTINUE if func.__name__ != "eom" else Milter.ACCEPT
 
     return wrapper  # type: ignore[return-value]
@@ -79,12 +81,28 @@ class PostwardenMilter(Milter.Base):
         self.daemon_name = ""
         self.builder: MessageBuilder | None = None
         self.inspector: Inspector | None = None  # the config this message is judged by
+        self.spool: Body | None = None
         self.queue_id = ""
         self.failed = False
+
+    @staticmethod
+    def in_thread() -> PostwardenMilter | None:
+        """The session this libmilter thread serves (None outside a session)."""
+        m = getattr(_session, "milter", None)
+        return m if isinstance(m, PostwardenMilter) else None
+
+    def callback_failed(self, error: str) -> None:
+        """pymilter could not hand us one command (see daemon._install_callback_error_hook):
+        that item is skipped, the message is still answered and inspected."""
+        log.limited(f"callback.{error[:40]}", "error",
+                    f"pymilter could not pass a command to postwarden ({error}); that item "
+                    "(e.g. a header whose name is not UTF-8) is skipped, the rest of the "
+                    "message is inspected", self.queue_id or None)
 
     @Milter.noreply
     @guarded
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        _session.milter = self
         self.client_name = hostname or ""
         if isinstance(hostaddr, tuple) and len(hostaddr) >= 2:
             self.client_addr, self.client_port = str(hostaddr[0]), int(hostaddr[1])
@@ -95,6 +113,7 @@ class PostwardenMilter(Milter.Base):
     @guarded
     def envfrom(self, mailfrom: str, *params: str) -> int:
         self.failed, self.queue_id = False, ""
+        self._drop_body()
         self.inspector = inspector = current.inspector  # one snapshot until eom
         auth_user = self._macro("{auth_authen}")
         # Known from here on: inbound mail is not collected, only passed through.
@@ -103,7 +122,7 @@ class PostwardenMilter(Milter.Base):
             origin = classify(inspector.services.config.outbound, self.client_addr,
                               self.client_port, self.daemon_name, auth_user)
         self.builder = MessageBuilder(
-            origin, _valid(strip_brackets(mailfrom)), MAX_BODY,
+            origin, _valid(strip_brackets(mailfrom)),
             client_name=_valid(self.client_name), client_addr=self.client_addr,
             client_port=self.client_port, daemon_name=_valid(self.daemon_name),
             auth_user=auth_user)
@@ -129,7 +148,11 @@ class PostwardenMilter(Milter.Base):
     def body(self, chunk: bytes) -> int:
         b = self.builder
         if b is not None and b.origin is not Origin.INBOUND:
-            b.body(chunk)
+            if self.spool is None:
+                inspector = self.inspector
+                memory = inspector.services.config.body_memory if inspector else 1 << 20
+                self.spool = Body(memory, MAX_BODY)
+            self.spool.add(chunk)
         return Milter.CONTINUE
 
     @guarded
@@ -139,22 +162,22 @@ class PostwardenMilter(Milter.Base):
         if builder is None or inspector is None:
             return Milter.ACCEPT
         self.queue_id = self._macro("i") or "NOQUEUE"
-        msg = builder.build(self.queue_id)
         current.count_message()
         cfg = inspector.services.config
-        if msg.origin is Origin.INBOUND:  # classified at MAIL FROM
+        if builder.origin is Origin.INBOUND:  # classified at MAIL FROM
             if cfg.outbound.log_inbound:
-                log.info(effects.inbound_line(msg), msg.queue_id)
+                log.info(effects.inbound_line(builder.build(self.queue_id)), self.queue_id)
             return Milter.ACCEPT
+        spool, self.spool = self.spool, None
         try:
-            applied = inspector.handle(msg)
+            applied = self._run(builder, spool, inspector)
             if applied.discard:
                 return Milter.DISCARD  # a self-check probe: recorded, never delivered
             self._apply(applied)
         except Exception as e:  # fail open, but the summary line is still written
             log.error(f"internal error: {type(e).__name__}: {e}; "
-                      "message accepted unchecked (fail open)", msg.queue_id)
-            effects.log_failure(msg, cfg.mode)
+                      "message accepted unchecked (fail open)", self.queue_id)
+            effects.log_failure(builder.build(self.queue_id), cfg.mode)
             return Milter.ACCEPT
         d = applied.decision
         if d.holds:
@@ -165,8 +188,31 @@ class PostwardenMilter(Milter.Base):
         self.setreply(reply[0], reply[1], _reply_text(d.reason))
         return Milter.TEMPFAIL if reply[0].startswith("4") else Milter.REJECT
 
+    def _run(self, builder: MessageBuilder, spool: Body | None, inspector: Inspector
+             ) -> Applied:
+        """Build the Message with its body and run the pipeline. A spooled body waits
+        for its turn and is dropped as soon as the pipeline is done (Body.contents)."""
+        if spool is None:
+            return inspector.handle(builder.build(self.queue_id))
+        with spool.contents() as body:
+            applied = inspector.handle(builder.build(self.queue_id, body, spool.truncated))
+            del body
+            return applied.without_message()
+
     def _macro(self, name: str) -> str:
-        """A macro's value; pymilter raises on one that is not valid UTF-8."""
+        """A macro's value, read with bounds (libmilter's own lookup can be crashed
+        by a malformed macro packet: see postwarden.milter.macros)."""
+        try:
+            return macros.getsymval(self._ctx, name) or ""
+        except macros.Unavailable as e:
+            if not current.unix_socket:
+                log.limited("macros.unavailable", "error",
+                            f"macros not read ({e}): on an inet: socket that could "
+                            "crash the daemon; origin by daemon name and SASL login "
+                            "and the queue ID are unknown")
+                return ""
+            log.limited("macros.unavailable", "warning",
+                        f"reading macros through libmilter ({e})")
         try:
             return self.getsymval(name) or ""
         except UnicodeDecodeError:
@@ -181,13 +227,21 @@ class PostwardenMilter(Milter.Base):
             else:
                 self.addheader(ch.name, ch.value)
 
+    def _drop_body(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+
     @guarded
     def abort(self) -> int:
         self.builder, self.inspector = None, None
+        self._drop_body()
         return Milter.CONTINUE
 
     @guarded
     def close(self) -> int:
+        _session.milter = None
+        self._drop_body()
         return Milter.CONTINUE
 
     @Milter.nocallback

@@ -19,7 +19,7 @@ A store failure is logged once (StoreHealth) and the message goes on (fail open)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from postwarden.findings import Finding, Severity, ids
 from postwarden.log import log
@@ -49,6 +49,10 @@ class Applied:
     @property
     def findings(self) -> list[Finding]:
         return self.verdict.findings
+
+    def without_message(self) -> Applied:
+        """The same, holding no reference to the message (and so its body)."""
+        return replace(self, verdict=replace(self.verdict, sent=None))
 
 
 def commit(msg: Message, verdict: Verdict, services: Services, elapsed: float) -> Applied:

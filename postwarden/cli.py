@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from postwarden import __version__
 from postwarden import config as configmod
@@ -135,12 +137,18 @@ def _dispatch(args: argparse.Namespace) -> int:
             cfg = configmod.load(args.config)
             for w in config_advice.warnings(cfg, hostinfo.interface_ips):
                 write_stdout(f"{cfg.source}: warning: {w}\n")
+            for warning in configmod.warnings(cfg):
+                write_stdout(f"{cfg.source}: warning: {warning}\n")
             write_stdout(f"{cfg.source}: OK\n")
             return 0
         if args.command == "milter":
+            # Before the heavy imports: a SIGHUP from here on is a reload once the
+            # daemon is up, never the default action (exit).
+            hup = threading.Event()
+            signal.signal(signal.SIGHUP, lambda signum, frame: hup.set())
             from postwarden.milter import daemon
 
-            return daemon.run(args.config, log_stderr=args.log_stderr)
+            return daemon.run(args.config, log_stderr=args.log_stderr, pending_reload=hup)
         if args.command == "selfcheck":
             from postwarden.checks import cli as selfcheck_cli
 

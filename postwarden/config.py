@@ -10,10 +10,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import math
 import os
+import pwd
+import stat
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,11 +69,26 @@ def _positive(value: Any) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
+MAX_SECONDS = 30 * 86400  # past this a timer's wait overflows or never ends in practice
+
+
+def _seconds(value: Any) -> str | None:
+    if value <= 0:
+        return "must be greater than 0"
+    if value > MAX_SECONDS:
+        return f"must be at most {MAX_SECONDS} seconds (30 days)"
+    return None
+
+
+def _seconds_or_zero(value: Any) -> str | None:
+    return None if value == 0 else _seconds(value)
+
+
 def _finite_positive(value: Any) -> str | None:
     """Timeouts: inf or nan would reach socket.settimeout() and raise there."""
     if value != value or value in (float("inf"), float("-inf")):
         return "must be a finite number of seconds (e.g. 0.5)"
-    return _positive(value)
+    return _seconds(value)
 
 
 def _port(value: Any) -> str | None:
@@ -122,8 +141,8 @@ class HostConfig:
 class DnsConfig:
     nameservers: list[str] = field(default_factory=list, metadata=_check(_ips))
     port: int = field(default=53, metadata=_check(_port))
-    timeout: float = field(default=2.0, metadata=_check(_positive))
-    message_budget: float = field(default=2.0, metadata=_check(_positive))
+    timeout: float = field(default=2.0, metadata=_check(_seconds))
+    message_budget: float = field(default=2.0, metadata=_check(_seconds))
     cache_size: int = field(default=10000, metadata=_check(_positive))
 
 
@@ -145,7 +164,7 @@ class LogConfig:
             _one_of("mail", "daemon", "user", *(f"local{i}" for i in range(8)))
         ),
     )
-    repeat_interval: int = field(default=600, metadata=_check(_positive))
+    repeat_interval: int = field(default=600, metadata=_check(_seconds))
 
 
 @dataclass
@@ -366,11 +385,11 @@ def _key_names(values: Any) -> str | None:
 class SelfcheckConfig:
     """Blocklists, DNS records and Postfix audit; periodic run in the daemon. Owner: issue 5."""
 
-    interval: int = field(default=3600, metadata=_check(_positive))
+    interval: int = field(default=3600, metadata=_check(_seconds))
     periodic: bool = True
-    startup_delay: float = field(default=60.0, metadata=_check(_non_negative))
-    query_timeout: float = field(default=3.0, metadata=_check(_positive))
-    run_timeout: float = field(default=20.0, metadata=_check(_positive))
+    startup_delay: float = field(default=60.0, metadata=_check(_seconds_or_zero))
+    query_timeout: float = field(default=3.0, metadata=_check(_seconds))
+    run_timeout: float = field(default=20.0, metadata=_check(_seconds))
     lists_add: list[str] = field(default_factory=list, metadata=_check(_zones))
     lists_remove: list[str] = field(default_factory=list, metadata=_check(_zones))
     spamhaus_dqs_key: str = ""
@@ -382,7 +401,7 @@ class SelfcheckConfig:
     postfix_config_dir: str = ""
     php_ini: list[str] = field(default_factory=list)
     history: int = field(default=200, metadata=_check(_positive))
-    reminder_interval: int = field(default=86400, metadata=_check(_positive))
+    reminder_interval: int = field(default=86400, metadata=_check(_seconds))
     hold_forms_when_listed: bool = False
     probe: bool = False
     probe_wait: float = field(default=15.0, metadata=_check(_positive))
@@ -421,10 +440,12 @@ class Config:
         default="unix:/var/spool/postfix/postwarden/postwarden.sock",
         metadata=_check(_socket),
     )
+    allow_inet: bool = False
     socket_mode: str = field(default="0660", metadata=_check(_mode_octal))
     socket_group: str = "postfix"
     user: str = ""
     pin_cpu: bool = True
+    body_memory: int = field(default=1024 * 1024, metadata=_check(_positive))
     mode: str = field(default="monitor", metadata=_check(_one_of("monitor", "enforce")))
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     host: HostConfig = field(default_factory=HostConfig)
@@ -441,30 +462,69 @@ class Config:
     source: str = field(default="", metadata={"internal": True})
 
 
-def load(path: Path | str | None = None, reader: bool = False) -> Config:
-    """Read and validate a config file; ConfigError on any problem. A `reader` (status,
-    a monitoring plugin) only reads the store, so it need not be able to write there."""
-    p = Path(path) if path is not None else DEFAULT_PATH
+MAX_FILE_SIZE = 1024 * 1024
+
+
+def _read_regular(p: Path) -> bytes:
+    """The file's bytes; ConfigError for anything but a readable regular file (a FIFO
+    or a device would block `config check` and the daemon forever)."""
     try:
-        raw = p.read_bytes()
-    except OSError as e:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "the path holds a NUL byte"
         raise ConfigError(
-            f"{p}: cannot read the config file ({e.strerror}); "
+            f"{p}: cannot read the config file ({reason}); "
             "pass --config PATH or install packaging/postwarden.toml there"
         ) from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{p}: not a regular file; point --config at the TOML file")
+        if st.st_size > MAX_FILE_SIZE:
+            raise ConfigError(f"{p}: {st.st_size} bytes, larger than any config needs "
+                              f"({MAX_FILE_SIZE}); is this the right file?")
+        return f.read(MAX_FILE_SIZE + 1)
+
+
+def load(path: Path | str | None = None, reader: bool = False) -> Config:
+    """Read and validate a config file; ConfigError on any problem, never another
+    exception (the daemon's reload and `config check` rely on that). A `reader`
+    (status, a monitoring plugin) only reads the store, so it need not be able to
+    write there."""
+    p = Path(path) if path is not None else DEFAULT_PATH
+    raw = _read_regular(p)
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: not valid TOML: arrays or tables nested too deeply") from None
     cfg = from_dict(data, str(p), reader)
     cfg.source = str(p)
     return cfg
 
 
 def from_dict(data: dict[str, Any], where: str = "config", reader: bool = False) -> Config:
-    cfg = _build(Config, data, where, "")
-    _validate_cross(cfg, where, reader)
+    try:
+        cfg = _build(Config, data, where, "")
+        _validate_cross(cfg, where, reader)
+    except RecursionError:
+        raise ConfigError(f"{where}: values nested too deeply; see packaging/postwarden.toml "
+                          "for the shape of each key") from None
+    except (ValueError, TypeError, OverflowError) as e:  # a check that met an odd value
+        raise ConfigError(f"{where}: invalid value ({type(e).__name__}: {e}); see "
+                          "packaging/postwarden.toml") from None
     return cfg
+
+
+def _show(value: Any) -> str:
+    """A value for an error message: its repr, cut short (a hostile file can hold
+    megabytes in one key)."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = "<deeply nested value>"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 T = typing.TypeVar("T")
@@ -492,7 +552,7 @@ def _build(cls: type[T], data: Any, where: str, prefix: str) -> T:
         if check is not None:
             problem = check(kwargs[key])
             if problem:
-                raise ConfigError(f"{where}: {name} = {value!r}: {problem}")
+                raise ConfigError(f"{where}: {name} = {_show(value)}: {problem}")
     return cls(**kwargs)
 
 
@@ -510,7 +570,7 @@ def _type_name(tp: Any) -> str:
 def _convert(tp: Any, value: Any, where: str, name: str) -> Any:
     origin = typing.get_origin(tp)
     bad = ConfigError(
-        f"{where}: {name} = {value!r}: wrong type, expected {_type_name(tp)}"
+        f"{where}: {name} = {_show(value)}: wrong type, expected {_type_name(tp)}"
     )
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where, name + ".")  # type: ignore[arg-type]
@@ -523,6 +583,10 @@ def _convert(tp: Any, value: Any, where: str, name: str) -> Any:
         if not isinstance(value, dict):
             raise bad
         _, vt = typing.get_args(tp)
+        for k in value:
+            if "\0" in str(k):
+                raise ConfigError(f"{where}: {name}: key {_show(k)} must not contain a NUL "
+                                  "character")
         return {str(k): _convert(vt, v, where, f"{name}.{k}") for k, v in value.items()}
     if origin in (types.UnionType, typing.Union):
         for alt in typing.get_args(tp):
@@ -534,6 +598,8 @@ def _convert(tp: Any, value: Any, where: str, name: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {name} = {value!r}: must be a finite number")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -542,14 +608,51 @@ def _convert(tp: Any, value: Any, where: str, name: str) -> Any:
     if tp in (str, bool):
         if not isinstance(value, tp):
             raise bad
+        if tp is str and "\0" in value:
+            raise ConfigError(f"{where}: {name} = {_show(value)}: must not contain a NUL "
+                              "character")
         return value
     raise ConfigError(f"{where}: {name}: internal error, unsupported type {tp!r}")
+
+
+def inet_host(spec: str) -> str | None:
+    """The host part of an inet:/inet6: socket spec ('' when missing), None for unix:."""
+    if not spec.startswith(("inet:", "inet6:")):
+        return None
+    return spec.split(":", 1)[1].partition("@")[2].strip("[]")
+
+
+def _validate_socket(cfg: Config, where: str) -> None:
+    """A TCP socket lets every local user (not only Postfix) talk to the milter, and
+    a malformed packet from one is a risk to the daemon, so it is opt-in and loopback."""
+    host = inet_host(cfg.socket)
+    if host is None:
+        return
+    if not cfg.allow_inet:
+        raise ConfigError(
+            f"{where}: socket = {cfg.socket!r}: a TCP socket is reachable by every local "
+            "user, not only Postfix; use a unix socket (the default), or set "
+            "allow_inet = true if you must"
+        )
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(
+            f"{where}: socket = {cfg.socket!r}: an inet socket must name a loopback "
+            "address, e.g. 'inet:8894@127.0.0.1' or 'inet6:8894@::1' (without one, "
+            "libmilter listens on every interface)"
+        )
+
+
 
 
 _IDS_HELP = "`postwarden findings` and docs/findings.md list every id"
 
 
 def _validate_cross(cfg: Config, where: str, reader: bool = False) -> None:
+    _validate_socket(cfg, where)
     # An unknown id would be a silent no-op: a typo must not switch a hold off.
     for fid in cfg.policy.enforce:
         problem = ids.policy_key_problem(fid)
@@ -574,3 +677,55 @@ def _validate_cross(cfg: Config, where: str, reader: bool = False) -> None:
                 f"{where}: store.path = {cfg.store.path!r}: directory {parent} is not writable "
                 "by this user; create it and give it to the postwarden user"
             )
+
+
+def warnings(cfg: Config) -> list[str]:
+    """Permission problems that do not stop postwarden but undo its protection:
+    printed by `config check` and logged at every start."""
+    out: list[str] = []
+    secrets = []
+    try:
+        if urllib.parse.urlsplit(cfg.store.redis_url).password:
+            secrets.append("a Redis password (store.redis_url)")
+    except ValueError:
+        pass
+    if cfg.selfcheck.spamhaus_dqs_key:
+        secrets.append("a Spamhaus DQS key")
+    mode = _mode(cfg.source)
+    if secrets and mode is not None and mode & 0o004:
+        out.append(f"{cfg.source} is readable by every user and holds {' and '.join(secrets)}:"
+                   f" chmod 640 {cfg.source} (group of the postwarden user)")
+    key_files = [k.key_file for k in cfg.dkim.keys] + list(cfg.selfcheck.dkim_key_files.values())
+    for key in dict.fromkeys(key_files):
+        mode = _mode(key)
+        if mode is not None and mode & 0o022:
+            who = "every user" if mode & 0o002 else "its group"
+            out.append(f"DKIM key {key} is writable by {who}: whoever can replace it signs "
+                       f"as your domain; chmod 600 {key}")
+    if cfg.socket.startswith("unix:"):
+        parent = Path(cfg.socket[5:]).parent
+        try:
+            st = parent.stat()
+        except OSError:
+            st = None
+        if st is not None:
+            if st.st_mode & 0o002:
+                out.append(f"socket directory {parent} is writable by every user: anyone can "
+                           "replace the socket and receive Postfix's mail; chmod 750 it")
+            allowed = {0, os.geteuid()}
+            if cfg.user:
+                try:
+                    allowed.add(pwd.getpwnam(cfg.user).pw_uid)
+                except KeyError:
+                    pass
+            if st.st_uid not in allowed:
+                out.append(f"socket directory {parent} belongs to uid {st.st_uid}, not to root "
+                           "or the postwarden user: its owner can replace the socket; chown it")
+    return out
+
+
+def _mode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mode if path else None
+    except (OSError, ValueError):
+        return None

@@ -132,41 +132,30 @@ class Message:
 
 
 class MessageBuilder:
-    """One SMTP transaction as the milter callbacks deliver it, piece by piece.
+    """One SMTP transaction's envelope and headers as the milter callbacks deliver
+    them, piece by piece.
 
-    The adapter owns one per transaction; build() at end of message returns the
-    frozen Message every check sees. The body is kept up to `max_body` bytes: past
-    that the checks see a prefix and the message says so (body_truncated).
+    The adapter owns one per transaction (and the body, which it spools); build() at
+    end of message returns the frozen Message every check sees.
     """
 
-    def __init__(self, origin: Origin, mail_from: str, max_body: int, *,
-                 client_name: str = "", client_addr: str = "", client_port: int = 0,
-                 daemon_name: str = "", auth_user: str = "") -> None:
-        self.origin, self.mail_from, self.max_body = origin, mail_from, max_body
+    def __init__(self, origin: Origin, mail_from: str, *, client_name: str = "",
+                 client_addr: str = "", client_port: int = 0, daemon_name: str = "",
+                 auth_user: str = "") -> None:
+        self.origin, self.mail_from = origin, mail_from
         self.client_name, self.client_addr, self.client_port = (client_name, client_addr,
                                                                 client_port)
         self.daemon_name, self.auth_user = daemon_name, auth_user
         self.rcpts: list[str] = []
         self.headers: list[tuple[str, str]] = []
-        self.body_parts: list[bytes] = []
-        self.body_size = 0
-        self.truncated = False
 
-    def body(self, chunk: bytes) -> None:
-        if self.body_size + len(chunk) <= self.max_body:
-            self.body_parts.append(chunk)
-        else:
-            self.truncated = True
-        self.body_size += len(chunk)
-
-    def build(self, queue_id: str) -> Message:
-        msg = Message(queue_id=queue_id, origin=self.origin, client_name=self.client_name,
-                      client_addr=self.client_addr, client_port=self.client_port,
-                      daemon_name=self.daemon_name, auth_user=self.auth_user,
-                      mail_from=self.mail_from, rcpts=self.rcpts, headers=self.headers,
-                      body=b"".join(self.body_parts), body_truncated=self.truncated)
-        self.body_parts = []
-        return msg
+    def build(self, queue_id: str, body: bytes = b"", body_truncated: bool = False
+              ) -> Message:
+        return Message(queue_id=queue_id, origin=self.origin, client_name=self.client_name,
+                       client_addr=self.client_addr, client_port=self.client_port,
+                       daemon_name=self.daemon_name, auth_user=self.auth_user,
+                       mail_from=self.mail_from, rcpts=self.rcpts, headers=self.headers,
+                       body=body, body_truncated=body_truncated)
 
 
 def header_bytes(headers: list[tuple[str, str]]) -> bytes:

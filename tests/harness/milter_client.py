@@ -101,6 +101,16 @@ class MilterClient:
                 return reply
             reply.actions.append((cmd, payload))  # modifications: h, m, i, q, ...
 
+    def raw(self, cmd: bytes, payload: bytes = b"") -> None:
+        """Send one packet exactly as given: for malformed input that Postfix never sends."""
+        self.sock.sendall(_packet(cmd, payload))
+
+    def connect_cmd(self, client: tuple[str, int]) -> Reply | None:
+        """The SMTP-connect command (its reply, unless negotiated away)."""
+        host, port = client
+        return self._step(b"C", _z("localhost") + b"4" + struct.pack(">H", port) + _z(host),
+                          0x01, 0x1000)
+
     def macros(self, stage: bytes, values: dict[str, str]) -> None:
         payload = stage + b"".join(_z(k, v) for k, v in values.items())
         self.sock.sendall(_packet(b"D", payload))
@@ -116,11 +126,9 @@ class MilterClient:
               macros: dict[str, dict[str, str]] | None = None) -> None:
         """Connect and MAIL FROM: the message is in flight from here on."""
         m = macros or {}
-        host, port = client
         if "C" in m:
             self.macros(b"C", m["C"])
-        self._step(b"C", _z("localhost") + b"4" + struct.pack(">H", port) + _z(host),
-                   0x01, 0x1000)
+        self.connect_cmd(client)
         if "M" in m:
             self.macros(b"M", m["M"])
         self._step(b"M", _z(f"<{mail_from}>"), 0x04, 0x4000)

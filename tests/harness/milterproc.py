@@ -30,7 +30,8 @@ def toml_dumps(data: dict[str, Any]) -> str:
         if isinstance(v, int | float):
             return repr(v)
         if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            text = v.replace("\\", "\\\\").replace('"', '\\"')
+            return '"' + re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\u{ord(m[0]):04x}", text) + '"'
         if isinstance(v, list):
             return "[" + ", ".join(val(x) for x in v) + "]"
         if isinstance(v, dict):
@@ -90,10 +91,18 @@ class MilterProcess:
             if self.proc.poll() is not None:
                 raise HarnessError(f"postwarden exited {self.proc.returncode}: "
                                    f"{self.log_path.read_text()[-3000:]}")
-            if handshake(f"unix:{self.socket_path}"):
+            if handshake(self.address):
                 return
             time.sleep(0.05)
-        raise HarnessError(f"postwarden not ready: {self.log_path.read_text()[-3000:]}")
+        self.kill()  # a half-started daemon would hold the socket's lock for the next test
+        raise HarnessError(f"postwarden not ready after {timeout:.0f} s: "
+                           f"{self.log_path.read_text()[-3000:]}")
+
+    @property
+    def address(self) -> str:
+        """The socket the daemon listens on, as the milter client takes it."""
+        spec = str(self.settings.get("socket", ""))
+        return spec if spec.startswith("inet:") else f"unix:{self.socket_path}"
 
     def stop(self) -> int | None:
         if self.proc is None:
