@@ -56,6 +56,13 @@ local function reset_unless_hash(key)
 end
 """
 
+_PEEK = """
+local ty = redis.call('TYPE', KEYS[1])
+ty = type(ty) == 'table' and ty.ok or ty
+if ty ~= 'hash' then return false end
+return redis.call('HGET', KEYS[1], 't')
+"""
+
 _GCRA = _CHECK + """
 local now, cost = tonumber(ARGV[1]), tonumber(ARGV[2])
 local interval, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -123,6 +130,7 @@ class RedisStore(Store):
             raise StoreError(f"redis URL {_safe_url(url)}: {e}") from None
         self._where = _safe_url(url)
         self._gcra = self._r.register_script(_GCRA)
+        self._peek = self._r.register_script(_PEEK)
         self._bump = self._r.register_script(_BUMP)
         self._append = self._r.register_script(_APPEND)
 
@@ -175,7 +183,9 @@ class RedisStore(Store):
 
     # --- rate limits ------------------------------------------------------------
     def _rate_tat(self, key: str) -> float | None:
-        raw = self._call(lambda: self._r.hget(self._k("rl", key), "t"))
+        # a script, not HGET: a key that is not a hash reads as empty (rate_take then
+        # resets it), never a WRONGTYPE error that would fail the limit open for good
+        raw = self._call(self._peek, keys=[self._k("rl", key)])
         try:
             return float(raw) if raw is not None else None
         except (TypeError, ValueError):
