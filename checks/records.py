@@ -2,7 +2,8 @@
 
 SPF is parsed here (one record, at most 10 DNS-querying terms, RFC 7208 4.6.4,
 no `+all`/`?all`) and evaluated with pyspf for every sending IP, its DNS going
-through our Resolver. DMARC uses the shared parser in postwarden.dmarc_record.
+through our Resolver. DMARC uses the shared parser and discovery
+(postwarden.dmarc_discovery), read as RFC 7489 and as RFC 9989 receivers read it.
 A DNS failure is `unknown`, never `ok`.
 """
 
@@ -11,11 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from postwarden import dkimkeys, dmarc_record, spf
+from postwarden import dkimkeys, dmarc_discovery, spf
 from postwarden.checks import spf_lookups
 from postwarden.checks.report import CheckResult
 from postwarden.checks.spf_lookups import MAX_LOOKUPS, spf_records
 from postwarden.dns import Budget, Resolver
+from postwarden.orgdomain import org_domain
 
 
 def count_lookups(domain: str, resolver: Resolver,
@@ -188,38 +190,107 @@ def check_dkim(selector: str, domain: str, resolver: Resolver, key_file: str = "
 
 # --- DMARC and MX -------------------------------------------------------------
 
+def _dmarc_details(look: dmarc_discovery.DmarcLookup) -> dict[str, Any]:
+    a, b = look.rfc7489, look.rfc9989
+    main = a if a.record is not None else b
+    rec = main.record
+    details: dict[str, Any] = {"found_at": main.found_at, "notes": list(a.notes),
+                               "generations": {"rfc7489": a.to_dict(), "rfc9989": b.to_dict()}}
+    if rec is not None:
+        details.update({"p": rec.p, "sp": rec.sp, "np": rec.np, "rua": list(rec.rua),
+                        "pct": rec.pct, "t": rec.t, "psd": rec.psd,
+                        "policy": main.policy, "warnings": list(rec.warnings)})
+    return details
+
+
+def dmarc_results(domain: str, resolver: Resolver,
+                  budget: Budget | None = None) -> list[CheckResult]:
+    """dmarc.record (both generations), and dmarc.generations when they disagree."""
+    look = dmarc_discovery.discover(resolver, domain, budget)
+    out = [_dmarc_record(domain, look)]
+    differ = _generations(domain, look, resolver, budget)
+    if differ is not None:
+        out.append(differ)
+    return out
+
+
 def check_dmarc(domain: str, resolver: Resolver, budget: Budget | None = None) -> CheckResult:
-    """Exists, valid, p= set; a missing rua= is info."""
+    """Exists, valid, p= set, read alike by RFC 7489 and RFC 9989; a missing rua= is info."""
+    return _dmarc_record(domain, dmarc_discovery.discover(resolver, domain, budget))
+
+
+def _dmarc_record(domain: str, look: dmarc_discovery.DmarcLookup) -> CheckResult:
     publish = (f'_dmarc.{domain}. TXT "v=DMARC1; p=quarantine; '
                f'rua=mailto:dmarc-reports@{domain}"')
-    res = dmarc_record.lookup(resolver, domain, budget)
-    details: dict[str, Any] = {"found_at": res.found_at, "notes": list(res.notes)}
-    if res.status == "temperror":
-        return CheckResult("dmarc.record", domain, "unknown",
-                           f"DMARC lookup failed ({res.error})", (), details)
-    if res.record is None:
-        text = "; ".join(res.notes) or "no DMARC record"
-        return CheckResult("dmarc.record", domain, "warning", text,
-                           (f"Publish: {publish}",), details)
-    rec = res.record
-    details.update({"p": rec.p, "sp": rec.sp, "rua": list(rec.rua), "pct": rec.pct,
-                    "policy": res.policy, "warnings": list(rec.warnings)})
-    where = f" (inherited from {res.found_at})" if res.inherited else ""
-    if rec.warnings:
+    a, b = look.rfc7489, look.rfc9989
+    details = _dmarc_details(look)
+    failed = [p for p in (a, b) if p.status == "temperror"]
+    if failed:
+        text = "; ".join(f"{p.label}: {p.error}" for p in failed)
+        unknown = CheckResult("dmarc.record", domain, "unknown",
+                              f"DMARC lookup failed ({text})", (), details)
+        if len(failed) == 2:
+            return unknown
+        # the other generation's answer stands when it is a problem (never an "ok")
+        known = a if b.status == "temperror" else b
+        alone = _dmarc_record(domain, dmarc_discovery.DmarcLookup(look.domain, known, known))
+        if alone.status not in ("warning", "critical"):
+            return unknown
+        return CheckResult("dmarc.record", domain, alone.status,
+                           f"{alone.summary} ({known.label}; {text})", alone.advice, details)
+    if a.status == b.status == "none":
+        notes = list(dict.fromkeys(a.notes + b.notes))
         return CheckResult("dmarc.record", domain, "warning",
-                           f"DMARC record has problems: {'; '.join(rec.warnings)}{where}",
+                           "; ".join(notes) or "no DMARC record",
+                           (f"Publish: {publish}",), details)
+    main = a if a.status == "ok" else b
+    rec = main.record
+    assert rec is not None
+    where = f" (inherited from {main.found_at})" if main.inherited else ""
+    # a generation that applies no DMARC, or reads the record as p=none, is a problem
+    notes = [n for p in (a, b) for n in p.notes
+             if p.status == "none" or "read as p=none" in n]
+    problems = list(dict.fromkeys([*rec.warnings, *notes]))
+    if problems:
+        return CheckResult("dmarc.record", domain, "warning",
+                           f"DMARC record has problems: {'; '.join(problems)}{where}",
                            (f"Publish a clean record, e.g. {publish}",), details)
     if not rec.rua:
         return CheckResult("dmarc.record", domain, "info",
-                           f"DMARC p={res.policy}{where}, no rua=: you get no reports",
+                           f"DMARC p={main.policy}{where}, no rua=: you get no reports",
                            (f"Add rua=mailto:dmarc-reports@{domain} to the record",), details)
-    if res.policy == "none":
+    if main.policy == "none":
         return CheckResult("dmarc.record", domain, "info",
                            f"DMARC p=none{where}: monitoring only", (
                                "Once reports show your mail passes, move to p=quarantine",),
                            details)
-    return CheckResult("dmarc.record", domain, "ok", f"DMARC p={res.policy}{where}, reports "
+    return CheckResult("dmarc.record", domain, "ok", f"DMARC p={main.policy}{where}, reports "
                        f"to {', '.join(rec.rua)}", (), details)
+
+
+def _generations(domain: str, look: dmarc_discovery.DmarcLookup, resolver: Resolver,
+                 budget: Budget | None) -> CheckResult | None:
+    """RFC 7489 and RFC 9989 receivers read this domain differently: say how."""
+    a, b = look.rfc7489, look.rfc9989
+    if "temperror" in (a.status, b.status) or not look.domain:
+        return None
+    diffs = [] if look.agree else [f"RFC 7489 receivers apply {a.describe()}, RFC 9989 "
+                                   f"receivers {b.describe()}"]
+    org_psl = org_domain(look.domain)
+    org_walk, error = dmarc_discovery.org_domain_9989(resolver, look.domain, budget)
+    if not error and org_walk != org_psl:
+        diffs.append(f"the Organizational Domain (relaxed alignment) is {org_psl} by the "
+                     f"Public Suffix List (RFC 7489) but {org_walk} by the DNS tree walk "
+                     "(RFC 9989)")
+    if not diffs:
+        return None
+    details = {"rfc7489": {**a.to_dict(), "org_domain": org_psl},
+               "rfc9989": {**b.to_dict(), "org_domain": org_walk or ""}}
+    return CheckResult("dmarc.generations", domain, "warning",
+                       "; ".join(diffs),
+                       (f"Publish one explicit DMARC record at _dmarc.{domain} and use "
+                        "DKIM/SPF domains equal to the From domain (strict alignment): "
+                        "both generations then agree",), details)
 
 
 def check_mx(domain: str, resolver: Resolver, budget: Budget | None = None) -> CheckResult:

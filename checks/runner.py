@@ -154,7 +154,8 @@ def _tasks(inp: RunInputs, budget: Budget, facts_box: dict[str, Any]) -> list[Ta
     for d in tg.domains:
         tasks.append(Task(("spf.record",), d,
                           _one(records.check_spf, d, tg.ips, res, tg.hostname, budget)))
-        tasks.append(Task(("dmarc.record",), d, _one(records.check_dmarc, d, res, budget)))
+        tasks.append(Task(("dmarc.record", "dmarc.generations"), d,
+                          partial(records.dmarc_results, d, res, budget)))
         tasks.append(Task(("mx",), d, _one(records.check_mx, d, res, budget)))
         for sel in sc.dkim_selectors.get(d, []):
             key = sc.dkim_key_files.get(f"{sel}._domainkey.{d}", "")

@@ -2,8 +2,10 @@
 
 The DKIM and SPF checks store what they found here; the DMARC check, the From
 rewrite and the signer read it, so nothing is evaluated twice for one message.
-The From domain's DMARC record is fetched once per message (`dmarc_for`) even
-though DKIM (adkim), SPF (aspf) and DMARC all need it.
+The From domain's DMARC policy (both generations, postwarden.dmarc_discovery) is
+discovered once per message (`dmarc_for`) even though DKIM (adkim), SPF (aspf) and
+DMARC all need it; RFC 9989 Organizational Domains (`org_domain_9989`) are walked
+only when relaxed alignment of two different names needs them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from postwarden.config import Config
-from postwarden.dmarc_record import DmarcLookup, lookup
+from postwarden.dmarc_discovery import DmarcLookup, discover, org_domain_9989
 from postwarden.message import Message
 from postwarden.orgdomain import aligned, normalize
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 DKIM = "auth.dkim"  # list[DkimSignature], in header order
 SPF = "auth.spf"  # SpfOutcome
 DMARC_RECORDS = "auth.dmarc"  # dict[domain, DmarcLookup]
+ORG_9989 = "auth.org9989"  # dict[domain, (org domain, error)]
 CHANGES = "fix.changes"  # list[HeaderChange] made by fixers so far (the signer reads it)
 MIN_RSA_BITS = 1024  # RFC 8301: verifiers must not accept smaller keys
 
@@ -67,7 +70,11 @@ class SpfOutcome:
 
 def from_domains(msg: Message) -> list[str]:
     """Distinct domains of all From addresses, in order (RFC 7489 6.6.1)."""
-    return list(msg.from_domains)  # computed once per message
+    out = list(msg.from_domains)  # parsed once per message (message.py)
+    if len(out) > 1:  # faß.de and xn--fa-hia.de are one domain
+        keys = [normalize(d) or d for d in out]
+        out = [d for i, d in enumerate(out) if keys[i] not in keys[:i]]
+    return out
 
 
 def our_domains(cfg: Config) -> set[str]:
@@ -91,13 +98,39 @@ FOREIGN_FIX = ("use a From address of your own domain ([from_rewrite] does it) a
 
 
 def dmarc_for(ctx: CheckContext, domain: str) -> DmarcLookup:
-    """The DMARC record for `domain`, looked up at most once per message."""
+    """The DMARC policy for `domain`, discovered at most once per message."""
     cache: dict[str, DmarcLookup] = ctx.memo.setdefault(DMARC_RECORDS, {})
     found = cache.get(domain)
     if found is None:
-        found = lookup(ctx.services.resolver, domain, ctx.budget)
+        found = discover(ctx.services.resolver, domain, ctx.budget)
         cache[domain] = found
     return found
+
+
+def org_9989(ctx: CheckContext, domain: str) -> tuple[str, str]:
+    """RFC 9989 Organizational Domain of `domain` ("", why) when unknown; per message."""
+    cache: dict[str, tuple[str, str]] = ctx.memo.setdefault(ORG_9989, {})
+    found = cache.get(domain)
+    if found is None:
+        found = org_domain_9989(ctx.services.resolver, domain, ctx.budget)
+        cache[domain] = found
+    return found
+
+
+def aligned_9989(ctx: CheckContext, identifier: str, from_domain: str,
+                 mode: str) -> bool | None:
+    """Alignment as an RFC 9989 receiver sees it; None when the tree walk failed."""
+    a, b = normalize(identifier), normalize(from_domain)
+    if not a or not b:
+        return False
+    if a == b:
+        return True
+    if mode == "s":
+        return False
+    (oa, ea), (ob, eb) = org_9989(ctx, a), org_9989(ctx, b)
+    if ea or eb:
+        return None
+    return oa == ob
 
 
 def alignment_mode(ctx: CheckContext, domain: str, tag: str) -> str:

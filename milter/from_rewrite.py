@@ -57,7 +57,10 @@ class FromRewriter:
         if len(values) != 1 or len(msg.from_addresses) != 1:
             return []
         domain = msg.from_domain
-        failing = [f for f in findings if f.id == "dmarc.fail" and f.data.get("domain") == domain]
+        # dmarc.generations_differ whose stricter outcome fails: some receivers fail it
+        failing = [f for f in findings if f.data.get("domain") == domain and (
+            f.id == "dmarc.fail" or (f.id == "dmarc.generations_differ"
+                                     and f.data.get("result") == "fail"))]
         if not failing or is_ours(self.cfg, domain):
             return []
         new_from = rewritten_from(values[0], fr.address, self.site)

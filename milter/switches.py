@@ -43,7 +43,8 @@ def rewrite_switch(cfg: Config, origin: Origin, domain: str) -> str:
 
 def with_switch(cfg: Config, origin: Origin, f: Finding) -> Finding:
     """A DMARC fail with the switch that would cure it first in its advice."""
-    if f.id != "dmarc.fail":
+    if f.id != "dmarc.fail" and not (f.id == "dmarc.generations_differ"
+                                     and f.data.get("result") == "fail"):
         return f
     domain = str(f.data.get("domain", ""))
     why = rewrite_switch(cfg, origin, domain) or sign_switch(cfg, origin, domain).lstrip("; ")

@@ -103,12 +103,17 @@ _TABLE: tuple[FindingId, ...] = (
               "(info when aligned DKIM passes)"),
     FindingId("dmarc.no_from", MILTER, E, "the message has no From address"),
     FindingId("dmarc.multiple_from", MILTER, E, "the message has more than one From address"),
-    FindingId("dmarc.none", MILTER, W, "the From domain publishes no DMARC record"),
+    FindingId("dmarc.none", MILTER, W,
+              "the From domain has no usable DMARC record (none, several, or no valid p=)"),
     FindingId("dmarc.temperror", MILTER, W,
               "the DMARC record or the SPF/DKIM evidence could not be fetched in time"),
     FindingId("dmarc.fail", MILTER, C,
               "neither aligned SPF nor aligned DKIM passes (critical for p=reject, "
               "error for p=quarantine, warning for p=none)"),
+    FindingId("dmarc.generations_differ", MILTER, C,
+              "RFC 7489 and RFC 9989 receivers reach different DMARC outcomes (a policy "
+              "at an intermediate label, psd=, np=, pct= vs t=, several records); the "
+              "severity is the stricter outcome's"),
     FindingId("form.detected", MILTER, INF, "form/script mail (PHP mail(), a web user, a marker)"),
     *(FindingId(f"form.{s}", MILTER, INF, f"form mail signal: {doc}")
       for s, doc in FORM_SIGNALS.items()),
@@ -154,7 +159,11 @@ _TABLE: tuple[FindingId, ...] = (
               "a domain's SPF record is missing, broken or does not list this host"),
     FindingId("dkim.record", SELFCHECK, C,
               "a DKIM key is missing, revoked, unparsable, weak or does not match"),
-    FindingId("dmarc.record", SELFCHECK, W, "a domain's DMARC record is missing or weak"),
+    FindingId("dmarc.record", SELFCHECK, W,
+              "a domain's DMARC record is missing, unusable or weak (RFC 7489 and RFC 9989)"),
+    FindingId("dmarc.generations", SELFCHECK, W,
+              "RFC 7489 and RFC 9989 receivers read a domain's DMARC policy or "
+              "Organizational Domain differently"),
     FindingId("mx", SELFCHECK, W, "a domain's MX lookup failed or it has no MX"),
     FindingId("postfix.config", SELFCHECK, U,
               "the Postfix config could not be read or audited in time"),

@@ -155,3 +155,121 @@ def test_advice_depends_on_whose_domain_it_is(domains: list[str], advice: str) -
     ctx = ctx_with(REJECT, domains=domains)
     (f,) = dmarc_check(message(), ctx)
     assert advice in f.text
+
+
+# --- RFC 7489 6.6.3 and RFC 9989 side by side ------------------------------------------
+
+def sub_ctx(sub: str | list[str], parent: str = "v=DMARC1; p=reject",
+            **evidence: object) -> CheckContext:
+    res = FakeResolver({("_dmarc.example.com", "TXT"): [parent],
+                        ("mail.example.com", "A"): ["192.0.2.1"]})
+    for text in [sub] if isinstance(sub, str) else sub:
+        res.add("_dmarc.mail.example.com", "TXT", text)
+    ctx = context(res, config())
+    if "spf" in evidence:
+        ctx.memo[SPF] = evidence["spf"]
+    ctx.memo[DKIM] = evidence.get("sigs", [])
+    return ctx
+
+
+def test_unusable_record_at_the_from_domain_is_no_dmarc_not_the_parents() -> None:
+    ctx = sub_ctx("v=DMARC1; p=bogus")
+    out = dmarc_check(message("A <a@mail.example.com>"), ctx)
+    assert [f.id for f in out] == ["dmarc.none"]
+    assert "no usable DMARC record" in out[0].text and "p=bogus" in out[0].text
+    assert out[0].severity is Severity.WARNING
+    assert (ctx.summary["dmarc"], ctx.summary["dmarc_gen"]) == ("none", "both")
+
+
+def test_two_records_at_the_from_domain_split_the_generations() -> None:
+    ctx = sub_ctx(["v=DMARC1; p=none", "v=DMARC1; p=quarantine"])
+    out = dmarc_check(message("A <a@mail.example.com>"), ctx)
+    assert [f.id for f in out] == ["dmarc.generations_differ"]  # never dmarc.fail
+    (f,) = out
+    assert "RFC 7489 no DMARC (2 DMARC records" in f.text
+    assert "RFC 9989 fails p=reject of example.com" in f.text
+    assert f.severity is Severity.CRITICAL  # the stricter outcome: 9989 rejects
+    assert f.data["generation"] == "9989" and f.data["result"] == "fail"
+    assert f.data["rfc7489"]["status"] == "none"
+    assert (ctx.summary["dmarc"], ctx.summary["dmarc_gen"]) == ("fail", "9989")
+
+
+def test_generations_agreeing_on_a_pass_say_nothing() -> None:
+    ctx = sub_ctx(["v=DMARC1; p=none", "v=DMARC1; p=reject"], spf=spf("example.com"))
+    out = dmarc_check(message("A <a@mail.example.com>"), ctx)
+    # 7489: no DMARC; 9989: example.com's policy, and relaxed SPF alignment passes
+    assert [f.id for f in out] == ["dmarc.generations_differ"]
+    assert out[0].severity is Severity.WARNING and "passes" in out[0].text
+
+
+@pytest.mark.parametrize(("record", "severity", "words"), [
+    ("v=DMARC1; p=reject; t=y", Severity.CRITICAL, "RFC 9989 fails p=reject, t=y: quarantine"),
+    ("v=DMARC1; p=reject; pct=0", Severity.CRITICAL, "RFC 7489 fails p=reject, pct=0"),
+    ("v=DMARC1; p=quarantine; pct=10", Severity.ERROR, "pct=10: quarantine for 10%"),
+])
+def test_pct_and_t_differ(record: str, severity: Severity, words: str) -> None:
+    ctx = ctx_with({"example.com": record})
+    (f,) = dmarc_check(message(), ctx)
+    assert f.id == "dmarc.generations_differ" and f.severity is severity
+    assert words in f.text
+
+
+def test_np_for_a_subdomain_that_does_not_exist() -> None:
+    res = FakeResolver({("_dmarc.example.com", "TXT"): ["v=DMARC1; p=none; np=reject"]})
+    ctx = context(res, config())
+    (f,) = dmarc_check(message("A <a@ghost.example.com>"), ctx)
+    assert f.id == "dmarc.generations_differ" and f.severity is Severity.CRITICAL
+    assert "RFC 9989 fails np=reject of example.com" in f.text
+    assert "RFC 7489 fails p=none of example.com" in f.text
+
+
+def test_relaxed_alignment_by_tree_walk_and_by_psl_agree() -> None:
+    ctx = ctx_with(REJECT, sigs=[sig("mail.example.com")])
+    assert dmarc_check(message(), ctx) == []
+    assert (ctx.summary["dmarc"], ctx.summary["dmarc_gen"]) == ("pass", "both")
+
+
+def test_tree_walk_psd_y_changes_alignment() -> None:
+    """bank.example is a PSD (psd=y): giant.bank.example and mega.bank.example are two
+    organizations to RFC 9989, one to the PSL (unknown TLD: bank.example's suffix)."""
+    res = FakeResolver({("_dmarc.bank.example", "TXT"): ["v=DMARC1; p=reject; psd=y"],
+                        ("_dmarc.giant.bank.example", "TXT"): ["v=DMARC1; p=reject"]})
+    ctx = context(res, config())
+    ctx.memo[DKIM] = [sig("mail.mega.bank.example")]
+    (f,) = dmarc_check(message("A <a@giant.bank.example>"), ctx)
+    assert f.id == "dmarc.generations_differ"
+    assert "RFC 7489 passes" in f.text and "RFC 9989 fails p=reject" in f.text
+
+
+def test_tree_walk_failure_is_temperror_not_pass() -> None:
+    ctx = ctx_with(REJECT, sigs=[sig("mail.example.com")])
+    ctx.services.resolver.failing.add("_dmarc.com")  # type: ignore[attr-defined]
+    out = dmarc_check(message(), ctx)
+    assert [f.id for f in out] == ["dmarc.temperror"]
+    assert ctx.summary["dmarc_gen"] == "9989"
+
+
+def test_idn_from_domain_is_asked_by_its_a_label() -> None:
+    res = FakeResolver({("_dmarc.xn--fa-hia.de", "TXT"): ["v=DMARC1; p=reject"]})
+    ctx = context(res, config())
+    (f,) = dmarc_check(message("A <a@faß.de>"), ctx)
+    assert f.id == "dmarc.fail" and ("_dmarc.fass.de", "TXT") not in res.asked
+
+
+def test_unverifiable_signature_with_a_failed_walk_is_temperror() -> None:
+    ctx = ctx_with(REJECT, sigs=[sig("mail.example.com", "temperror")])
+    ctx.services.resolver.failing.add("_dmarc.com")  # type: ignore[attr-defined]
+    assert [f.id for f in dmarc_check(message(), ctx)] == ["dmarc.temperror"]
+
+
+def test_a_known_fail_stands_when_the_other_generation_is_unknown() -> None:
+    """From example.net, SPF passes for example.com only: RFC 7489 fails; the tree walk
+    cannot finish (_dmarc.net times out), so RFC 9989 is unknown. The fail is reported."""
+    res = FakeResolver({("_dmarc.example.net", "TXT"): ["v=DMARC1; p=reject"]})
+    res.failing.add("_dmarc.net")
+    ctx = context(res, config())
+    ctx.memo[SPF] = spf("example.com")
+    (f,) = dmarc_check(message("V <v@example.net>"), ctx)
+    assert f.id == "dmarc.fail" and f.severity is Severity.CRITICAL
+    assert f.data["generation"] == "7489"
+    assert (ctx.summary["dmarc"], ctx.summary["dmarc_gen"]) == ("fail", "7489")

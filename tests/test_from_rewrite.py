@@ -119,3 +119,15 @@ def test_config_requires_an_address() -> None:
         from_dict({"from_rewrite": {"enabled": True}, "store": {"path": str(Path("/tmp/x"))}})
     with pytest.raises(ConfigError, match=r"from_rewrite\.origins"):
         from_dict({"from_rewrite": {"origins": ["inbound"]}})
+
+
+@pytest.mark.parametrize(("result", "rewritten"), [("fail", True), ("pass", False),
+                                                   ("none", False)])
+def test_generations_differ_rewrites_when_the_stricter_outcome_fails(
+        result: str, rewritten: bool) -> None:
+    c = cfg()
+    differ = Finding("dmarc.generations_differ", Severity.CRITICAL, "x",
+                     {"domain": "example.net", "policy": "reject", "result": result})
+    changes = FromRewriter(c)(message("V <visitor@example.net>"), context(FakeResolver(), c),
+                              [differ])
+    assert bool(changes) is rewritten

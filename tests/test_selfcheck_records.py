@@ -203,6 +203,67 @@ def test_mx() -> None:
     assert records.check_mx(D, FakeResolver({(D, "MX"): TIMEOUT})).status == "unknown"
 
 
+def test_dmarc_names_both_generations_in_the_json() -> None:
+    res = FakeResolver({(f"_dmarc.{D}", "TXT"): [f"v=DMARC1; p=reject; rua=mailto:d@{D}"]})
+    (rec,) = records.dmarc_results(D, res)
+    assert rec.status == "ok"
+    gens = rec.details["generations"]
+    assert gens["rfc7489"]["policy"] == gens["rfc9989"]["policy"] == "reject"
+    assert gens["rfc7489"]["found_at"] == D
+
+
+def test_dmarc_unusable_own_record_is_not_the_parents() -> None:
+    sub = f"mail.{D}"
+    res = FakeResolver({(f"_dmarc.{D}", "TXT"): ["v=DMARC1; p=reject"],
+                        (f"_dmarc.{sub}", "TXT"): ["v=DMARC1; p=bogus"]})
+    (rec,) = records.dmarc_results(sub, res)
+    assert rec.status == "warning" and "unusable" in rec.summary and "p=bogus" in rec.summary
+    assert rec.details["generations"]["rfc7489"]["status"] == "none"
+
+
+def test_dmarc_generations_differ_in_the_self_check() -> None:
+    sub = f"mail.{D}"
+    res = FakeResolver({(f"_dmarc.{D}", "TXT"): ["v=DMARC1; p=reject"],
+                        (f"_dmarc.{sub}", "TXT"): ["v=DMARC1; p=none", "v=DMARC1; p=none"]})
+    rec, differ = records.dmarc_results(sub, res)
+    assert rec.id == "dmarc.record" and rec.status == "warning"
+    assert differ.id == "dmarc.generations" and differ.status == "warning"
+    assert "RFC 7489 receivers apply no DMARC" in differ.summary
+    assert f"RFC 9989 receivers p=reject of {D}" in differ.summary
+    assert differ.details["rfc9989"]["found_at"] == D
+
+
+def test_dmarc_org_domain_by_psl_and_by_tree_walk() -> None:
+    """A record with psd=n below the PSL's organizational domain: relaxed alignment
+    differs between the generations even though the policy read is the same."""
+    sub = f"dept.{D}"
+    res = FakeResolver({(f"_dmarc.{D}", "TXT"): ["v=DMARC1; p=reject"],
+                        (f"_dmarc.{sub}", "TXT"): ["v=DMARC1; p=reject; psd=n"]})
+    rec, differ = records.dmarc_results(sub, res)
+    assert rec.status == "info"  # no rua=
+    assert f"{D} by the Public Suffix List" in differ.summary and sub in differ.summary
+
+
+def test_dmarc_pct_against_t() -> None:
+    res = FakeResolver({(f"_dmarc.{D}", "TXT"): [f"v=DMARC1; p=reject; t=y; rua=mailto:d@{D}"]})
+    _rec, differ = records.dmarc_results(D, res)
+    assert "t=y: quarantine applied" in differ.summary
+
+
+def test_dmarc_one_generation_unknown() -> None:
+    """The tree walk's _dmarc.com fails: RFC 7489's "no record" still stands (a
+    warning), while an RFC 7489 "ok" would not (unknown)."""
+    res = FakeResolver({("_dmarc.com", "TXT"): TIMEOUT})
+    rec = records.check_dmarc(D, res)
+    assert rec.status == "warning" and "RFC 7489" in rec.summary and "RFC 9989" in rec.summary
+    res = FakeResolver({("_dmarc.com", "TXT"): TIMEOUT, (f"_dmarc.{D}", "TXT"): [
+        f"v=DMARC1; p=quarantine; rua=mailto:d@{D}"]})
+    assert records.check_dmarc(D, res).status == "ok"  # own record: no walk needed
+    res = FakeResolver({("_dmarc.com", "TXT"): TIMEOUT, ("_dmarc.example.com", "TXT"): [
+        f"v=DMARC1; p=quarantine; rua=mailto:d@{D}"]})
+    assert records.check_dmarc(f"mail.{D}", res).status == "unknown"
+
+
 @pytest.mark.parametrize(("tags", "reason"), [
     ("v=DKIM2; k=rsa;", "v=DKIM2"),
     ("v=DKIM1; k=dsa;", "unknown key type k=dsa"),

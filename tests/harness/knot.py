@@ -36,6 +36,12 @@ zone:
 """
 
 
+# The fixture TLD, served empty: a real resolver answers NXDOMAIN for a name that
+# does not exist under a TLD, while Knot refuses names outside its zones. RFC 9989's
+# DMARC tree walk asks _dmarc.<TLD>, so fixture .test domains need it answered.
+FIXTURE_TLD = "test"
+
+
 class DnsServer:
     """`zone(name, records)` publishes or replaces a zone; SOA and NS are added.
 
@@ -51,6 +57,7 @@ class DnsServer:
         for sub in ("run", "db", "zones"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self.conf = self.dir / "knot.conf"
+        self.zone(FIXTURE_TLD, "")
 
     def _write_conf(self) -> None:
         zones = "\n".join(f"  - domain: {z or '.'}" for z in sorted(self.zones)) or "  []"
