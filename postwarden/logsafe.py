@@ -107,14 +107,18 @@ def unescape(token: str) -> str:
     return _UNESC.sub(one, token)
 
 
-def parse_fields(line: str) -> dict[str, str]:
+ANGLE_KEYS = frozenset({"from", "hdr_from"})  # the fields written with angle=True
+
+
+def parse_fields(line: str, angle: frozenset[str] = ANGLE_KEYS) -> dict[str, str]:
     """The key=value pairs of a line written with `field`, unescaped. Text that is not
-    a whole `key=value` token (free text, a value inside quotes) yields nothing."""
+    a whole `key=value` token (free text, a value inside quotes) yields nothing. The
+    brackets come off only the `angle` keys: a plain value may itself be `<...>`."""
     out: dict[str, str] = {}
     for m in _FIELD.finditer(line):
         key, raw = m.group(1), m.group(2)
         value = unescape(raw)
-        if value.startswith("<") and value.endswith(">"):
+        if key in angle and value.startswith("<") and value.endswith(">"):
             value = value[1:-1]
         out.setdefault(key, value)
     return out
