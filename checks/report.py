@@ -44,6 +44,8 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("postfix.", "Postfix"),
     ("checklist.", "Checklist"),
     ("activity.", "Activity"),
+    ("feedback.", "Receivers said"),
+    ("dmarc_report.", "Receivers said"),
     ("reaction.", "Activity"),
     ("probe.", "Probe"),
 )
@@ -216,6 +218,10 @@ def render_nagios(report: Report) -> str:
     perf += f" duration={report.duration:.3f}s;;;0"
     listed = sum(1 for c in report.checks if c.details.get("listed") is True)
     perf += f" listed={listed};;;0"
+    for c in report.checks:  # receivers said: rejections by class over the window
+        if c.id == "feedback.receivers":
+            for k, n in sorted(c.details.get("by_class", {}).items()):
+                perf += f" {k.replace(':', '_')}={int(n)};;;0"
     return f"SELFCHECK {report.status.upper()} - {text} | {perf}\n"
 
 
@@ -244,6 +250,7 @@ def render_prometheus(report: Report) -> str:
             out.append(f'postwarden_selfcheck_listed{{id="{_label(c.id)}",'
                        f'target="{_label(c.target)}"}} {int(bool(c.details["listed"]))}')
     out += _daemon_metrics(report)
+    out += _prometheus_feedback(report)
     out += [
         "# HELP postwarden_selfcheck_unknown Checks that could not answer in the last run.",
         "# TYPE postwarden_selfcheck_unknown gauge",
@@ -259,6 +266,29 @@ def render_prometheus(report: Report) -> str:
         f"postwarden_selfcheck_last_run_timestamp_seconds {report.generated:.0f}",
     ]
     return "\n".join(out) + "\n"
+
+
+def _prometheus_feedback(report: Report) -> list[str]:
+    """Receivers' replies over the window by status, class and receiver domain."""
+    rows = [c for c in report.checks if c.id == "feedback.receivers"]
+    if not rows:
+        return []
+    out = ["# HELP postwarden_feedback_replies Delivery results over the feedback window "
+           "by status, reply class and receiver domain.",
+           "# TYPE postwarden_feedback_replies gauge"]
+    for receiver, counts in sorted(rows[0].details.get("by_receiver", {}).items()):
+        r = _label(str(receiver))
+        out.append(f'postwarden_feedback_replies{{status="sent",class="",receiver="{r}"}} '
+                   f'{int(counts.get("delivered", 0))}')
+        for k, n in sorted(counts.get("by_class", {}).items()):
+            status, _, cls = str(k).partition(":")
+            out.append(f'postwarden_feedback_replies{{status="{_label(status)}",'
+                       f'class="{_label(cls)}",receiver="{r}"}} {int(n)}')
+    out += ["# HELP postwarden_feedback_mismatches Authentication rejections of mail "
+            "predicted to pass DMARC, over the feedback window.",
+            "# TYPE postwarden_feedback_mismatches gauge",
+            f"postwarden_feedback_mismatches {len(rows[0].details.get('mismatches', []))}"]
+    return out
 
 
 def _daemon_metrics(report: Report) -> list[str]:

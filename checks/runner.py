@@ -30,6 +30,7 @@ from postwarden.checks import (
     postfix_audit,
     probe_send,
     rdns,
+    receivers,
     records,
     rootcause,
 )
@@ -248,6 +249,10 @@ def run(inp: RunInputs) -> Report:
     act = activity.check(inp.store, now) if sel.wants_any(("activity.", "checklist.")) else None
     if act is not None:
         results.append(act)
+    if sel.wants("feedback."):
+        results.append(receivers.check(inp.store, now, cfg.feedback.retention))
+    if sel.wants("dmarc_report."):
+        results += receivers.dmarc_report_checks(inp.store, now, cfg.feedback.retention)
     if sel.wants("checklist."):
         results += checklist.answer(results, checklist.Facts(
             facts_box.get("facts"), cfg.forms.enabled, cfg.ratelimit.enabled,

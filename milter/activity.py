@@ -2,15 +2,20 @@
 self-check's 7-day activity report count (messages, form mail, holds, rate-limit
 hits per source).
 
+It also keeps, by queue ID, what left and what postwarden predicted receivers would
+conclude (postwarden.store.feedback.OutboundRecord): the feedback reader ties each
+remote reply Postfix logs back to it.
+
 Called by postwarden.milter.effects once the decision is known; it never changes
 the message. A store failure is logged once (StoreHealth) and the message goes on.
 """
 
 from __future__ import annotations
 
+from postwarden.feedback.logline import printable
 from postwarden.message import Message
 from postwarden.milter.pipeline import Services, Verdict
-from postwarden.store import StoreError
+from postwarden.store import OutboundRecord, StoreError
 
 
 def record_activity(msg: Message, verdict: Verdict, services: Services, now: float) -> None:
@@ -20,7 +25,36 @@ def record_activity(msg: Message, verdict: Verdict, services: Services, now: flo
     try:
         store.record_event(now, f"{msg.origin}/{verdict.decision.action}", verdict.source,
                            ",".join(f.id for f in verdict.findings))
+        if msg.queue_id and msg.queue_id != "NOQUEUE":
+            store.record_outbound(outbound_record(msg, verdict, now))
     except StoreError as e:
         services.health.failed(e, "activity recording")
         return
     services.health.ok()
+
+
+def _as_sent(value: str) -> str:
+    """`none->pass(signed)` -> `pass`: the summary's value for the message as it leaves."""
+    return value.rsplit("->", 1)[-1].split("(", 1)[0] if value else value
+
+
+def outbound_record(msg: Message, verdict: Verdict, now: float) -> OutboundRecord:
+    """The prediction for the message as it leaves: the summary already judges it
+    after postwarden's own fixes (its signature, the From rewrite)."""
+    summary = verdict.summary
+    sent = verdict.sent or msg
+    signed = "signed" in summary or any(n.lower() == "dkim-signature" for n, _ in msg.headers)
+    return OutboundRecord(
+        queue_id=_clean(msg.queue_id), when=now, source=_clean(verdict.source),
+        origin=str(msg.origin), env_domain=_clean(msg.mail_from_domain),
+        from_domain=_clean(sent.from_domain), signed=signed,
+        dkim=_as_sent(summary.get("dkim", "unknown")), spf=_as_sent(summary.get("spf", "unknown")),
+        dmarc=_as_sent(summary.get("dmarc", "unknown")),
+    )
+
+
+def _clean(text: str, limit: int = 253) -> str:
+    """Sender-controlled text as valid printable Unicode for the store (header values
+    keep undecodable bytes as surrogates, which neither backend can encode)."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return printable(text, limit)

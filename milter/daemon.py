@@ -34,7 +34,7 @@ from postwarden.heartbeat import Beat
 from postwarden.hoststate import HostState
 from postwarden.log import log
 from postwarden.metrics import metrics
-from postwarden.milter import macros
+from postwarden.milter import feedback_reader, macros
 from postwarden.milter.app import PostwardenMilter, current
 from postwarden.milter.body import return_memory_to_os
 from postwarden.milter.pipeline import Inspector, Services, default_checks, default_fixers
@@ -290,6 +290,8 @@ def run(config_path: str | None, log_stderr: bool = False,
     threading.Thread(target=_keep_running, args=(periodic_selfcheck, stop),
                      kwargs={"args": (_live, host, stop), "kwargs": {"beat": beat}},
                      name="periodic_selfcheck", daemon=True).start()
+    feedback_reader.start(_live, host, stop)  # its own thread; logs which source it reads
+    feedback_reader.start_dmarc_watch(_live, stop)  # [feedback] dmarc_maildir, when set
     log.info(f"starting postwarden {__version__}: mode={cfg.mode}, socket={cfg.socket}, "
              f"store={cfg.store.backend}, cpu={'any' if cpu is None else cpu}, "
              f"config={cfg.source}")

@@ -206,7 +206,15 @@ def judged_as_sent(checks: list[Check]) -> list[Check]:
 def default_checks(services: Services) -> list[Check]:
     """Every per-message check, in the order their memo dependencies need."""
     # Imported here: the check modules import this one for CheckContext.
-    from postwarden.milter import dkim_check, dmarc_check, forms, listed_form, ratelimit, spf_check
+    from postwarden.milter import (
+        dkim_check,
+        dmarc_check,
+        feedback_brake,
+        forms,
+        listed_form,
+        ratelimit,
+        spf_check,
+    )
 
     return [
         # DKIM and SPF leave their results in ctx.memo; DMARC reads them.
@@ -217,6 +225,8 @@ def default_checks(services: Services) -> list[Check]:
         ratelimit.limit_check,
         # form mail while the self-check saw a sending IP L1/L2-listed.
         listed_form.listed_form_check,
+        # the receivers' replies to this source's earlier mail (the feedback reader).
+        feedback_brake.FeedbackBrake(),
     ]
 
 

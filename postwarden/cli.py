@@ -68,6 +68,13 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="rate-limit use, held messages, recent findings")
     st.add_argument("--json", action="store_true", help="print the status as JSON")
 
+    dm = sub.add_parser("dmarc-reports",
+                        help="import DMARC aggregate reports and compare them with the "
+                             "predictions")
+    dm.add_argument("paths", nargs="+", metavar="PATH",
+                    help="report files (.xml, .gz, .zip, a mail) or directories / Maildirs")
+    dm.add_argument("--json", action="store_true")
+
     cfg = sub.add_parser("config", help="configuration tools")
     cfgsub = cfg.add_subparsers(dest="config_command", required=True)
     cfgsub.add_parser("check", help="validate the config file; exit 2 if it is invalid")
@@ -165,6 +172,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             from postwarden import status
 
             return status.run(args)
+        if args.command == "dmarc-reports":
+            from postwarden import dmarc_reports_cli
+
+            return dmarc_reports_cli.run(args)
     except ConfigError as e:
         print(f"postwarden: fatal: {e}", file=sys.stderr)
         return EXIT_CONFIG

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from postwarden import ids
+from postwarden import ids, replies
 
 DEFAULT_PATH = Path("/etc/postwarden/postwarden.toml")
 ACTIONS = ("accept", "hold", "tempfail", "reject")
@@ -434,6 +434,52 @@ class MetricsConfig:
     textfile_interval: float = field(default=60.0, metadata=_check(_positive))
 
 
+def _regex(value: Any) -> str | None:
+    import re
+
+    try:
+        re.compile(value)
+    except re.error as e:
+        return f"not a valid regular expression: {e}"
+    return None if value else "must not be empty"
+
+
+def _fraction(value: Any) -> str | None:
+    return None if 0 < value <= 1 else "must be a fraction between 0 (exclusive) and 1"
+
+
+@dataclass
+class ReplyConfig:
+    """One extra entry of the reply table (postwarden.replies), tried before the built-in."""
+
+    pattern: str = field(default="", metadata=_check(_regex))
+    kind: str = field(default="other", metadata=_check(_one_of(*replies.CLASSES)))
+    meaning: str = ""
+    advice: str = ""
+    zone: str = ""
+
+
+@dataclass
+class FeedbackConfig:
+    """Postfix's delivery results read back and tied to the source that sent the mail."""
+
+    source: str = field(default="auto", metadata=_check(_one_of("auto", "file", "journal",
+                                                                  "off")))
+    log_file: str = ""
+    journal_identifiers: list[str] = field(
+        default_factory=lambda: ["postfix/smtp", "postfix/lmtp", "postfix/relay"])
+    start_at: str = field(default="end", metadata=_check(_one_of("end", "start")))
+    poll_interval: float = field(default=0.5, metadata=_check(_positive))
+    retention: int = field(default=7 * 86400, metadata=_check(_positive))
+    recheck_interval: int = field(default=3600, metadata=_check(_positive))
+    replies: list[ReplyConfig] = field(default_factory=list)
+    brake_window: int = field(default=3600, metadata=_check(_positive))
+    brake_min: int = field(default=5, metadata=_check(_positive))
+    brake_ratio: float = field(default=0.5, metadata=_check(_fraction))
+    dmarc_maildir: str = ""
+    dmarc_interval: int = field(default=3600, metadata=_check(_positive))
+
+
 @dataclass
 class Config:
     socket: str = field(
@@ -459,6 +505,7 @@ class Config:
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     selfcheck: SelfcheckConfig = field(default_factory=SelfcheckConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     source: str = field(default="", metadata={"internal": True})
 
 

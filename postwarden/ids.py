@@ -77,6 +77,23 @@ CHECKLIST_ITEMS: dict[str, str] = {
     "sent_7d": "checklist: mail sent from this host in the last 7 days?",
 }
 
+# Receivers' reply classes that raise a finding (postwarden.replies.CLASSES): the
+# feedback reader logs them per delivery, the brake check (milter/feedback_brake.py)
+# raises them on a source's next message once its rejections pass the threshold.
+FEEDBACK: dict[str, tuple[Severity, str]] = {
+    "feedback.blocklisted": (C, "a receiver rejected our mail citing a blocklist for this "
+                                "host's IP (the list is self-checked at once)"),
+    "feedback.auth_rejected": (E, "a receiver rejected our mail for SPF/DKIM/DMARC; "
+                                  "a MISMATCH when postwarden predicted dmarc=pass"),
+    "feedback.rdns": (E, "a receiver rejected our mail for the sending IP's PTR"),
+    "feedback.reputation": (E, "a receiver deferred or rejected our mail for IP or "
+                               "domain reputation (unsolicited rate, complaints)"),
+    "feedback.rate_limited": (E, "a receiver rate-limits this host"),
+    "feedback.content": (E, "a receiver rejected our mail as spam (content)"),
+    "feedback.unknown_recipients": (E, "a receiver says the recipient does not exist "
+                                       "(many from one source: harvested addresses)"),
+}
+
 _STATUS_SEVERITY = {"critical": C, "warning": W, "info": INF}
 
 
@@ -123,6 +140,7 @@ _TABLE: tuple[FindingId, ...] = (
     FindingId("uceprotect.listed_form", MILTER, W,
               "form mail while a sending IP is UCEPROTECT L1/L2-listed (held when "
               "[selfcheck] hold_forms_when_listed = true)"),
+    *(FindingId(fid, MILTER, sev, doc) for fid, (sev, doc) in FEEDBACK.items()),
     FindingId("internal.error", MILTER, E,
               "a check or postwarden itself failed on this message (accepted: fail open)"),
     # --- self-check: report checks -----------------------------------------------------
@@ -178,6 +196,15 @@ _TABLE: tuple[FindingId, ...] = (
               "myhostname is not a fully qualified public name"),
     FindingId("postfix.inet_protocols", SELFCHECK, W,
               "IPv6 is on but an IPv6 address has no PTR"),
+    FindingId("feedback.receivers", SELFCHECK, C,
+              "receivers' replies over the window: rejections by class and receiver "
+              "(critical on a mismatch with postwarden's DMARC prediction)"),
+    FindingId("dmarc_report.mismatch", SELFCHECK, E,
+              "a DMARC aggregate report saw dkim/spf/dmarc=fail from this host's IP for "
+              "mail postwarden predicted to pass"),
+    FindingId("dmarc_report.foreign_ip", SELFCHECK, W,
+              "a DMARC aggregate report shows mail using our domain from an IP that is not "
+              "this host's (info when it passed DMARC)"),
     FindingId("activity.7d", SELFCHECK, INF, "mail sent in the last 7 days, and its top sources"),
     *(FindingId(f"checklist.{k}", SELFCHECK, INF, doc) for k, doc in CHECKLIST_ITEMS.items()),
     FindingId("checklist.verdict", SELFCHECK, W,

@@ -20,6 +20,7 @@ from typing import Any
 
 from postwarden import config as configmod
 from postwarden.config import Config
+from postwarden.feedback import summary as feedback_summary
 from postwarden.logsafe import escape, field, line_safe
 from postwarden.store import Store, StoreError, open_store
 
@@ -95,6 +96,7 @@ def collect(store: Store, cfg: Config, now: float, on_hold: set[str] | None) -> 
         "audit": audit,
         "last_hour": {"messages": len(events), "findings": dict(findings.most_common()),
                       "sources": dict(by_source.most_common(TOP))},
+        "feedback": feedback_summary.collect(store, now, cfg.feedback.retention),
     }
 
 
@@ -190,6 +192,8 @@ def render(data: dict[str, Any]) -> str:
     out += ["", f"Last hour: {lh['messages']} messages inspected"]
     for fid, n in lh["findings"].items():
         out.append(f"  {escape(fid):<30} {n}")
+    if "feedback" in data:
+        out += ["", *feedback_summary.render(data["feedback"])]
     return "\n".join(out) + "\n"
 
 

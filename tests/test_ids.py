@@ -19,7 +19,7 @@ from pathlib import Path
 
 import spf
 
-from postwarden import blocklists, config, ids
+from postwarden import blocklists, config, ids, replies
 from postwarden.milter import spf_check
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,7 +119,13 @@ def _task_ids() -> set[str]:
     return out
 
 
+def _feedback_ids() -> set[str]:
+    return {fid for fid in replies.CLASSES.values() if fid is not None}
+
+
 DYNAMIC: dict[tuple[str, str], Callable[[], set[str]]] = {
+    ("milter/feedback_brake.py", "fid"): _feedback_ids,
+    ("postwarden/feedback/attribute.py", "fid"): _feedback_ids,
     ("milter/spf_check.py", "f'spf.{o.result}'"): _spf_results,
     ("milter/forms.py", "f'form.{signal}'"): _form_signals,
     ("checks/dnsbl.py", "bl.check_id"): _blocklist_ids,
@@ -190,6 +196,11 @@ def test_sources_and_registry_agree_on_the_dynamic_families() -> None:
         assert spf_check._SEVERITY[r] == sev, r
     for bl in blocklists.DEFAULT_LISTS:
         assert ids.REGISTRY[bl.check_id].half == ids.SELFCHECK
+
+
+def test_reply_classes_and_registry_agree() -> None:
+    assert _feedback_ids() == set(ids.FEEDBACK)
+    assert all(ids.REGISTRY[f].half == ids.MILTER for f in ids.FEEDBACK)
 
 
 def test_families_and_halves() -> None:

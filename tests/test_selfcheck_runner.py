@@ -93,10 +93,10 @@ def test_clean_world_is_ok_and_never_reports_unknown_as_ok(tmp_path: Path) -> No
     (tmp_path / "php.ini").write_text("mail.add_x_header = On\n")
     report = run(_inputs(cfg, _clean_world(cfg)))
     bad = [(c.id, c.target, c.status) for c in report.checks if c.status not in ("ok", "info")]
-    # no store given: no activity, no heartbeat; no DKIM selector configured: the
-    # checklist cannot say DKIM is fine. All unknown, never ok.
+    # no store given: no activity, no heartbeat, no receivers' replies; no DKIM selector
+    # configured: the checklist cannot say DKIM is fine. All unknown, never ok.
     assert bad == [("milter.heartbeat", "", "unknown"), ("activity.7d", "", "unknown"),
-                   ("checklist.dkim_dmarc", "", "unknown")]
+                   ("checklist.dkim_dmarc", "", "unknown"), ("feedback.receivers", "", "unknown")]
     assert report.exit_code == 3
     assert all(c.details.get("listed") is not None for c in report.checks
                if c.id.startswith(("uceprotect.", "dnsbl.")) and c.status == "ok")

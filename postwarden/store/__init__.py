@@ -17,9 +17,11 @@ from postwarden.store.base import (
     Store,
     StoreError,
 )
+from postwarden.store.feedback import DeliveryRecord, OutboundRecord
 
-__all__ = ["Activity", "AuditRecord", "BucketState", "EventRecord", "HoldRecord", "RateResult",
-           "SelfcheckRun", "Store", "StoreError", "open_store"]
+__all__ = ["Activity", "AuditRecord", "BucketState", "DeliveryRecord", "EventRecord",
+           "HoldRecord", "OutboundRecord", "RateResult", "SelfcheckRun", "Store", "StoreError",
+           "open_store"]
 
 
 def open_store(cfg: object, create: bool = True, readonly: bool = False) -> Store:

@@ -13,6 +13,8 @@ import math
 import threading
 from dataclasses import dataclass
 
+from postwarden.store.feedback import OUTBOUND_RETENTION, DeliveryRecord, OutboundRecord
+
 EVENT_RETENTION = 8 * 86400  # the self-check reports 7 days of activity
 HOLD_RETENTION = 30 * 86400
 SELFCHECK_KEEP = 1000
@@ -272,6 +274,39 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def get_meta(self, key: str) -> str | None:
         """The value set by put_meta, or None if never set."""
+
+    # --- feedback: what left, what receivers answered (postwarden.feedback) --------
+    @abc.abstractmethod
+    def record_outbound(self, rec: OutboundRecord,
+                        retention: float = OUTBOUND_RETENTION) -> None:
+        """Keep one outbound message by queue ID (a later record for the same ID
+        replaces it); records older than `retention` before rec.when are pruned."""
+
+    @abc.abstractmethod
+    def outbound(self, queue_id: str) -> OutboundRecord | None:
+        """The outbound record of this queue ID, or None (never seen, or pruned)."""
+
+    @abc.abstractmethod
+    def outbound_since(self, since: float) -> list[OutboundRecord]:
+        """Outbound records newer than `since`, newest first."""
+
+    @abc.abstractmethod
+    def record_delivery(self, rec: DeliveryRecord,
+                        retention: float = OUTBOUND_RETENTION) -> None:
+        """Keep one delivery attempt; those older than `retention` are pruned."""
+
+    @abc.abstractmethod
+    def deliveries(self, since: float, source: str | None = None) -> list[DeliveryRecord]:
+        """Delivery attempts newer than `since` (of one source), newest first."""
+
+    @abc.abstractmethod
+    def claim_report(self, report_id: str, when: float, summary: str) -> bool:
+        """Remember a DMARC aggregate report id; False when it was already there
+        (a duplicate is imported once). `summary` is its JSON digest."""
+
+    @abc.abstractmethod
+    def reports(self, since: float) -> list[tuple[str, float, str]]:
+        """(report id, when imported, summary JSON) newer than `since`, newest first."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

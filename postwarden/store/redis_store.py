@@ -40,6 +40,7 @@ from postwarden.store.base import (
     StoreError,
     bad_value,
 )
+from postwarden.store.feedback import OUTBOUND_RETENTION, DeliveryRecord, OutboundRecord
 
 T = TypeVar("T")
 MAX_EVENTS = 500_000  # a cap on top of the time-based retention
@@ -116,6 +117,18 @@ redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[4]) + 1))
 return seq
 """
 
+# KEYS: all-deliveries zset, per-source zset, sequence. ARGV: score, payload, drop below.
+_DELIVERY = """
+local seq = redis.call('INCR', KEYS[3])
+local member = seq .. ' ' .. ARGV[2]
+for i = 1, 2 do
+  redis.call('ZADD', KEYS[i], ARGV[1], member)
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[3])
+end
+redis.call('PEXPIRE', KEYS[2], math.ceil((tonumber(ARGV[1]) - tonumber(ARGV[3])) * 1000))
+return seq
+"""
+
 
 class RedisStore(Store):
     def __init__(self, url: str, prefix: str = "postwarden:", timeout: float = 0.5) -> None:
@@ -133,6 +146,7 @@ class RedisStore(Store):
         self._peek = self._r.register_script(_PEEK)
         self._bump = self._r.register_script(_BUMP)
         self._append = self._r.register_script(_APPEND)
+        self._delivery = self._r.register_script(_DELIVERY)
 
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -329,6 +343,76 @@ class RedisStore(Store):
     def get_meta(self, key: str) -> str | None:
         v = self._call(self._r.get, self._k("meta", key))
         return None if v is None else bytes(v).decode("utf-8", "replace")
+
+    # --- feedback ---------------------------------------------------------------
+    # One key per queue ID that Redis expires by itself, and a time index for
+    # outbound_since; deliveries in one zset plus one per source (the brake check
+    # reads only its source's).
+    def record_outbound(self, rec: OutboundRecord,
+                        retention: float = OUTBOUND_RETENTION) -> None:
+        payload = json.dumps([rec.when, rec.source, rec.origin, rec.env_domain,
+                              rec.from_domain, rec.signed, rec.dkim, rec.spf, rec.dmarc])
+        pipe = self._r.pipeline(transaction=True)
+        pipe.set(self._k("ob", rec.queue_id), payload, px=max(1, int(retention * 1000)))
+        pipe.zadd(self._k("obidx"), {rec.queue_id: rec.when})
+        pipe.zremrangebyscore(self._k("obidx"), "-inf", f"({rec.when - retention}")
+        self._call(pipe.execute)
+
+    def outbound(self, queue_id: str) -> OutboundRecord | None:
+        raw = self._call(self._r.get, self._k("ob", queue_id))
+        return None if raw is None else self._outbound(queue_id, raw)
+
+    @staticmethod
+    def _outbound(queue_id: str, raw: bytes) -> OutboundRecord:
+        when, src, origin, env, frm, signed, dkim, spf, dmarc = json.loads(raw)
+        return OutboundRecord(queue_id, float(when), src, origin, env, frm, bool(signed),
+                              dkim, spf, dmarc)
+
+    def outbound_since(self, since: float) -> list[OutboundRecord]:
+        qids = self._call(self._r.zrevrangebyscore, self._k("obidx"), "+inf", f"({since}")
+        if not qids:
+            return []
+        raws = self._call(self._r.mget, [self._k("ob", q.decode()) for q in qids])
+        return [self._outbound(q.decode(), raw) for q, raw in zip(qids, raws, strict=True)
+                if raw is not None]
+
+    def record_delivery(self, rec: DeliveryRecord,
+                        retention: float = OUTBOUND_RETENTION) -> None:
+        payload = json.dumps([rec.queue_id, rec.rcpt_domain, rec.relay, rec.status, rec.dsn,
+                              rec.cls, rec.text, rec.source, rec.from_domain])
+        self._call(self._delivery,
+                   keys=[self._k("dl"), self._k("dlsrc", rec.source), self._k("seq")],
+                   args=[rec.when, payload, rec.when - retention])
+
+    def deliveries(self, since: float, source: str | None = None) -> list[DeliveryRecord]:
+        key = self._k("dl") if source is None else self._k("dlsrc", source)
+        rows = self._call(self._r.zrevrangebyscore, key, "+inf", f"({since}", withscores=True)
+        out = []
+        for member, score in rows:
+            qid, rcpt, relay, status, dsn, cls, text, src, frm = json.loads(
+                member.split(b" ", 1)[1])
+            out.append(DeliveryRecord(qid, float(score), rcpt, relay, status, dsn, cls, text,
+                                      src, frm))
+        return out
+
+    def claim_report(self, report_id: str, when: float, summary: str) -> bool:
+        new = self._call(self._r.hsetnx, self._k("dmarc"), report_id,
+                         json.dumps([when, summary]))
+        if new:
+            self._call(self._r.zadd, self._k("dmarcidx"), {report_id: when})
+        return bool(new)
+
+    def reports(self, since: float) -> list[tuple[str, float, str]]:
+        ids = self._call(self._r.zrevrangebyscore, self._k("dmarcidx"), "+inf", f"({since}")
+        if not ids:
+            return []
+        raws = self._call(self._r.hmget, self._k("dmarc"), ids)
+        out = []
+        for rid, raw in zip(ids, raws, strict=True):
+            if raw is not None:
+                when, summary = json.loads(raw)
+                out.append((rid.decode("utf-8", "replace"), float(when), str(summary)))
+        return out
 
     def close(self) -> None:
         try:

@@ -47,6 +47,7 @@ from postwarden.store.base import (
     decayed,
     gcra,
 )
+from postwarden.store.feedback import OUTBOUND_RETENTION, DeliveryRecord, OutboundRecord
 
 T = TypeVar("T")
 # gcra() in one upsert: the bucket moves only if the cost fits (unqualified columns
@@ -94,6 +95,22 @@ CREATE TABLE IF NOT EXISTS selfcheck (
 CREATE TABLE IF NOT EXISTS notices (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, text TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+# The feedback loop's tables (postwarden.store.feedback): by queue ID, by time.
+_FEEDBACK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbound (
+    queue_id TEXT PRIMARY KEY, at REAL NOT NULL, source TEXT NOT NULL, origin TEXT NOT NULL,
+    env_domain TEXT NOT NULL, from_domain TEXT NOT NULL, signed INTEGER NOT NULL,
+    dkim TEXT NOT NULL, spf TEXT NOT NULL, dmarc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS outbound_at ON outbound(at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY, queue_id TEXT NOT NULL, at REAL NOT NULL,
+    rcpt_domain TEXT NOT NULL, relay TEXT NOT NULL, status TEXT NOT NULL, dsn TEXT NOT NULL,
+    cls TEXT NOT NULL, text TEXT NOT NULL, source TEXT NOT NULL, from_domain TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS deliveries_at ON deliveries(at);
+CREATE INDEX IF NOT EXISTS deliveries_source ON deliveries(source, at);
+CREATE TABLE IF NOT EXISTS dmarc_reports (
+    report_id TEXT PRIMARY KEY, at REAL NOT NULL, summary TEXT NOT NULL);
 """
 
 
@@ -149,6 +166,7 @@ class SqliteStore(Store):
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             db.executescript(_SCHEMA)
+            db.executescript(_FEEDBACK_SCHEMA)
             self._identity = self._stat()
         except (sqlite3.Error, OSError) as e:
             if db is not None:
@@ -456,6 +474,73 @@ class SqliteStore(Store):
         row = self._read(lambda db: db.execute(
             "SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
         return None if row is None else str(row[0])
+
+    # --- feedback ---------------------------------------------------------------
+    def record_outbound(self, rec: OutboundRecord,
+                        retention: float = OUTBOUND_RETENTION) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO outbound(queue_id, at, source, origin, "
+                       "env_domain, from_domain, signed, dkim, spf, dmarc) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (rec.queue_id, rec.when, rec.source, rec.origin, rec.env_domain,
+                        rec.from_domain, int(rec.signed), rec.dkim, rec.spf, rec.dmarc))
+            # an index range that is empty on almost every call: pruning stays exact
+            db.execute("DELETE FROM outbound WHERE at < ?", (rec.when - retention,))
+
+    @staticmethod
+    def _outbound_row(r: tuple[object, ...]) -> OutboundRecord:
+        qid, at, src, origin, env, frm, signed, dkim, spf, dmarc = r
+        return OutboundRecord(str(qid), float(at), str(src), str(origin),  # type: ignore[arg-type]
+                              str(env), str(frm), bool(signed), str(dkim), str(spf), str(dmarc))
+
+    _OUTBOUND_COLS = ("queue_id, at, source, origin, env_domain, from_domain, signed, dkim, "
+                      "spf, dmarc")
+
+    def outbound(self, queue_id: str) -> OutboundRecord | None:
+        row = self._read(lambda db: db.execute(
+            f"SELECT {self._OUTBOUND_COLS} FROM outbound WHERE queue_id = ?",  # noqa: S608
+            (queue_id,)).fetchone())
+        return self._outbound_row(row) if row else None
+
+    def outbound_since(self, since: float) -> list[OutboundRecord]:
+        rows = self._read(lambda db: db.execute(
+            f"SELECT {self._OUTBOUND_COLS} FROM outbound WHERE at > ? "  # noqa: S608
+            "ORDER BY at DESC", (since,)).fetchall())
+        return [self._outbound_row(r) for r in rows]
+
+    def record_delivery(self, rec: DeliveryRecord,
+                        retention: float = OUTBOUND_RETENTION) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO deliveries(queue_id, at, rcpt_domain, relay, status, dsn, "
+                       "cls, text, source, from_domain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (rec.queue_id, rec.when, rec.rcpt_domain, rec.relay, rec.status,
+                        rec.dsn, rec.cls, rec.text, rec.source, rec.from_domain))
+            # an index range that is empty on almost every call: pruning stays exact
+            db.execute("DELETE FROM deliveries WHERE at < ?", (rec.when - retention,))
+
+    def deliveries(self, since: float, source: str | None = None) -> list[DeliveryRecord]:
+        cols = "queue_id, at, rcpt_domain, relay, status, dsn, cls, text, source, from_domain"
+        if source is None:
+            rows = self._read(lambda db: db.execute(
+                f"SELECT {cols} FROM deliveries WHERE at > ? "  # noqa: S608
+                "ORDER BY at DESC, id DESC", (since,)).fetchall())
+        else:
+            rows = self._read(lambda db: db.execute(
+                f"SELECT {cols} FROM deliveries WHERE source = ? AND at > ? "  # noqa: S608
+                "ORDER BY at DESC, id DESC", (source, since)).fetchall())
+        return [DeliveryRecord(*r) for r in rows]
+
+    def claim_report(self, report_id: str, when: float, summary: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute("INSERT OR IGNORE INTO dmarc_reports(report_id, at, summary) "
+                             "VALUES (?, ?, ?)", (report_id, when, summary))
+            return cur.rowcount == 1
+
+    def reports(self, since: float) -> list[tuple[str, float, str]]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT report_id, at, summary FROM dmarc_reports WHERE at > ? ORDER BY at DESC",
+            (since,)).fetchall())
+        return [(str(a), float(b), str(c)) for a, b, c in rows]
 
     def close(self) -> None:
         try:

@@ -330,7 +330,9 @@ def test_fifteen_lists_two_ips_three_domains_one_silent(
     assert wall < 3.5, wall
     bad = {f"{c['id']}@{c['target']}": c["status"] for c in report["checks"]
            if c["status"] not in ("ok", "info") and "silent" not in c["id"]}
-    # --no-record reads no store that does not exist (no activity known), and two of
-    # the three domains have no DKIM selector configured: both unknown, never ok
-    assert bad == {"activity.7d@": "unknown", "checklist.dkim_dmarc@": "unknown"}
+    # --no-record reads no store that does not exist (no activity, no receivers'
+    # replies known), and two of the three domains have no DKIM selector configured:
+    # all unknown, never ok
+    assert bad == {"activity.7d@": "unknown", "checklist.dkim_dmarc@": "unknown",
+                   "feedback.receivers@": "unknown"}
     assert code == 3

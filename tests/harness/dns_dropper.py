@@ -39,6 +39,7 @@ class DnsDropper:
         self.silence = silence  # (lowercased name without the dot, "TXT") -> drop it
         self.dropped = 0
         self.forwarded = 0  # queries relayed to the fixture server
+        self.seen: list[str] = []  # every "NAME TYPE" asked, in order (a counting forwarder)
         outer = self
 
         class Udp(socketserver.BaseRequestHandler):
@@ -90,6 +91,7 @@ class DnsDropper:
         name = ".".join(lb.decode("utf-8", "surrogateescape")
                         for lb in question.name.labels if lb).lower()
         rdtype = dns.rdatatype.to_text(question.rdtype)
+        self.seen.append(f"{name} {rdtype}")
         drop = any(name == z or name.endswith("." + z) for z in self.silent) or (
             self.silence is not None and self.silence(name, rdtype))
         if drop:

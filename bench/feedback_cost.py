@@ -1,0 +1,116 @@
+"""What the feedback loop costs per message: the outbound record (one store write)
+and the brake check (one read of the source's delivery results).
+
+Builds the daemon's Inspector (daemon.build_inspector, fixture Knot DNS, SQLite
+store) and times Inspector.inspect in interleaved rounds: with the feedback parts,
+and with them switched off (no brake check, record_outbound a no-op). `--history N`
+first stores N delivery results for the benchmark's source (a busy sender whose
+replies the brake reads on every message). Prints ms per message and the ratio.
+
+    .venv/bin/python bench/feedback_cost.py [-n 2000] [--rounds 5] [--history 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from fixtures import RCPT, SENDER, message, postwarden_settings, zones  # noqa: E402
+from milter_load import split_message  # noqa: E402
+from peers import make_key  # noqa: E402
+
+from harness.knot import DnsServer  # noqa: E402
+from harness.milterproc import toml_dumps  # noqa: E402
+from postwarden import config as pwconfig  # noqa: E402
+from postwarden.log import log  # noqa: E402
+from postwarden.message import Message  # noqa: E402
+from postwarden.milter.daemon import build_inspector  # noqa: E402
+from postwarden.milter.feedback_brake import FeedbackBrake  # noqa: E402
+from postwarden.milter.origin import classify  # noqa: E402
+from postwarden.store import DeliveryRecord, open_store  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--history", type=int, default=0)
+    args = ap.parse_args(argv)
+    base = Path(tempfile.mkdtemp(prefix="postwarden-fbcost-"))
+    os.chmod(base, 0o755)
+    dns = DnsServer(base / "knot")
+    try:
+        key = make_key(base / "keys")
+        for name, records in zones(key).items():
+            dns.zone(name, records)
+        dns.start()
+        settings = postwarden_settings(dns.port, base, {})  # type: ignore[arg-type]
+        settings["socket"] = f"unix:{base}/p.sock"
+        (base / "p.toml").write_text(toml_dumps(settings))
+        cfg = pwconfig.load(base / "p.toml")
+        devnull = open(os.devnull, "w")
+        log.setup("stderr", cfg.log.facility, cfg.log.repeat_interval, stream=devnull)
+        store = open_store(cfg.store)
+        inspector = build_inspector(cfg, store)
+        headers, body = split_message(message(4 * 1024))
+        counter = iter(range(10**9))
+
+        def one() -> None:
+            msg = Message(client_name="client.example.net", client_addr="127.0.0.1",
+                          client_port=40000, daemon_name="smtpd", mail_from=SENDER,
+                          rcpts=[RCPT], headers=list(headers), body=body,
+                          queue_id=f"{next(counter):010X}")
+            msg.origin = classify(cfg.outbound, msg.client_addr, msg.client_port,
+                                  msg.daemon_name, msg.auth_user)
+            inspector.inspect(msg)
+
+        one()  # warm the DNS cache; learn the source key
+        source = store.outbound_since(0)[0].source
+        now = time.time()
+        for i in range(args.history):
+            store.record_delivery(DeliveryRecord(f"H{i:09d}", now - i, "gmail.test",
+                                                 "mx[127.0.0.1]:25", "sent", "2.0.0", "",
+                                                 "", source, "example.com"))
+        with_checks = list(inspector.checks)
+        without_checks = [c for c in with_checks if not isinstance(c, FeedbackBrake)]
+        real_record = store.record_outbound
+
+        def timed(on: bool) -> float:
+            inspector.checks = with_checks if on else without_checks
+            store.record_outbound = real_record if on else (  # type: ignore[method-assign]
+                lambda rec, retention=0.0: None)
+            t = time.perf_counter()
+            for _ in range(args.n):
+                one()
+            return (time.perf_counter() - t) / args.n
+
+        on, off = [], []
+        for _ in range(args.rounds):
+            off.append(timed(False))
+            on.append(timed(True))
+        on.sort()
+        off.sort()
+        m_on, m_off = on[len(on) // 2], off[len(off) // 2]
+        print(f"source {source}, {args.history} stored delivery results, {args.rounds} "
+              f"rounds of {args.n} messages (medians)")
+        print(f"  without feedback: {1000 * m_off:.3f} ms/message")
+        print(f"  with feedback:    {1000 * m_on:.3f} ms/message")
+        print(f"  ratio with/without: {m_on / m_off:.3f}")
+        store.close()
+        return 0
+    finally:
+        dns.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
