@@ -7,6 +7,8 @@ off is reported with the switch named, so the admin knows the one line to change
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from postwarden.config import Config
 from postwarden.findings import Finding
 from postwarden.message import Origin
@@ -50,4 +52,4 @@ def with_switch(cfg: Config, origin: Origin, f: Finding) -> Finding:
     why = rewrite_switch(cfg, origin, domain) or sign_switch(cfg, origin, domain).lstrip("; ")
     if not why:
         return f
-    return Finding(f.id, f.severity, f.text, f.data, (why, *f.advice))
+    return replace(f, advice=(why, *f.advice))  # the same finding, one more step
