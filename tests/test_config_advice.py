@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from postwarden import cli, config_advice, hostinfo
+from postwarden.blocklists import PUBLIC_RESOLVERS
 from postwarden.config import from_dict
 
 GOOD = {"user": "postwarden", "host": {"ips": ["192.0.2.25"]},
@@ -28,8 +29,9 @@ def test_each_problem_is_one_line_naming_key_and_fix() -> None:
     assert _warn({**GOOD, "host": {"ips": []}}, ifaces=["192.0.2.25"]) == []  # detectable
     w = _warn({**GOOD, "dns": {"nameservers": []}})
     assert len(w) == 1 and w[0].startswith("[dns] nameservers is empty")
-    w = _warn({**GOOD, "dns": {"nameservers": ["8.8.8.8"]}})
-    assert len(w) == 1 and "8.8.8.8 is a public resolver" in w[0]
+    public = sorted(PUBLIC_RESOLVERS)[0]  # named from the table: no literal, no query
+    w = _warn({**GOOD, "dns": {"nameservers": [public]}})
+    assert len(w) == 1 and f"{public} is a public resolver" in w[0]
     for user in ("", "root"):
         w = _warn({**GOOD, "user": user})
         assert len(w) == 1 and "set user = \"postwarden\"" in w[0]
@@ -39,7 +41,7 @@ def test_config_check_prints_warnings_and_exits_0(tmp_path: Path, capsys: Any,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hostinfo, "interface_ips", lambda: [])
     cfg = tmp_path / "pw.toml"
-    cfg.write_text('[dns]\nnameservers = ["1.1.1.1"]\n')
+    cfg.write_text(f'[dns]\nnameservers = ["{sorted(PUBLIC_RESOLVERS)[0]}"]\n')
     assert cli.main(["-c", str(cfg), "config", "check"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split(": warning: ")[1][:12] for ln in lines[:-1]] == [
