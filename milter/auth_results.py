@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from postwarden.config import Config
 from postwarden.dmarc_discovery import DmarcLookup, discover, org_domain_9989
-from postwarden.message import Message, domain_of
+from postwarden.message import Message
 from postwarden.orgdomain import aligned, normalize
 
 if TYPE_CHECKING:
@@ -70,11 +70,7 @@ class SpfOutcome:
 
 def from_domains(msg: Message) -> list[str]:
     """Distinct domains of all From addresses, in order (RFC 7489 6.6.1)."""
-    out: list[str] = []
-    for addr in msg.from_addresses:  # parsed once per distinct From (message.py)
-        d = domain_of(addr)
-        if d and d not in out:
-            out.append(d)
+    out = list(msg.from_domains)  # parsed once per message (message.py)
     if len(out) > 1:  # faß.de and xn--fa-hia.de are one domain
         keys = [normalize(d) or d for d in out]
         out = [d for i, d in enumerate(out) if keys[i] not in keys[:i]]

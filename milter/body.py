@@ -21,8 +21,6 @@ import tempfile
 import threading
 from collections.abc import Iterator
 
-from postwarden.message import Message
-
 _spooled_inspection = threading.Lock()
 M_MMAP_THRESHOLD = -3
 
@@ -79,19 +77,20 @@ class Body:
         return self.kept > self.memory  # where SpooledTemporaryFile rolls over to disk
 
     @contextlib.contextmanager
-    def given_to(self, msg: Message) -> Iterator[None]:
-        """msg.body holds the whole body (up to the limit) while the checks run; a
-        spooled one waits for its turn, and is dropped (and the heap trimmed) after."""
+    def contents(self) -> Iterator[bytes]:
+        """The whole body (up to the limit) while the checks run; a spooled one waits
+        for its turn, and the heap is trimmed after (the caller drops its references
+        to the bytes inside the block)."""
         spooled = self.spooled
         lock = _spooled_inspection if spooled else contextlib.nullcontext()
         with lock:
             self._file.seek(0)
-            msg.body = self._file.read()
+            data = self._file.read()
             self.close()
             try:
-                yield
+                yield data
             finally:
-                msg.body = b""
+                del data
                 if spooled:
                     _trim()
 

@@ -38,7 +38,7 @@ from postwarden.milter import feedback_reader, macros
 from postwarden.milter.app import PostwardenMilter, current
 from postwarden.milter.body import return_memory_to_os
 from postwarden.milter.pipeline import Inspector, Services, default_checks, default_fixers
-from postwarden.milter.ratelimit import health
+from postwarden.milter.storehealth import StoreHealth
 from postwarden.store import Store, StoreError, open_store
 from postwarden.store.base import MAX_PENDING
 
@@ -46,7 +46,8 @@ NAME = "postwarden"
 
 
 def build_inspector(cfg: Config, store: Store | None,
-                    host: HostState | None = None) -> Inspector:
+                    host: HostState | None = None,
+                    health: StoreHealth | None = None) -> Inspector:
     resolver = dns.from_config(cfg.dns)
     facts = hostinfo.fill(cfg.host, resolver, cfg.selfcheck.postfix_config_dir)
     if facts.detected:
@@ -56,7 +57,8 @@ def build_inspector(cfg: Config, store: Store | None,
     if not cfg.host.ips:
         log.warning("no public sending IP found: SPF cannot be judged; set [host] ips")
     services = Services(config=cfg, resolver=resolver, store=store,
-                        host=host if host is not None else HostState())
+                        host=host if host is not None else HostState(),
+                        health=health if health is not None else StoreHealth())
     return Inspector(services, default_checks(services), default_fixers(services))
 
 
@@ -269,7 +271,8 @@ def run(config_path: str | None, log_stderr: bool = False,
     cpu = _pin_to_one_cpu() if cfg.pin_cpu else None  # before any thread starts
     store = _open_store(cfg)
     host = HostState()  # written by the periodic self-check, read by the milter's checks
-    current.inspector = build_inspector(cfg, store, host)
+    health = StoreHealth()  # one across reloads: a store outage is reported once
+    current.inspector = build_inspector(cfg, store, host, health)
 
     libmilter.setconn(_prepare_socket(cfg))
     libmilter.settimeout(600)
@@ -298,11 +301,11 @@ def run(config_path: str | None, log_stderr: bool = False,
     force = True
     while not stop.is_set() and worker.is_alive():
         stop.wait(0.0 if force else 0.5)
-        _heartbeat(beat, store, _flush_events(store), force)
+        _heartbeat(beat, store, _flush_events(store, health), force)
         force = False
         if reload_requested.is_set():
             reload_requested.clear()
-            _reload(config_path, log_stderr, store, host)
+            _reload(config_path, log_stderr, store, host, health)
     if not worker.is_alive() and not stop.is_set():
         log.error("libmilter stopped unexpectedly; exiting so the service manager restarts us")
         return 75
@@ -367,7 +370,7 @@ def _heartbeat(beat: Beat, store: Store | None, store_ok: bool, force: bool = Fa
         pass  # the event flush reports a down store, once
 
 
-def _flush_events(store: Store | None) -> bool:
+def _flush_events(store: Store | None, health: StoreHealth) -> bool:
     """Write the activity events queued by the last half second's messages."""
     if store is None:
         return False
@@ -394,10 +397,10 @@ def _live() -> tuple[Config, Store | None]:
 
 
 def _reload(config_path: str | None, log_stderr: bool, store: Store | None,
-            host: HostState) -> None:
+            host: HostState, health: StoreHealth | None = None) -> None:
     """A reload either takes effect whole or is refused with one error line."""
     try:
-        _reload_unguarded(config_path, log_stderr, store, host)
+        _reload_unguarded(config_path, log_stderr, store, host, health)
     except ConfigError as e:
         log.error(f"reload refused, keeping the running config: {e}")
     except Exception as e:  # a bug must not end the daemon on SIGHUP
@@ -406,7 +409,7 @@ def _reload(config_path: str | None, log_stderr: bool, store: Store | None,
 
 
 def _reload_unguarded(config_path: str | None, log_stderr: bool, store: Store | None,
-                      host: HostState) -> None:
+                      host: HostState, health: StoreHealth | None) -> None:
     new = configmod.load(config_path)
     if log_stderr:
         new.log.target = "stderr"
@@ -415,7 +418,7 @@ def _reload_unguarded(config_path: str | None, log_stderr: bool, store: Store | 
                             or new.store != old.services.config.store):
         log.warning("reload: socket and store changes take effect only on restart")
         new.socket, new.store = old.services.config.socket, old.services.config.store
-    inspector = build_inspector(new, store, host)
+    inspector = build_inspector(new, store, host, health)
     sdnotify.notify("RELOADING=1")
     log.setup(new.log.target, new.log.facility, new.log.repeat_interval)
     current.inspector = inspector

@@ -37,6 +37,7 @@ from postwarden.milter.auth_results import (
     from_domains,
 )
 from postwarden.milter.pipeline import CheckContext
+from postwarden.milter.switches import sign_switch
 from postwarden.orgdomain import aligned, org_domain
 
 MAX_SIGNATURES = 8  # more are not verified (each may cost a DNS lookup)
@@ -150,8 +151,11 @@ def _sig_name(s: DkimSignature) -> str:
 
 
 def check_dkim(msg: Message, ctx: CheckContext, cfg: DkimConfig) -> list[Finding]:
-    sigs = evaluate(msg, ctx, cfg.verify)
-    ctx.memo[DKIM] = sigs
+    if ctx.as_sent:  # the outgoing message: what was verified, plus our own signatures
+        sigs: list[DkimSignature] = ctx.memo.get(DKIM, [])
+    else:
+        sigs = evaluate(msg, ctx, cfg.verify)
+        ctx.memo[DKIM] = sigs
     domains = from_domains(msg)
     shown = domains[0] if domains else ""
     if not sigs:
@@ -162,8 +166,9 @@ def check_dkim(msg: Message, ctx: CheckContext, cfg: DkimConfig) -> list[Finding
         else:
             key = (f"a key of {shown} and publish it at SELECTOR._domainkey.{shown}" if shown
                    else "a key of the From domain")
+            switch = sign_switch(ctx.services.config, msg.origin, shown)
             text = (f"no DKIM signature; sign with {key} (OpenDKIM before postwarden in the "
-                    "milter list, or [dkim] sign = true)")
+                    f"milter list, or [dkim] sign = true){switch}")
         return [Finding("dkim.missing", Severity.WARNING, text, {"from_domain": shown})]
     out: list[Finding] = []
     modes = {dom: alignment_mode(ctx, dom, "adkim") for dom in domains}
@@ -210,7 +215,8 @@ def check_dkim(msg: Message, ctx: CheckContext, cfg: DkimConfig) -> list[Finding
             f"DKIM signature {_sig_name(s)} not verified: {s.error}; check the DNS "
             "resolver postwarden uses ([dns] nameservers)",
             {"error": s.error}))
-    ctx.summary["dkim"] = ("pass" if good and cfg.verify else "unverified" if good
+    verified = cfg.verify or any(s.status == "pass" for s in sigs)  # our own are known
+    ctx.summary["dkim"] = ("pass" if good and verified else "unverified" if good
                            else "temperror" if temp else "fail")
     return out
 

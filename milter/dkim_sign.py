@@ -51,7 +51,6 @@ from postwarden.milter.auth_results import (
 )
 from postwarden.milter.pipeline import CheckContext, HeaderChange
 from postwarden.orgdomain import aligned, normalize
-from postwarden.policy import REJECT, TEMPFAIL, Decision
 
 CANON = b"relaxed/relaxed"
 _NEVER = {"received", "return-path", "dkim-signature", "bcc"}
@@ -260,14 +259,14 @@ class DkimSigner:
             return exact
         return [k for k in self.keys if aligned(k.domain, domain, "r")]
 
-    def __call__(self, msg: Message, ctx: CheckContext, findings: list[Finding],
-                 decision: Decision) -> list[HeaderChange]:
+    def __call__(self, msg: Message, ctx: CheckContext, findings: list[Finding]
+                 ) -> list[HeaderChange]:
         if (not self.keys or msg.origin.value not in self.cfg.dkim.sign_origins
-                or decision.action in (REJECT, TEMPFAIL) or msg.body_truncated):
+                or msg.body_truncated):
             return []
         before: list[HeaderChange] = ctx.memo.get(CHANGES, [])
-        headers = apply_changes(msg.headers, before)
-        probe = Message(headers=headers)
+        headers = apply_changes(msg.headers, before) if before else msg.headers
+        probe = Message(headers=headers) if before else msg  # parsed once if unchanged
         domains = from_domains(probe)
         if len(domains) != 1 or len(probe.from_addresses) != 1:
             return []  # no From or several: DMARC cannot pass whatever we sign
@@ -289,5 +288,9 @@ class DkimSigner:
                                 make_signature(block, bh, k, include, now, canon), 0)
                    for k in keys]
         ctx.summary["signed"] = "+".join(f"{k.domain}/{k.selector}" for k in keys)
+        # as evidence for the outgoing message: an aligned pass, known without verifying
+        ctx.signed += [DkimSignature(k.domain, k.selector, k.algorithm.decode("ascii"), "pass",
+                                     "rsa" if k.algorithm == b"rsa-sha256" else "ed25519",
+                                     k.bits) for k in keys]
         ctx.memo[CHANGES] = before + changes
         return changes

@@ -23,7 +23,6 @@ from postwarden.findings import Finding, Severity
 from postwarden.message import Message
 from postwarden.milter.forms import MEMO_SOURCE, Source
 from postwarden.milter.pipeline import CheckContext
-from postwarden.milter.ratelimit import health
 from postwarden.replies import CLASSES
 from postwarden.store import StoreError
 from postwarden.store.feedback import Tally
@@ -52,7 +51,7 @@ class FeedbackBrake:
             hit = self._cache.get(source.key)
         if hit is not None and 0 <= now - hit[0] < CACHE_SECONDS:
             t = hit[1]
-        elif health.degraded:
+        elif ctx.services.health.degraded:
             return []  # the shared store is away: no brake rather than a wait per message
         else:
             try:

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from postwarden.config import Config, FormsConfig
 from postwarden.findings import Finding, Severity
 from postwarden.message import Message, Origin, domain_of
+from postwarden.milter.auth_results import foreign
 from postwarden.milter.pipeline import CheckContext
 
 MEMO_SOURCE = "source"  # Source of this message, for the checks after this one
@@ -152,13 +153,6 @@ def weights(cfg: FormsConfig) -> dict[str, int]:
     return {**FormsConfig().weights, **cfg.weights}
 
 
-def _ours(domain: str, cfg: Config, msg: Message) -> bool:
-    mine = {d.lower().rstrip(".") for d in cfg.host.domains}
-    mine |= {msg.mail_from_domain, domain_of("x@" + cfg.host.hostname)}
-    mine.discard("")
-    return any(domain == d or domain.endswith("." + d) for d in mine)
-
-
 def body_text(msg: Message, limit: int) -> bytes:
     """The first text part, transfer-decoded, at most `limit` bytes."""
     raw = msg.raw_headers() + b"\r\n" + msg.body[: limit * 2]
@@ -185,7 +179,9 @@ def signals(msg: Message, cfg: Config) -> dict[str, str]:
         hits["many_domains"] = (f"{len(domains)} recipient domains "
                                 f"(more than {fc.max_rcpt_domains})")
     from_domain = msg.from_domain
-    if from_domain and not _ours(from_domain, cfg, msg):
+    # the one rule of which domains are ours (auth_results): what the envelope sender
+    # says does not count, `-f visitor@gmail.com` makes gmail.com no more ours
+    if from_domain and foreign(cfg, from_domain):
         hits["foreign_from"] = f"From domain {from_domain} is not ours"
     reply_to = {a.lower() for _, a in getaddresses(msg.header_all("Reply-To")) if a}
     if reply_to and reply_to != {a.lower() for a in msg.from_addresses}:
@@ -225,6 +221,7 @@ def forms_check(msg: Message, ctx: CheckContext) -> list[Finding]:
     source = identify(msg, cfg.forms)
     ctx.memo[MEMO_SOURCE] = source
     ctx.memo[MEMO_SIGNALS] = {}
+    ctx.source = source.key
     ctx.summary["source"] = source.key
     if source.claimed:
         ctx.summary["claimed"] = source.claimed

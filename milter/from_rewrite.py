@@ -15,11 +15,9 @@ from email.utils import formataddr, getaddresses
 
 from postwarden.config import Config
 from postwarden.findings import Finding
-from postwarden.log import log
 from postwarden.message import Message, domain_of
 from postwarden.milter.auth_results import CHANGES, is_ours
 from postwarden.milter.pipeline import CheckContext, HeaderChange
-from postwarden.policy import REJECT, TEMPFAIL, Decision
 
 MAX_NAME = 78
 
@@ -50,11 +48,10 @@ class FromRewriter:
         fr = cfg.from_rewrite
         self.site = fr.site_name or domain_of(fr.address)
 
-    def __call__(self, msg: Message, ctx: CheckContext, findings: list[Finding],
-                 decision: Decision) -> list[HeaderChange]:
+    def __call__(self, msg: Message, ctx: CheckContext, findings: list[Finding]
+                 ) -> list[HeaderChange]:
         fr = self.cfg.from_rewrite
-        if (not fr.enabled or msg.origin.value not in fr.origins
-                or decision.action in (REJECT, TEMPFAIL)):
+        if not fr.enabled or msg.origin.value not in fr.origins:
             return []
         values = msg.header_all("From")
         if len(values) != 1 or len(msg.from_addresses) != 1:
@@ -75,6 +72,6 @@ class FromRewriter:
         ctx.summary["from_rewritten"] = domain
         policy = failing[0].data.get("policy", "?")
         where = "not copied, Reply-To exists" if kept else "moved to Reply-To"
-        log.info(f"from rewritten: <{msg.header_from}> -> <{fr.address}> (DMARC p={policy} "
-                 f"at {domain}); original From {where}", msg.queue_id)
+        ctx.rewrite_note = (f"from rewritten: <{msg.header_from}> -> <{fr.address}> "
+                            f"(DMARC p={policy} at {domain}); original From {where}")
         return changes

@@ -113,7 +113,10 @@ def _text(o: SpfOutcome) -> str:
 
 
 def check_spf(msg: Message, ctx: CheckContext, results: SpfResults) -> list[Finding]:
-    o = outcome(msg, ctx.services.config, ctx.services.resolver, ctx.budget, results)
+    if ctx.as_sent:  # the envelope does not change: SPF as evaluated for it
+        o: SpfOutcome | None = ctx.memo.get(SPF)
+    else:
+        o = outcome(msg, ctx.services.config, ctx.services.resolver, ctx.budget, results)
     if o is None:
         ctx.summary["spf"] = "unknown"
         return []

@@ -1,4 +1,9 @@
-"""One outbound message as the milter collected it: the input of every check."""
+"""One outbound message as the milter collected it: the input of every check.
+
+The adapter collects a transaction in a MessageBuilder and builds one frozen
+Message at end of message; what the checks ask for (the header index, the From
+addresses) is computed once per message, on first use.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,32 @@ import enum
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.utils import getaddresses
-from functools import lru_cache
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING, Any
+
+
+class _once:
+    """A value computed on first use and kept in the instance's __dict__.
+
+    functools.cached_property without its lock (Python 3.11 takes an RLock on every
+    first access, a third of the cost of the header index): a Message belongs to
+    one thread, and computing a value twice would give the same value anyway."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn, self.name = fn, fn.__name__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, cls: Any = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
+
+
+if not TYPE_CHECKING:
+    cached_property = _once
 
 
 class Origin(enum.StrEnum):
@@ -16,12 +46,13 @@ class Origin(enum.StrEnum):
     INBOUND = "inbound"  # everything else: not ours to judge
 
 
-@dataclass
+@dataclass(frozen=True)
 class Message:
     """Envelope, headers and (a bounded prefix of) the body of one message.
 
     Header values are kept as Postfix sent them (leading space and folding intact)
-    so that DKIM can be verified and signed on the exact bytes.
+    so that DKIM can be verified and signed on the exact bytes. Frozen: every check
+    sees the same message, and the values derived from it are computed once.
     """
 
     queue_id: str = "NOQUEUE"
@@ -37,38 +68,46 @@ class Message:
     body: bytes = b""
     body_truncated: bool = False
 
-    _by_name: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False,
-                                           compare=False)
-    _indexed: int = field(default=-1, init=False, repr=False, compare=False)
-
+    @cached_property
     def _index(self) -> dict[str, list[str]]:
         """Stripped values by lower-case name, built once per message: the checks ask
-        for From, DKIM-Signature and friends a dozen times. Headers are only ever
-        appended (while they arrive), so a changed length means a stale index."""
-        if self._indexed != len(self.headers):
-            index: dict[str, list[str]] = {}
-            for k, v in self.headers:
-                index.setdefault(k.lower(), []).append(v.strip())
-            self._by_name, self._indexed = index, len(self.headers)
-        return self._by_name
+        for From, DKIM-Signature and friends a dozen times."""
+        index: dict[str, list[str]] = {}
+        for k, v in self.headers:
+            index.setdefault(k.lower(), []).append(v.strip())
+        return index
 
     def header(self, name: str) -> str | None:
         """First value of a header, without the leading space; None if absent."""
-        values = self._index().get(name.lower())
+        values = self._index.get(name.lower())
         return values[0] if values else None
 
     def header_all(self, name: str) -> list[str]:
-        return list(self._index().get(name.lower(), ()))
+        return list(self._index.get(name.lower(), ()))
+
+    @cached_property
+    def _from_addresses(self) -> tuple[str, ...]:
+        return _addresses(tuple(self.header_all("From")))
 
     @property
     def from_addresses(self) -> list[str]:
         """Every address in every From header (RFC 5322 allows a list)."""
-        return list(_addresses(tuple(self.header_all("From"))))
+        return list(self._from_addresses)
 
-    @property
+    @cached_property
+    def from_domains(self) -> tuple[str, ...]:
+        """Distinct domains of all From addresses, in order (RFC 7489 6.6.1)."""
+        out: list[str] = []
+        for addr in self._from_addresses:
+            d = domain_of(addr)
+            if d and d not in out:
+                out.append(d)
+        return tuple(out)
+
+    @cached_property
     def header_from(self) -> str:
         """The single From address DMARC would use, or '' if there is not exactly one."""
-        addrs = self.from_addresses
+        addrs = self._from_addresses
         return addrs[0] if len(addrs) == 1 else ""
 
     @property
@@ -79,13 +118,44 @@ class Message:
     def mail_from_domain(self) -> str:
         return domain_of(self.mail_from)
 
+    @cached_property
+    def _raw_headers(self) -> bytes:
+        return header_bytes(self.headers)
+
     def raw_headers(self) -> bytes:
         """The header block as the receiver gets it, CRLF line ends: what DKIM
         signs and verifies (header_bytes)."""
-        return header_bytes(self.headers)
+        return self._raw_headers
 
     def raw(self) -> bytes:
         return self.raw_headers() + b"\r\n" + self.body
+
+
+class MessageBuilder:
+    """One SMTP transaction's envelope and headers as the milter callbacks deliver
+    them, piece by piece.
+
+    The adapter owns one per transaction (and the body, which it spools); build() at
+    end of message returns the frozen Message every check sees.
+    """
+
+    def __init__(self, origin: Origin, mail_from: str, *, client_name: str = "",
+                 client_addr: str = "", client_port: int = 0, daemon_name: str = "",
+                 auth_user: str = "") -> None:
+        self.origin, self.mail_from = origin, mail_from
+        self.client_name, self.client_addr, self.client_port = (client_name, client_addr,
+                                                                client_port)
+        self.daemon_name, self.auth_user = daemon_name, auth_user
+        self.rcpts: list[str] = []
+        self.headers: list[tuple[str, str]] = []
+
+    def build(self, queue_id: str, body: bytes = b"", body_truncated: bool = False
+              ) -> Message:
+        return Message(queue_id=queue_id, origin=self.origin, client_name=self.client_name,
+                       client_addr=self.client_addr, client_port=self.client_port,
+                       daemon_name=self.daemon_name, auth_user=self.auth_user,
+                       mail_from=self.mail_from, rcpts=self.rcpts, headers=self.headers,
+                       body=body, body_truncated=body_truncated)
 
 
 def header_bytes(headers: list[tuple[str, str]]) -> bytes:
@@ -131,4 +201,5 @@ def strip_brackets(address: str) -> str:
     return a
 
 
-__all__ = ["Address", "Message", "Origin", "domain_of", "header_bytes", "strip_brackets"]
+__all__ = ["Address", "Message", "MessageBuilder", "Origin", "domain_of", "header_bytes",
+           "strip_brackets"]

@@ -31,6 +31,26 @@ class Decision:
     because: tuple[Finding, ...] = ()
 
     @property
+    def delivers(self) -> bool:
+        """The message stays with Postfix and is delivered: now (accept) or when an
+        admin releases it (hold). What the fixes and the rate-limit accounting ask;
+        they never compare action names."""
+        return self.action in (ACCEPT, HOLD)
+
+    @property
+    def holds(self) -> bool:
+        return self.action == HOLD
+
+    @property
+    def smtp_reply(self) -> tuple[str, str] | None:
+        """(code, enhanced status) refusing the message, None when it is taken."""
+        if self.action == TEMPFAIL:
+            return "451", "4.7.1"
+        if self.action == REJECT:
+            return "550", "5.7.1"
+        return None
+
+    @property
     def reason(self) -> str:
         """`ratelimit.exceeded,form.suspicious`: what made the action."""
         return ",".join(f.id for f in self.because)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -74,8 +75,9 @@ def test_valid_aligned_signature_gives_no_finding(tmp_path: Path, ed: bool) -> N
 def test_subdomain_signer_is_aligned_relaxed_not_strict(tmp_path: Path) -> None:
     msg, txt = signed(tmp_path, domain="mail.example.com",
                       msg=message("Alice <alice@mail.example.com>"))
-    msg.headers = [(k, v.replace("alice@mail.example.com", "alice@example.com"))
-                   if k == "From" else (k, v) for k, v in msg.headers]
+    msg = dataclasses.replace(msg, headers=[
+        (k, v.replace("alice@mail.example.com", "alice@example.com"))
+        if k == "From" else (k, v) for k, v in msg.headers])
     res = FakeResolver({("sel._domainkey.mail.example.com", "TXT"): [txt]})
     # From changed after signing: invalid, but the alignment verdict is what we test here
     out = DkimCheck(DkimConfig())(msg, context(res))
@@ -102,7 +104,7 @@ def test_other_domain_signature_is_unaligned(tmp_path: Path) -> None:
 
 def test_body_changed_after_signing_is_invalid(tmp_path: Path) -> None:
     msg, txt = signed(tmp_path)
-    msg.body += b"appended by a footer\r\n"
+    msg = dataclasses.replace(msg, body=msg.body + b"appended by a footer\r\n")
     res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
     ctx = context(res)
     out = DkimCheck(DkimConfig())(msg, ctx)
@@ -173,7 +175,7 @@ def test_key_is_fetched_once_then_cached(tmp_path: Path) -> None:
 
 def test_verification_off_checks_presence_and_alignment_only(tmp_path: Path) -> None:
     msg, _ = signed(tmp_path)
-    msg.body += b"tampered\r\n"
+    msg = dataclasses.replace(msg, body=msg.body + b"tampered\r\n")
     res = FakeResolver()
     ctx = context(res)
     assert DkimCheck(DkimConfig(verify=False))(msg, ctx) == []
@@ -190,7 +192,7 @@ def test_unparsable_signature_is_invalid() -> None:
 
 def test_no_from_skips_alignment(tmp_path: Path) -> None:
     msg, txt = signed(tmp_path)
-    msg.headers = [(k, v) for k, v in msg.headers if k != "From"]
+    msg = dataclasses.replace(msg, headers=[(k, v) for k, v in msg.headers if k != "From"])
     res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
     out = DkimCheck(DkimConfig())(msg, context(res))
     assert "dkim.unaligned" not in ids(out)

@@ -21,7 +21,7 @@ from postwarden.feedback.attribute import Feedback
 from postwarden.feedback.follow import FileFollower, choose
 from postwarden.feedback.logline import parse
 from postwarden.log import Logger
-from postwarden.milter import activity, feedback_brake, forms
+from postwarden.milter import feedback_brake, forms
 from postwarden.milter.pipeline import Inspector, Services
 from postwarden.replies import classify
 from postwarden.store import OutboundRecord
@@ -352,12 +352,11 @@ def _inspector(store: SqliteStore, **cfg: Any) -> Inspector:
     config = from_dict({"host": {"domains": ["example.com"]}, **cfg})
     services = Services(config=config, resolver=dns.from_config(
         DnsConfig(nameservers=["127.0.0.1"])), store=store, clock=lambda: T0)
-    return Inspector(services, [forms.forms_check, feedback_brake.FeedbackBrake()],
-                     [activity.record_activity])  # type: ignore[list-item]
+    return Inspector(services, [forms.forms_check, feedback_brake.FeedbackBrake()])
 
 
 def test_each_inspected_message_is_remembered_by_queue_id(store: SqliteStore) -> None:
-    _inspector(store).inspect(form_message(queue_id="QID0000001"))
+    _inspector(store).handle(form_message(queue_id="QID0000001"))
     rec = store.outbound("QID0000001")
     assert rec is not None
     assert (rec.source, rec.origin, rec.env_domain, rec.from_domain) == (
@@ -373,16 +372,16 @@ def test_brake_holds_a_form_whose_mail_bounces_5_1_1(store: SqliteStore) -> None
         store.record_outbound(outbound(f"BNC000000{i}"))
         fb(line(f"BNC000000{i}", f"n{i}@gmail.test", "5.1.1", "bounced",
                 said("mx.gmail.test", "550 5.1.1 does not exist")))
-    assert insp.inspect(form_message(queue_id="NEXT000001")).decision.action == "accept"
+    assert insp.handle(form_message(queue_id="NEXT000001")).decision.action == "accept"
     store.record_outbound(outbound("BNC0000009"))
     fb(line("BNC0000009", "n9@gmail.test", "5.1.1", "bounced",
             said("mx.gmail.test", "550 5.1.1 does not exist")))
-    v = insp.inspect(form_message(queue_id="NEXT000002"))
+    v = insp.handle(form_message(queue_id="NEXT000002"))
     assert (v.decision.action, v.decision.reason) == ("hold", "feedback.unknown_recipients")
     # another source is not braked, and monitor mode only says would=hold
     other = form_message(queue_id="NEXT000003", uid=1000)
-    assert insp.inspect(other).decision.action == "accept"
-    mon = _inspector(store, mode="monitor", policy=policy).inspect(
+    assert insp.handle(other).decision.action == "accept"
+    mon = _inspector(store, mode="monitor", policy=policy).handle(
         form_message(queue_id="NEXT000004"))
     assert (mon.decision.action, mon.decision.would) == ("accept", "hold")
 
@@ -476,7 +475,7 @@ def test_journal_follower_resumes_after_its_cursor(tmp_path: Path, store: Sqlite
 
 def test_undecodable_header_bytes_are_stored_as_valid_text(store: SqliteStore) -> None:
     msg = form_message(queue_id="QID0000002", from_="Web <\udcffbad@ex\udcfeample.com>")
-    _inspector(store).inspect(msg)
+    _inspector(store).handle(msg)
     rec = store.outbound("QID0000002")
     assert rec is not None and rec.from_domain == "ex\ufffdample.com"
 

@@ -199,6 +199,18 @@ def test_foreign_from(from_: str, hit: bool) -> None:
     assert ("form.foreign_from" in ids_of(form_message(from_=from_))) is hit
 
 
+def test_the_envelope_sender_does_not_make_a_domain_ours() -> None:
+    """`-f visitor@gmail.com` with `From: visitor@gmail.com`: foreign for the form
+    signals and for DMARC advice and the From rewrite alike (one rule)."""
+    from postwarden.milter.auth_results import foreign, is_ours
+
+    msg = form_message(from_="Visitor <visitor@gmail.com>", sender="visitor@gmail.com")
+    assert "form.foreign_from" in ids_of(msg)
+    cfg = cfg_with()
+    assert foreign(cfg, "gmail.com") and not is_ours(cfg, "gmail.com")
+    assert not foreign(cfg, "shop.example.com")
+
+
 def test_reply_to_differs() -> None:
     same = form_message(extra=[("Reply-To", " NoReply@example.com")])
     assert "form.reply_to_differs" not in ids_of(same)

@@ -16,9 +16,6 @@ from postwarden.milter.auth_results import CHANGES
 from postwarden.milter.dkim_sign import DkimSigner
 from postwarden.milter.from_rewrite import FromRewriter, rewritten_from
 from postwarden.milter.pipeline import HeaderChange
-from postwarden.policy import Decision
-
-ACCEPT = Decision("accept", "accept")
 
 
 def cfg(**kw: object) -> Config:
@@ -39,7 +36,7 @@ def test_form_mail_is_rewritten() -> None:
     c = cfg()
     ctx = context(FakeResolver(), c)
     msg = message("Visitor Name <visitor@example.net>")
-    changes = FromRewriter(c)(msg, ctx, [fail()], ACCEPT)
+    changes = FromRewriter(c)(msg, ctx, [fail()])
     assert changes == [
         HeaderChange("change", "From", ' "Visitor Name via Example Site" <noreply@example.com>', 1),
         HeaderChange("add", "Reply-To", " Visitor Name <visitor@example.net>"),
@@ -51,21 +48,21 @@ def test_form_mail_is_rewritten() -> None:
 def test_address_only_from_uses_the_address_as_name() -> None:
     c = cfg()
     changes = FromRewriter(c)(message("visitor@example.net"), context(FakeResolver(), c),
-                              [fail()], ACCEPT)
+                              [fail()])
     assert changes[0].value == ' "visitor@example.net via Example Site" <noreply@example.com>'
 
 
 def test_existing_reply_to_is_kept() -> None:
     c = cfg()
     msg = message("V <visitor@example.net>", extra=[("Reply-To", " other@example.org")])
-    changes = FromRewriter(c)(msg, context(FakeResolver(), c), [fail()], ACCEPT)
+    changes = FromRewriter(c)(msg, context(FakeResolver(), c), [fail()])
     assert [ch.name for ch in changes] == ["From"]
 
 
 def test_site_name_defaults_to_the_address_domain() -> None:
     c = cfg(site_name="")
     changes = FromRewriter(c)(message("V <visitor@example.net>"), context(FakeResolver(), c),
-                              [fail()], ACCEPT)
+                              [fail()])
     assert "V via example.com" in changes[0].value
 
 
@@ -84,33 +81,24 @@ def test_quotes_and_newlines_in_names_cannot_break_the_header() -> None:
     assert getaddresses([value])[0][1] == "n@example.com"
 
 
-@pytest.mark.parametrize(("findings", "origin", "action", "from_"), [
-    ([], Origin.LOCAL, "accept", "V <v@example.net>"),                        # passes DMARC
-    ([fail()], Origin.SUBMISSION, "accept", "V <v@example.net>"),             # origin not on
-    ([fail()], Origin.LOCAL, "reject", "V <v@example.net>"),                  # refused anyway
-    ([fail("example.com")], Origin.LOCAL, "accept", "V <v@example.com>"),     # our own domain
-    ([fail("sub.example.com")], Origin.LOCAL, "accept", "V <v@sub.example.com>"),  # ours too
-    ([fail()], Origin.LOCAL, "accept", "V <v@example.org>"),                  # other domain
-    ([fail()], Origin.LOCAL, "accept", None),                                 # no From
+@pytest.mark.parametrize(("findings", "origin", "from_"), [
+    ([], Origin.LOCAL, "V <v@example.net>"),                        # passes DMARC
+    ([fail()], Origin.SUBMISSION, "V <v@example.net>"),             # origin not on
+    ([fail("example.com")], Origin.LOCAL, "V <v@example.com>"),     # our own domain
+    ([fail("sub.example.com")], Origin.LOCAL, "V <v@sub.example.com>"),  # ours too
+    ([fail()], Origin.LOCAL, "V <v@example.org>"),                  # other domain
+    ([fail()], Origin.LOCAL, None),                                 # no From
 ])
-def test_left_alone(findings: list[Finding], origin: Origin, action: str,
-                    from_: str | None) -> None:
+def test_left_alone(findings: list[Finding], origin: Origin, from_: str | None) -> None:
     c = cfg()
     msg = message(from_, origin=origin)
-    assert FromRewriter(c)(msg, context(FakeResolver(), c), findings,
-                           Decision(action, action)) == []
+    assert FromRewriter(c)(msg, context(FakeResolver(), c), findings) == []
 
 
 def test_switched_off_by_default() -> None:
     c = config()
     assert FromRewriter(c)(message("V <v@example.net>"), context(FakeResolver(), c),
-                           [fail()], ACCEPT) == []
-
-
-def test_held_mail_is_rewritten_too() -> None:
-    c = cfg()
-    assert FromRewriter(c)(message("V <v@example.net>"), context(FakeResolver(), c),
-                           [fail()], Decision("hold", "hold"))
+                           [fail()]) == []
 
 
 def test_rewrite_then_sign_covers_the_new_from(tmp_path: Path) -> None:
@@ -119,8 +107,8 @@ def test_rewrite_then_sign_covers_the_new_from(tmp_path: Path) -> None:
     c.from_rewrite.enabled, c.from_rewrite.address = True, "noreply@example.com"
     ctx = context(FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]}), c)
     msg = message("V <v@example.net>")
-    changes = FromRewriter(c)(msg, ctx, [fail()], ACCEPT)
-    changes += DkimSigner(c)(msg, ctx, [fail()], ACCEPT)
+    changes = FromRewriter(c)(msg, ctx, [fail()])
+    changes += DkimSigner(c)(msg, ctx, [fail()])
     assert [ch.name for ch in changes] == ["From", "Reply-To", "DKIM-Signature"]
     assert "d=example.com" in changes[2].value
 
@@ -141,5 +129,5 @@ def test_generations_differ_rewrites_when_the_stricter_outcome_fails(
     differ = Finding("dmarc.generations_differ", Severity.CRITICAL, "x",
                      {"domain": "example.net", "policy": "reject", "result": result})
     changes = FromRewriter(c)(message("V <visitor@example.net>"), context(FakeResolver(), c),
-                              [differ], ACCEPT)
+                              [differ])
     assert bool(changes) is rewritten

@@ -16,8 +16,9 @@ from postwarden import dns
 from postwarden.config import Config, DnsConfig, LimitConfig, from_dict
 from postwarden.log import log
 from postwarden.message import Message, Origin
-from postwarden.milter import activity, forms, ratelimit
-from postwarden.milter.pipeline import CheckContext, Inspector, Services, Verdict
+from postwarden.milter import forms, ratelimit
+from postwarden.milter.effects import Applied
+from postwarden.milter.pipeline import CheckContext, Inspector, Services
 from postwarden.store import Store, StoreError
 from postwarden.store.sqlite_store import SqliteStore
 
@@ -54,7 +55,7 @@ def make(cfg: Config, store: Store | None, clock: Clock) -> Inspector:
     services = Services(config=cfg, resolver=resolver, store=store, clock=clock)
     checks = [forms.forms_check, ratelimit.history_check, forms.suspicion_check,
               ratelimit.limit_check]
-    return Inspector(services, checks, [activity.record_activity])  # type: ignore[list-item]
+    return Inspector(services, checks)  # type: ignore[arg-type]
 
 
 def config(**over: Any) -> Config:
@@ -84,7 +85,7 @@ def test_form_burst_first_burst_pass_then_hold(store: SqliteStore, logbuf: io.St
     cfg = config()
     form_limit = next(lim for lim in cfg.ratelimit.limits if lim.name == "form")
     insp = make(cfg, store, Clock())
-    verdicts = [insp.inspect(contact(i)) for i in range(50)]
+    verdicts = [insp.handle(contact(i)) for i in range(50)]
     actions = [v.decision.action for v in verdicts]
     assert actions == ["accept"] * form_limit.burst + ["hold"] * (50 - form_limit.burst)
     held = verdicts[-1]
@@ -93,8 +94,8 @@ def test_form_burst_first_burst_pass_then_hold(store: SqliteStore, logbuf: io.St
     assert rl[0].data["key"] == "form:uid:33"
     assert rl[0].data["count"] == pytest.approx(form_limit.burst)
     assert (rl[0].data["rate"], rl[0].data["burst"]) == (form_limit.rate, form_limit.burst)
-    assert held.summary["source"] == "uid:33"
-    assert held.summary["claimed"] == "php:33:contact.php"
+    assert held.verdict.summary["source"] == "uid:33"
+    assert held.verdict.summary["claimed"] == "php:33:contact.php"
     assert held.decision.reason == "ratelimit.exceeded"
     act = store.activity(T0 - 1)["uid:33"]
     assert (act.messages, act.form_messages, act.holds) == (50, 50, 50 - form_limit.burst)
@@ -105,11 +106,11 @@ def test_bucket_refills_with_simulated_time(store: SqliteStore, logbuf: io.Strin
     clock = Clock()
     insp = make(config(), store, clock)
     for i in range(5):
-        assert insp.inspect(contact(i)).decision.action == "accept"
-    assert insp.inspect(contact(5)).decision.action == "hold"
+        assert insp.handle(contact(i)).decision.action == "accept"
+    assert insp.handle(contact(5)).decision.action == "hold"
     clock.now += 3600 / 20  # one interval of 20/hour
-    assert insp.inspect(contact(6)).decision.action == "accept"
-    assert insp.inspect(contact(7)).decision.action == "hold"
+    assert insp.handle(contact(6)).decision.action == "accept"
+    assert insp.handle(contact(7)).decision.action == "hold"
 
 
 def test_sasl_user_fifty_over_an_hour_not_held(store: SqliteStore,
@@ -122,7 +123,7 @@ def test_sasl_user_fifty_over_an_hour_not_held(store: SqliteStore,
         msg = form_message(f"Minutes of meeting {i}\n", script=None, origin=Origin.SUBMISSION,
                            auth_user="alice", sender="alice@example.com", client_port=50000,
                            from_="Alice <alice@example.com>", queue_id=f"S{i:04d}")
-        v = insp.inspect(msg)
+        v = insp.handle(msg)
         held += [msg.queue_id] if v.decision.action != "accept" else []
     assert held == []
     assert store.activity(T0 - 1)["sasl:alice"].messages == 50
@@ -144,13 +145,13 @@ def test_the_same_message_again_takes_no_second_unit(store: SqliteStore,
         return m
 
     first, retry = msg("4F9D42A0E1", "<1@example.com>"), msg("4F9D42A0E2", "<1@example.com>")
-    assert [insp.inspect(m).decision.action for m in (first, retry)] == ["accept"] * 2
+    assert [insp.handle(m).decision.action for m in (first, retry)] == ["accept"] * 2
     (bucket,) = store.buckets(T0)
     assert bucket.used == pytest.approx(1)
     # a second message, then the first one's queue file again after a restart
-    assert insp.inspect(msg("4F9D42A0E3", None)).decision.action == "accept"
-    assert insp.inspect(msg("4F9D42A0E3", None)).decision.action == "accept"
-    assert insp.inspect(msg("4F9D42A0E4", "<2@example.com>")).decision.action == "hold"
+    assert insp.handle(msg("4F9D42A0E3", None)).decision.action == "accept"
+    assert insp.handle(msg("4F9D42A0E3", None)).decision.action == "accept"
+    assert insp.handle(msg("4F9D42A0E4", "<2@example.com>")).decision.action == "hold"
 
 
 def test_sasl_user_over_the_limit_is_held(store: SqliteStore, logbuf: io.StringIO) -> None:
@@ -160,16 +161,16 @@ def test_sasl_user_over_the_limit_is_held(store: SqliteStore, logbuf: io.StringI
     msgs = [form_message(script=None, origin=Origin.SUBMISSION, auth_user="bob",
                          sender="bob@example.com", client_port=50000,
                          queue_id=f"4F9D42A0C{i}") for i in range(4)]
-    assert [insp.inspect(m).decision.action for m in msgs] == ["accept"] * 3 + ["hold"]
+    assert [insp.handle(m).decision.action for m in msgs] == ["accept"] * 3 + ["hold"]
 
 
 def test_suspicious_messages_cost_more(store: SqliteStore, logbuf: io.StringIO) -> None:
     cfg = config(forms={"weights": {"foreign_from": 4}})  # score 4 = costly_score
     insp = make(cfg, store, Clock())
-    insp.inspect(contact(1, from_="Visitor <visitor@example.net>"))
+    insp.handle(contact(1, from_="Visitor <visitor@example.net>"))
     (bucket,) = [b for b in store.buckets(T0) if b.key.startswith("form:")]
     assert bucket.used == pytest.approx(cfg.ratelimit.suspicious_cost)
-    insp.inspect(contact(2))
+    insp.handle(contact(2))
     (bucket,) = [b for b in store.buckets(T0) if b.key.startswith("form:")]
     assert bucket.used == pytest.approx(cfg.ratelimit.suspicious_cost + 1)
 
@@ -183,8 +184,8 @@ def test_recipients_count(store: SqliteStore, logbuf: io.StringIO) -> None:
                                client_port=41000, queue_id=qid,
                                rcpts=["a@example.com", "b@example.com", "c@example.com"])
                   for qid in ("4F9D42A0D1", "4F9D42A0D2"))
-    assert insp.inspect(msg).decision.action == "accept"
-    v = insp.inspect(again)
+    assert insp.handle(msg).decision.action == "accept"
+    v = insp.handle(again)
     assert v.decision.action == "hold"
     (f,) = [f for f in v.findings if f.id == "ratelimit.exceeded"]
     assert f.data["key"] == "ip:127.0.0.1" and f.data["cost"] == 3
@@ -193,17 +194,17 @@ def test_recipients_count(store: SqliteStore, logbuf: io.StringIO) -> None:
 def test_repeated_body_signal(store: SqliteStore, logbuf: io.StringIO) -> None:
     cfg = config(ratelimit={"enabled": False})
     insp = make(cfg, store, Clock())
-    same = [insp.inspect(form_message("Cheap pills  HERE\n")) for _ in range(cfg.forms
+    same = [insp.handle(form_message("Cheap pills  HERE\n")) for _ in range(cfg.forms
                                                                             .repeat_count)]
     hits = ["form.repeated_body" in {f.id for f in v.findings} for v in same]
     assert hits == [False] * (cfg.forms.repeat_count - 1) + [True]
     # Case and spacing do not make a different body, nor does a script name the sender
     # wrote; another uid has its own count.
-    again = insp.inspect(form_message("cheap PILLS here\n"))
+    again = insp.handle(form_message("cheap PILLS here\n"))
     assert "form.repeated_body" in {f.id for f in again.findings}
-    renamed = insp.inspect(form_message("Cheap pills HERE\n", script="33:other.php"))
+    renamed = insp.handle(form_message("Cheap pills HERE\n", script="33:other.php"))
     assert "form.repeated_body" in {f.id for f in renamed.findings}
-    other = insp.inspect(form_message("Cheap pills HERE\n", uid=1000))
+    other = insp.handle(form_message("Cheap pills HERE\n", uid=1000))
     assert "form.repeated_body" not in {f.id for f in other.findings}
 
 
@@ -216,14 +217,14 @@ def test_burst_signal_depends_on_usual_rate(store: SqliteStore, logbuf: io.Strin
         out = []
         for i in range(10):
             clock.now += 6
-            v = insp.inspect(contact(i, script=script))
+            v = insp.handle(contact(i, script=script))
             out.append("form.burst" in {f.id for f in v.findings})
         return out
 
     assert quick_ten("33:new.php") == [False] * (cfg.forms.burst_min - 1) + [True]
     for i in range(1440):  # two days at one message every two minutes
         clock.now += 120
-        insp.inspect(contact(i, script="33:busy.php"))
+        insp.handle(contact(i, script="33:busy.php"))
     assert not any(quick_ten("33:busy.php"))
 
 
@@ -254,6 +255,10 @@ class FlakyStore(SqliteStore):
         self._fail()
         return super().rate_take(*a, **kw)
 
+    def rate_peek(self, *a: Any, **kw: Any) -> Any:
+        self._fail()
+        return super().rate_peek(*a, **kw)
+
     def bump(self, *a: Any, **kw: Any) -> Any:
         self._fail()
         return super().bump(*a, **kw)
@@ -268,22 +273,50 @@ def test_store_down_fails_open_with_one_error_line(tmp_path: Path,
     store = FlakyStore(tmp_path / "s.db")
     insp = make(config(), store, Clock())
     for i in range(5):
-        assert insp.inspect(contact(i)).decision.action == "accept"
+        assert insp.handle(contact(i)).decision.action == "accept"
     store.down = True
-    outage: list[Verdict] = [insp.inspect(contact(i)) for i in range(5, 25)]
+    outage: list[Applied] = [insp.handle(contact(i)) for i in range(5, 25)]
     assert {v.decision.action for v in outage} == {"accept"}
     assert all("ratelimit.exceeded" not in {f.id for f in v.findings} for v in outage)
     errors = [line for line in logbuf.getvalue().splitlines() if "error:" in line]
     assert len(errors) == 1 and "store unavailable" in errors[0]
     store.down = False
-    assert insp.inspect(contact(30)).decision.action == "hold"  # counting resumed
+    assert insp.handle(contact(30)).decision.action == "hold"  # counting resumed
     assert logbuf.getvalue().count("store reachable again") == 1
     store.close()
 
 
+@pytest.mark.parametrize("action", ["reject", "tempfail"])
+def test_refused_mail_takes_no_rate_limit_units(store: SqliteStore, logbuf: io.StringIO,
+                                                action: str) -> None:
+    """The checks only peek at the buckets; the units are taken after the decision, and
+    only for mail that is delivered or held."""
+    limits = {"limits": [{"name": "sasl", "key": "sasl_user", "rate": 10, "burst": 3,
+                          "origins": ["submission"]}]}
+    quiet_forms = {"burst_min": 10_000}  # no burst signal: every message costs 1
+    cfg = config(mode="enforce", policy={"enforce": {"form.detected": action}},
+                 ratelimit=limits, forms=quiet_forms)
+    insp = make(cfg, store, Clock())
+
+    def one(i: int) -> Message:
+        return form_message(f"form {i}\n", origin=Origin.SUBMISSION, auth_user="bob",
+                            sender="bob@example.com", client_port=50000,
+                            queue_id=f"R{i:04d}")
+
+    refused = [insp.handle(one(i)) for i in range(10)]
+    assert {a.decision.action for a in refused} == {action}
+    assert all("ratelimit.exceeded" not in {f.id for f in a.findings} for a in refused)
+    assert store.buckets(T0) == []  # ten refused messages used up nothing
+    quiet = make(config(mode="enforce", ratelimit=limits, forms=quiet_forms), store, Clock())
+    over = ["ratelimit.exceeded" in {f.id for f in quiet.handle(one(i)).findings}
+            for i in range(10, 14)]
+    assert over == [False] * 3 + [True]  # the full budget of 3 is still there
+    assert [b.key for b in store.buckets(T0)] == ["sasl:bob"]
+
+
 def test_no_store_means_no_limits(logbuf: io.StringIO) -> None:
     insp = make(config(), None, Clock())
-    assert {insp.inspect(contact(i)).decision.action for i in range(30)} == {"accept"}
+    assert {insp.handle(contact(i)).decision.action for i in range(30)} == {"accept"}
 
 
 def test_history_check_without_form_source_does_nothing(store: SqliteStore) -> None:
@@ -297,7 +330,7 @@ def test_history_check_without_form_source_does_nothing(store: SqliteStore) -> N
 # --- evasion: what the sender chooses never opens a fresh bucket ------------------------
 
 def held_count(insp: Inspector, msgs: list[Message]) -> int:
-    return sum(insp.inspect(m).decision.action == "hold" for m in msgs)
+    return sum(insp.handle(m).decision.action == "hold" for m in msgs)
 
 
 @pytest.mark.parametrize("rotate", ["script", "sender"])
@@ -345,13 +378,13 @@ def test_form_recipients_budget_holds_a_mass_mailing(store: SqliteStore,
                                                      logbuf: io.StringIO) -> None:
     insp = make(config(), store, Clock())
     many = [f"r{n}@example.org" for n in range(500)]
-    v = insp.inspect(contact(1, rcpts=many))
+    v = insp.handle(contact(1, rcpts=many))
     assert v.decision.action == "hold"
     (f,) = [f for f in v.findings if f.id == "ratelimit.exceeded"]
     assert f.data["limit"] == "form_rcpts" and f.data["cost"] >= 500
     # one recipient per message still gets the message budget (less the one unit the
     # held message took from it: limits are taken in order, see ratelimit.py)
-    assert [insp.inspect(contact(i)).decision.action for i in range(2, 2 + FORM_BURST)] \
+    assert [insp.handle(contact(i)).decision.action for i in range(2, 2 + FORM_BURST)] \
         == ["accept"] * (FORM_BURST - 1) + ["hold"]
 
 
@@ -360,7 +393,7 @@ def test_local_recipients_budget(store: SqliteStore, logbuf: io.StringIO) -> Non
     many = [f"r{n}@example.org" for n in range(150)]
     msgs = [form_message(f"report {i}\n", script=None, sender="cron@example.com", uid=1000,
                          rcpts=many, queue_id=f"L{i:04d}") for i in range(3)]
-    assert [insp.inspect(m).decision.action for m in msgs] == ["accept", "hold", "hold"]
+    assert [insp.handle(m).decision.action for m in msgs] == ["accept", "hold", "hold"]
 
 
 class SharedFlakyStore(FlakyStore):
@@ -369,24 +402,16 @@ class SharedFlakyStore(FlakyStore):
     shared = True
 
 
-@pytest.fixture
-def fresh_health() -> Iterator[None]:
-    """The process-wide health state (activity and the daemon share it), reset."""
-    ratelimit.health.__init__()  # type: ignore[misc]
-    yield
-    ratelimit.health.__init__()  # type: ignore[misc]
-
-
 def test_shared_store_down_is_degraded_mode_with_local_budgets(
-        tmp_path: Path, logbuf: io.StringIO, fresh_health: None) -> None:
+        tmp_path: Path, logbuf: io.StringIO) -> None:
     store = SharedFlakyStore(tmp_path / "s.db")
     clock = Clock()
     insp = make(config(), store, clock)
     for i in range(3):
-        assert insp.inspect(contact(i)).decision.action == "accept"
+        assert insp.handle(contact(i)).decision.action == "accept"
     (before,) = [b for b in store.buckets(T0) if b.key.startswith("form:")]
     store.down = True
-    outage = [insp.inspect(contact(i)).decision.action for i in range(3, 23)]
+    outage = [insp.handle(contact(i)).decision.action for i in range(3, 23)]
     local = int(FORM_BURST * from_dict({}).ratelimit.degraded_fraction)
     # mail flows, and the local budget (half the form burst, in memory) holds the tail
     assert outage == ["accept"] * local + ["hold"] * (20 - local)
@@ -394,11 +419,11 @@ def test_shared_store_down_is_degraded_mode_with_local_budgets(
     assert not [ln for ln in lines if "error:" in ln]
     entered = [ln for ln in lines if "degraded mode:" in ln]
     assert len(entered) == 1 and "warning:" in entered[0] and "50%" in entered[0]
-    assert ratelimit.health.state()["degraded"] is True
+    assert insp.services.health.state()["degraded"] is True
     clock.now += 30
     store.down = False
-    insp.inspect(contact(30))
-    insp.inspect(contact(31))
+    insp.handle(contact(30))
+    insp.handle(contact(31))
     left = [ln for ln in logbuf.getvalue().splitlines() if "reachable again" in ln]
     assert len(left) == 1 and "warning:" in left[0]
     assert f"{local} messages passed and {20 - local} held" in left[0]
@@ -408,17 +433,17 @@ def test_shared_store_down_is_degraded_mode_with_local_budgets(
     # nothing the relay counted locally is charged to the shared bucket afterwards
     (after,) = [b for b in store.buckets(T0 + 30) if b.key.startswith("form:")]
     assert after.used == pytest.approx(before.used - 30 / (3600 / 20) + 2, abs=0.01)
-    assert ratelimit.health.state()["degraded"] is False
+    assert insp.services.health.state()["degraded"] is False
     store.close()
 
 
 def test_degraded_fraction_zero_fails_open_unlimited(
-        tmp_path: Path, logbuf: io.StringIO, fresh_health: None) -> None:
+        tmp_path: Path, logbuf: io.StringIO) -> None:
     store = SharedFlakyStore(tmp_path / "s.db")
     insp = make(config(ratelimit={"degraded_fraction": 0}), store, Clock())
     store.down = True
-    assert {insp.inspect(contact(i)).decision.action for i in range(20)} == {"accept"}
+    assert {insp.handle(contact(i)).decision.action for i in range(20)} == {"accept"}
     assert "degraded" not in logbuf.getvalue()
     store.down = False
-    insp.inspect(contact(30))
+    insp.handle(contact(30))
     store.close()

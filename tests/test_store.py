@@ -126,6 +126,20 @@ def test_backends_follow_the_gcra_model(store: Store, steps: list[tuple[float, f
         assert got.retry_after == pytest.approx(want.retry_after, abs=1e-6)
 
 
+def test_rate_peek_says_what_a_take_would_and_changes_nothing(store: Store) -> None:
+    """The checks peek; only the effects stage takes (for mail that is kept)."""
+    for _ in range(3):
+        assert store.rate_peek("peek", 1, 60.0, 2.0, T0).allowed  # nothing taken
+    assert store.buckets(T0) == []
+    assert store.rate_take("peek", 2, 60.0, 2.0, T0).allowed
+    want = store.rate_peek("peek", 1, 60.0, 2.0, T0)
+    got = store.rate_take("peek", 1, 60.0, 2.0, T0)
+    assert (want.allowed, want.used, want.retry_after) == (got.allowed, got.used,
+                                                           got.retry_after)
+    assert not want.allowed
+    assert store.rate_peek("peek", 1, 60.0, 2.0, T0 + 60.0).allowed  # one unit drained
+
+
 def test_keys_are_independent(store: Store) -> None:
     assert store.rate_take("a", 2, 60.0, 2.0, T0).allowed
     assert not store.rate_take("a", 1, 60.0, 2.0, T0).allowed

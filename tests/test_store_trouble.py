@@ -64,7 +64,7 @@ def send(ins: Inspector, first: int, count: int) -> tuple[list[str], float]:
     actions, slowest = [], 0.0
     for n in range(first, first + count):
         t0 = time.monotonic()
-        actions.append(ins.inspect(php_message(n)).decision.action)
+        actions.append(ins.handle(php_message(n)).decision.action)
         slowest = max(slowest, time.monotonic() - t0)
     return actions, slowest
 

@@ -170,6 +170,12 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def rate_peek(self, key: str, cost: float, interval: float, burst: float,
+                  now: float, once: str = "") -> RateResult:
+        """What rate_take would answer now, changing nothing: the checks ask this, and
+        the units are taken only once the decision keeps the message."""
+
+    @abc.abstractmethod
     def buckets(self, now: float, limit: int = 50) -> list[BucketState]:
         """Non-empty buckets at `now`, fullest (relative to burst) first."""
 

@@ -92,22 +92,34 @@ end
 _GCRA = _CHECK + _NOW + """
 local now, cost = server_now(ARGV[1], ARGV[5]), tonumber(ARGV[2])
 local interval, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
-local reset = reset_unless_hash(KEYS[1])
+-- ARGV[8] 'peek': the same answer, nothing written (the checks look, effects take)
+local peek = ARGV[8] == 'peek'
+local reset = 0
+if peek then
+  local ty = redis.call('TYPE', KEYS[1])
+  ty = type(ty) == 'table' and ty.ok or ty
+  if ty ~= 'none' and ty ~= 'hash' then reset = 1 end
+else
+  reset = reset_unless_hash(KEYS[1])
+end
 local seen = 0
 if KEYS[2] then
   local raw = redis.pcall('GET', KEYS[2])
   -- not a string (WRONGTYPE): someone else's key; forget it rather than fail for good
-  if type(raw) == 'table' and raw.err then redis.call('DEL', KEYS[2]); raw = false end
+  if type(raw) == 'table' and raw.err then
+    if not peek then redis.call('DEL', KEYS[2]) end
+    raw = false
+  end
   seen = tonumber(raw or '0') or 0
 end
+local raw = false
+if reset == 0 then raw = redis.call('HGET', KEYS[1], 't') end
 if seen >= 1 and seen <= tonumber(ARGV[7]) then
-  redis.call('INCR', KEYS[2])
-  local raw = redis.call('HGET', KEYS[1], 't')
+  if not peek then redis.call('INCR', KEYS[2]) end
   local tat = tonumber(raw or '') or now
   if not finite(tat) or tat - now > 1e9 then tat = now end
   return {1, string.format('%.9f', math.max(tat - now, 0) / interval), '0', reset, 1}
 end
-local raw = redis.call('HGET', KEYS[1], 't')
 local tat = now
 if raw then
   tat = tonumber(raw)
@@ -118,9 +130,10 @@ local base = math.max(tat, now)
 local new_tat = base + cost * interval
 local over = new_tat - now - burst * interval
 if over > 1e-9 then
-  if reset == 1 then redis.call('DEL', KEYS[1]) end
+  if reset == 1 and not peek then redis.call('DEL', KEYS[1]) end
   return {0, string.format('%.9f', (base - now) / interval), string.format('%.6f', over), reset, 0}
 end
+if peek then return {1, string.format('%.9f', (new_tat - now) / interval), '0', reset, 0} end
 -- full precision: a TAT rounded to microseconds can sit just past a full bucket
 redis.call('HSET', KEYS[1], 't', string.format('%.17g', new_tat), 'i', ARGV[3], 'b', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], math.ceil((new_tat - now) * 1000) + 1000)
@@ -278,12 +291,23 @@ class RedisStore(Store):
     # --- rate limits ------------------------------------------------------------
     def rate_take(self, key: str, cost: float, interval: float, burst: float,
                   now: float, once: str = "") -> RateResult:
+        return self._rate(key, cost, interval, burst, now, once, "take")
+
+    def rate_peek(self, key: str, cost: float, interval: float, burst: float,
+                  now: float, once: str = "") -> RateResult:
+        # the take's own script, read-only: the same clock (the server's), the same
+        # identity rule and the same damaged-value rule, so a peek never admits what
+        # the take then refuses for a reason of its own
+        return self._rate(key, cost, interval, burst, now, once, "peek")
+
+    def _rate(self, key: str, cost: float, interval: float, burst: float, now: float,
+              once: str, mode: str) -> RateResult:
         keys = [self._k("rl", key)]
         if once:
             keys.append(self._k("rl", key, "seen", _digest(once)))
         reply = self._call(self._gcra, keys=keys,
                            args=[repr(now), repr(cost), repr(interval), repr(burst),
-                                 self._clock, self._seen_ms, SEEN_REPEATS])
+                                 self._clock, self._seen_ms, SEEN_REPEATS, mode])
 
         def parse(r: Any) -> tuple[bool, float, float, bool]:
             ok, used, retry, reset, _seen = r
@@ -292,7 +316,7 @@ class RedisStore(Store):
             return bool(ok), _number(used), _number(retry), bool(reset)
 
         ok, used, retry, reset = self._parse("the rate script", reply, parse)
-        if reset:
+        if reset and mode == "take":
             bad_value(f"redis {self._where}", f"bucket {key}",
                       "not a hash of finite numbers; reset to empty")
         return RateResult(ok, used, burst, retry)

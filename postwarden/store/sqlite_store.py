@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from postwarden.store.base import (
     AUDIT_RETENTION,
@@ -343,6 +343,22 @@ class SqliteStore(Store):
         return good
 
     # --- rate limits ------------------------------------------------------------
+    def rate_peek(self, key: str, cost: float, interval: float, burst: float,
+                  now: float, once: str = "") -> RateResult:
+        def read(db: sqlite3.Connection) -> tuple[Any, Any]:
+            b = db.execute("SELECT tat FROM buckets WHERE key = ?", (key,)).fetchone()
+            s = db.execute("SELECT expires, n FROM seen WHERE key = ? AND ident = ?",
+                           (key, once)).fetchone() if once else None
+            return b, s
+        bucket, seen = self._read(read)
+        tat = bucket[0] if bucket and _is(bucket[0], float) else now
+        if _f(tat) - now > MAX_AHEAD:
+            tat = now  # damaged: rate_take reads it as empty too
+        if seen is not None and _is(seen[0], float) and _f(seen[0]) > now \
+                and _is(seen[1], int) and 1 <= int(seen[1]) <= SEEN_REPEATS:
+            return RateResult(True, max(_f(tat) - now, 0.0) / interval, burst, 0.0)
+        return gcra(_f(tat), now, cost, interval, burst)[1]
+
     def rate_take(self, key: str, cost: float, interval: float, burst: float,
                   now: float, once: str = "") -> RateResult:
         """One statement (itself a transaction): the hot path's only write.

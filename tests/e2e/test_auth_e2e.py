@@ -32,6 +32,7 @@ from harness.milterproc import MilterProcess, deep_merge
 from harness.php import run_php
 from harness.postfix import Postfix
 from harness.sink import Delivered, Sink
+from postwarden.logsafe import unescape
 
 pytestmark = pytest.mark.e2e
 
@@ -223,6 +224,11 @@ def warning(m: MilterProcess, qid: str, fid: str) -> str:
     return m.wait_line(rf"\]: {qid}: warning: {fid}: ", timeout=10)
 
 
+def unquoted(value: str) -> str:
+    """A summary value as logsafe wrote it, without its quotes (`"none->pass(signed)"`)."""
+    return unescape(value)
+
+
 def independent_verify(msg: Delivered, dns_port: int) -> list[str]:
     out = subprocess.run(["/usr/bin/python3", "-c", VERIFIER, str(dns_port)], input=msg.data,
                          capture_output=True, check=True, timeout=60)
@@ -328,7 +334,9 @@ def test_own_rsa_and_ed25519_signatures_verify_independently(
     (delivered,) = sink.wait_for(1)
     s = m.wait_summary(qid)
     assert s["signed"] == "pw.test/rsa+pw.test/ed"
-    assert family(s, "dkim") == {"dkim.missing"}  # as it arrived; signed on the way out
+    assert family(s, "dkim") == set()  # judged as it leaves: signed, nothing missing
+    assert unquoted(s["dkim"]) == "none->pass(signed)"
+    assert f"{qid}: warning: dkim.missing" not in m.log_path.read_text()
     results = independent_verify(delivered, world.dns.port)
     assert sorted(results) == ["0 pw.test ed pass", "1 pw.test rsa pass"] or \
         sorted(results) == ["0 pw.test rsa pass", "1 pw.test ed pass"]
@@ -373,6 +381,62 @@ def test_existing_reply_to_is_kept_at_the_sink(
     assert delivered.header("From") == '"visitor@foreign.test via PW Site" <noreply@pw.test>'
     assert delivered.header("Reply-To") == "<desk@example.org>"
     assert all(r.endswith(" pass") for r in independent_verify(delivered, world.dns.port))
+
+
+# A contact form with PHP's mail(): the visitor's address in From, the site's own
+# envelope sender (-f, mail()'s fifth argument) in signed.test: SPF passes but aligns
+# with neither the visitor's From nor the rewritten one (pw.test).
+CONTACT_FORM = r"""<?php
+$id = $argv[1];
+mail("Owner <owner@example.org>", "Contact form", "Hello, please call me back.\r\n",
+     "From: Vera Visitor <visitor@foreign.test>\r\nMessage-ID: <$id@form.test>",
+     "-fwww-data@signed.test");
+"""
+
+
+def _contact_form(world: World, tmp_path: Path) -> str:
+    script = tmp_path / "contact.php"
+    script.write_text(CONTACT_FORM)
+    mid = uuid.uuid4().hex
+    run_php(script, world.postfix.conf, [mid])
+    return world.postfix.queue_id_for(f"{mid}@form.test")
+
+
+def test_enforce_delivers_a_form_it_rewrites_and_signs(
+        world: World, sink: Sink, milter: Callable[..., MilterProcess],
+        tmp_path: Path) -> None:
+    """Judged as it leaves: the foreign p=reject From fails DMARC as it arrived, but the
+    rewritten and signed message passes, so enforce mode delivers it, not holds it."""
+    m = milter({**_signing(world, rewrite=True), "mode": "enforce"})
+    qid = _contact_form(world, tmp_path)
+    (delivered,) = sink.wait_for(1)
+    assert delivered.header("From") == '"Vera Visitor via PW Site" <noreply@pw.test>'
+    assert all(r.endswith(" pass") for r in independent_verify(delivered, world.dns.port))
+    s = m.wait_summary(qid)
+    assert s["origin"] == "local" and s["action"] == "accept"
+    assert unquoted(s["dmarc"]) == "fail->pass(rewritten)"  # as sent, and the fix shown
+    assert unquoted(s["dkim"]) == "none->pass(signed)"
+    assert s["from_rewritten"] == "foreign.test" and s["hdr_from"] == "<noreply@pw.test>"
+    assert family(s, "dmarc") == set() and family(s, "dkim") == set()
+    log = m.log_path.read_text()
+    assert f"{qid}: warning: dmarc.fail" not in log and f"{qid}: hold:" not in log
+    assert qid not in world.postfix.held()
+
+
+def test_enforce_holds_the_form_when_signing_is_off_and_names_the_switch(
+        world: World, sink: Sink, milter: Callable[..., MilterProcess],
+        tmp_path: Path) -> None:
+    settings = _signing(world, rewrite=True)
+    settings["dkim"]["sign"] = False
+    m = milter({**settings, "mode": "enforce"})
+    qid = _contact_form(world, tmp_path)
+    s = m.wait_summary(qid)
+    assert s["action"] == "hold" and family(s, "dmarc") == {"dmarc.fail"}
+    text = warning(m, qid, "dmarc.fail")
+    assert "pw.test" in text and "([dkim] sign = false)" in text
+    world.postfix.wait_queue(lambda es: any(e["queue_id"] == qid and e["queue_name"] == "hold"
+                                            for e in es))
+    world.postfix.postsuper("-d", qid)
 
 
 # A PHPMailer message as PHP's mail() hands it to sendmail: MIME-Version,

@@ -31,12 +31,10 @@ from postwarden.milter.dkim_check import DkimCheck
 from postwarden.milter.dkim_sign import DkimSigner, apply_changes
 from postwarden.milter.from_rewrite import FromRewriter
 from postwarden.milter.pipeline import HeaderChange
-from postwarden.policy import Decision
 
 pytestmark = pytest.mark.e2e
 
 DOMAIN = "matrix.test"
-ACCEPT = Decision("accept", "accept")
 FROM = f"Mara <mara@{DOMAIN}>"
 
 
@@ -116,9 +114,9 @@ def _signed(case: dict[str, object], key_file: Path, selector: str, canon: str
     if rewrite:
         failing = Finding("dmarc.fail", Severity.CRITICAL, "x",
                           {"domain": "foreign.example", "policy": "reject"})
-        changes += FromRewriter(cfg)(msg, ctx, [failing], ACCEPT)
+        changes += FromRewriter(cfg)(msg, ctx, [failing])
         assert changes, "the From rewrite did not apply"
-    signed = DkimSigner(cfg)(msg, ctx, [], ACCEPT)
+    signed = DkimSigner(cfg)(msg, ctx, [])
     assert len(signed) == 1, "not signed"
     return apply_changes(msg.headers, changes + signed)
 

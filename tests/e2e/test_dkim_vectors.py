@@ -33,7 +33,6 @@ from postwarden.dns import Resolver
 from postwarden.message import Message, Origin
 from postwarden.milter.dkim_check import evaluate
 from postwarden.milter.dkim_sign import DkimSigner, apply_changes
-from postwarden.policy import Decision
 
 pytestmark = pytest.mark.e2e
 
@@ -177,7 +176,7 @@ def test_rfc8463_example(resolver: Resolver, tmp_path: Path) -> None:
         cfg.dkim.canonicalization = canon
         headers, body = split_message(rfc.UNSIGNED_MESSAGE)
         changes = DkimSigner(cfg)(Message(headers=headers, body=body, origin=Origin.LOCAL),
-                                  context(FakeResolver(), cfg), [], Decision("accept", "accept"))
+                                  context(FakeResolver(), cfg), [])
         raw = Message(headers=apply_changes(headers, changes), body=body).raw()
         case(f"postwarden signs the A.3 message with the A.1 key ({canon})", len(changes) == 1)
         case(f"postwarden's {canon} signature with the A.1 key verifies",

@@ -119,6 +119,12 @@ class MilterClient:
                 headers: list[tuple[str, str]], body: bytes,
                 macros: dict[str, dict[str, str]] | None = None) -> Reply:
         """One whole message; returns the end-of-message reply with its actions."""
+        self.start(client, mail_from, macros)
+        return self.finish(rcpts, headers, body, macros)
+
+    def start(self, client: tuple[str, int], mail_from: str,
+              macros: dict[str, dict[str, str]] | None = None) -> None:
+        """Connect and MAIL FROM: the message is in flight from here on."""
         m = macros or {}
         if "C" in m:
             self.macros(b"C", m["C"])
@@ -126,6 +132,11 @@ class MilterClient:
         if "M" in m:
             self.macros(b"M", m["M"])
         self._step(b"M", _z(f"<{mail_from}>"), 0x04, 0x4000)
+
+    def finish(self, rcpts: list[str], headers: list[tuple[str, str]], body: bytes,
+               macros: dict[str, dict[str, str]] | None = None) -> Reply:
+        """Recipients, headers, body and end of message; returns the eom reply."""
+        m = macros or {}
         for r in rcpts:
             self._step(b"R", _z(f"<{r}>"), 0x08, 0x8000)
         for name, value in headers:

@@ -1,0 +1,158 @@
+"""Everything one message changes in the world, after the decision, in one place.
+
+The checks only look (a rate limit is peeked, never taken); the policy decides;
+then commit() does, in this order:
+
+1. a self-check probe is recorded and discarded (it uses no budget, logs no line);
+2. rate-limit accounting: the units the checks found are taken, only for mail the
+   decision keeps (delivered now, or held and delivered on release) - a rejected or
+   tempfailed message does not use up its source's budget;
+3. the event record (`postwarden status`, the self-check's activity report) and,
+   for a hold, the hold reason;
+4. the log lines: the summary, one warning per finding at WARNING or above, the
+   From rewrite line, the hold line;
+5. the metrics;
+6. the header changes, handed back to the adapter (none for mail not kept).
+
+A store failure is logged once (StoreHealth) and the message goes on (fail open).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from postwarden.findings import Finding, Severity, ids
+from postwarden.log import log
+from postwarden.logsafe import escape, field
+from postwarden.message import Message, domain_of
+from postwarden.metrics import metrics
+from postwarden.milter import probe
+from postwarden.milter.activity import record_activity
+from postwarden.milter.pipeline import HeaderChange, Services, Verdict
+from postwarden.policy import ACCEPT, Decision
+from postwarden.store import HoldRecord, StoreError
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What the adapter does with the message: its header changes, and whether a
+    self-check probe is discarded instead of the decision's action."""
+
+    verdict: Verdict
+    changes: tuple[HeaderChange, ...] = ()
+    discard: bool = False
+
+    @property
+    def decision(self) -> Decision:
+        return self.verdict.decision
+
+    @property
+    def findings(self) -> list[Finding]:
+        return self.verdict.findings
+
+    def without_message(self) -> Applied:
+        """The same, holding no reference to the message (and so its body)."""
+        return replace(self, verdict=replace(self.verdict, sent=None))
+
+
+def commit(msg: Message, verdict: Verdict, services: Services, elapsed: float) -> Applied:
+    store, now = services.store, services.clock()
+    if probe.catcher.catch(msg, verdict, store, now):
+        return Applied(verdict, discard=True)  # never delivered: nothing counts
+    d = verdict.decision
+    kept = d.delivers
+    if kept:
+        _take_units(verdict, services, now)
+    if kept and any(t.local for t in verdict.takes):  # judged on local budgets
+        services.health.count(held=d.holds)
+    record_activity(msg, verdict, services, now)
+    log_verdict(msg, verdict, services.config.mode)
+    if verdict.rewrite_note:
+        log.info(verdict.rewrite_note, msg.queue_id)
+    if d.holds:
+        _log_hold(msg, verdict, services, now)
+    metrics.message(msg.origin.value, d.action, [f.id for f in verdict.findings],
+                    d.reason or "", [ch.name for ch in verdict.changes] if kept else [],
+                    verdict.summary, elapsed)
+    return Applied(verdict, tuple(verdict.changes) if kept else ())
+
+
+def _take_units(verdict: Verdict, services: Services, now: float) -> None:
+    """Take what the limits peeked. A shared store that fails here starts degraded
+    mode, and the rest are taken from this relay's local budgets."""
+    store, health = services.store, services.health
+    if store is None or not verdict.takes:
+        return
+    fraction = services.config.ratelimit.degraded_fraction
+    local = False
+    for t in verdict.takes:
+        local = local or t.local
+        if not local:
+            try:
+                store.rate_take(t.key, t.cost, t.interval, t.burst, now, once=t.once)
+            except StoreError as e:
+                health.failed(e, "rate limits", store, now, fraction)
+                if not health.degraded:
+                    return
+                local = True
+            else:
+                health.ok(store, now)
+                continue
+        health.local_take(t.key, t.cost, t.interval, t.burst, now, fraction)
+
+
+def _log_hold(msg: Message, verdict: Verdict, services: Services, now: float) -> None:
+    reason = verdict.decision.reason or "policy"
+    source = verdict.source
+    qid = escape(msg.queue_id)
+    log.info(f"hold: {field('reason', reason)}"
+             f"{' ' + field('source', source) if source else ''}; "
+             f"release with 'postsuper -H {qid}', "
+             f"delete with 'postsuper -d {qid}'", msg.queue_id)
+    store = services.store
+    if store is None:
+        return
+    try:  # while degraded the reason waits in memory for the store's return
+        services.health.record_hold(store, HoldRecord(msg.queue_id, now, reason, source,
+                                                      msg.mail_from))
+    except StoreError as e:  # one line per store condition, shared with the rest
+        services.health.failed(e, "hold reasons")
+
+
+def summary_line(msg: Message, verdict: Verdict, mode: str) -> str:
+    """The one key=value line per message. Every value goes through logsafe: a sender's
+    address, a header or a DNS answer can neither split it nor add a key to it."""
+    d = verdict.decision
+    sent = verdict.sent or msg  # the From as it leaves (rewritten or not)
+    parts = [
+        f"origin={msg.origin}",
+        field("from", msg.mail_from, angle=True, limit=254),
+        field("hdr_from", sent.header_from, angle=True, limit=254),
+        f"rcpts={len(msg.rcpts)}",
+    ]
+    parts += [field(k, v, limit=300) for k, v in verdict.summary.items()]
+    parts += [f"findings={escape(ids(verdict.findings))}", f"action={d.action}"]
+    if mode == "monitor":
+        parts.append(f"would={d.would}")
+    return " ".join(parts)
+
+
+def log_verdict(msg: Message, verdict: Verdict, mode: str) -> None:
+    log.info(summary_line(msg, verdict, mode), msg.queue_id)
+    domain = domain_of(msg.header_from) or domain_of(msg.mail_from)
+    for f in verdict.findings:
+        if f.severity >= Severity.WARNING:  # `error:` is kept for postwarden's own faults
+            fix = f"; fix: {f.advice[0]}" if f.advice else ""
+            log.limited(f"{f.id}|{domain}", "warning", f"{f.id}: {f.text}{fix}", msg.queue_id)
+
+
+def log_failure(msg: Message, mode: str) -> None:
+    """The summary line of a message postwarden failed on (accepted unchecked)."""
+    failed = Finding("internal.error", Severity.ERROR, "postwarden failed")
+    log_verdict(msg, Verdict([failed], Decision(ACCEPT, ACCEPT)), mode)
+    metrics.internal_errors.inc()
+
+
+def inbound_line(msg: Message) -> str:
+    """The line for inbound mail passed through (log_inbound = true)."""
+    return f"origin=inbound {field('from', msg.mail_from, angle=True, limit=254)} not inspected"
