@@ -19,26 +19,22 @@ the receiver, so it never counts as an aligned DKIM pass here either.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import dkim
 
-from postwarden.config import DkimConfig
 from postwarden.dkimkeys import REFUSED_ALGORITHMS, TagError, parse_key_record, parse_tags
 from postwarden.dns import Budget, Resolver
 from postwarden.findings import Finding, Severity
 from postwarden.message import Message
-from postwarden.milter.auth_results import (
-    DKIM,
-    FOREIGN_FIX,
-    MIN_RSA_BITS,
-    DkimSignature,
-    alignment_mode,
-    foreign,
-    from_domains,
-)
-from postwarden.milter.pipeline import CheckContext
+from postwarden.milter.auth_results import FOREIGN_FIX, MIN_RSA_BITS, DkimSignature, foreign
+from postwarden.milter.context import CheckContext
+from postwarden.milter.dmarc_verdict import dkim_passes
 from postwarden.milter.switches import sign_switch
 from postwarden.orgdomain import aligned, org_domain
+
+if TYPE_CHECKING:
+    from postwarden.milter.evidence import Evidence
 
 MAX_SIGNATURES = 8  # more are not verified (each may cost a DNS lookup)
 GOOD_RSA_BITS = 2048
@@ -113,12 +109,13 @@ def _ktype(d: dkim.DKIM) -> str:
     return k.decode("ascii", "replace") if isinstance(k, bytes) else str(k)
 
 
-def evaluate(msg: Message, ctx: CheckContext, verify: bool) -> list[DkimSignature]:
+def evaluate(msg: Message, resolver: Resolver, budget: Budget, verify: bool
+             ) -> list[DkimSignature]:
     """Every signature's result, in header order (DKIM-Signature values only)."""
     values = msg.header_all("DKIM-Signature")
     results: list[DkimSignature] = []
     d: dkim.DKIM | None = None
-    fetch = _KeyFetcher(ctx.services.resolver, ctx.budget)
+    fetch = _KeyFetcher(resolver, budget)
     for idx, value in enumerate(values):
         try:
             tags = parse_tags(value)
@@ -150,16 +147,12 @@ def _sig_name(s: DkimSignature) -> str:
     return f"d={s.domain or '?'} s={s.selector or '?'}"
 
 
-def check_dkim(msg: Message, ctx: CheckContext, cfg: DkimConfig) -> list[Finding]:
-    if ctx.as_sent:  # the outgoing message: what was verified, plus our own signatures
-        sigs: list[DkimSignature] = ctx.memo.get(DKIM, [])
-    else:
-        sigs = evaluate(msg, ctx, cfg.verify)
-        ctx.memo[DKIM] = sigs
-    domains = from_domains(msg)
+def check_dkim(msg: Message, ctx: CheckContext) -> list[Finding]:
+    ev = ctx.evidence(msg)
+    sigs = ev.dkim()
+    domains = ev.from_domains()
     shown = domains[0] if domains else ""
     if not sigs:
-        ctx.summary["dkim"] = "none"
         if shown and foreign(ctx.services.config, shown):
             text = (f"no DKIM signature, and the From domain {shown} is not one of this "
                     f"host's domains, so only its owner could sign for it: {FOREIGN_FIX}")
@@ -171,7 +164,7 @@ def check_dkim(msg: Message, ctx: CheckContext, cfg: DkimConfig) -> list[Finding
                     f"milter list, or [dkim] sign = true){switch}")
         return [Finding("dkim.missing", Severity.WARNING, text, {"from_domain": shown})]
     out: list[Finding] = []
-    modes = {dom: alignment_mode(ctx, dom, "adkim") for dom in domains}
+    modes = {dom: ev.alignment_mode(dom, "adkim") for dom in domains}
     unaligned = [dom for dom in domains
                  if not any(aligned(s.domain, dom, modes[dom]) for s in sigs)]
     if unaligned:
@@ -205,28 +198,40 @@ def check_dkim(msg: Message, ctx: CheckContext, cfg: DkimConfig) -> list[Finding
             f"({verdict}); generate a 2048-bit RSA key, publish it under a new selector "
             "and sign with it",
             {"bits": s.key_bits, "key": f"{s.selector}._domainkey.{s.domain}"}))
-    good = any(s.counts and all(aligned(s.domain, dom, modes[dom]) for dom in domains)
-               for s in sigs)
     temp = [s for s in sigs if s.status == "temperror"]
-    if temp and not good:
+    if temp and not _good(ev):
         s = temp[0]
         out.append(Finding(
             "dkim.temperror", Severity.WARNING,
             f"DKIM signature {_sig_name(s)} not verified: {s.error}; check the DNS "
             "resolver postwarden uses ([dns] nameservers)",
             {"error": s.error}))
-    verified = cfg.verify or any(s.status == "pass" for s in sigs)  # our own are known
-    ctx.summary["dkim"] = ("pass" if good and verified else "unverified" if good
-                           else "temperror" if temp else "fail")
     return out
 
 
-class DkimCheck:
-    """The pipeline's DKIM check; keeps its config section."""
+def _good(ev: Evidence) -> bool:
+    """An aligned DKIM pass for every From domain (dmarc_verdict's rule)."""
+    domains = ev.from_domains()
+    return bool(domains) and all(dkim_passes(ev, dom) for dom in domains)
 
-    def __init__(self, cfg: DkimConfig) -> None:
-        self.cfg = cfg
+
+def summary(ev: Evidence) -> str:
+    """`dkim=` of the summary line: none | pass | unverified | temperror | fail."""
+    sigs = ev.dkim()
+    if not sigs:
+        return "none"
+    good = _good(ev)
+    verified = ev.services.config.dkim.verify or any(s.status == "pass" for s in sigs)
+    if good:
+        return "pass" if verified else "unverified"
+    return "temperror" if any(s.status == "temperror" for s in sigs) else "fail"
+
+
+class DkimCheck:
+    """The pipeline's DKIM check (verification itself is evidence: Evidence.dkim)."""
+
+    def __init__(self) -> None:
         org_domain("example.com")  # load the Public Suffix List now, not on the first message
 
     def __call__(self, msg: Message, ctx: CheckContext) -> list[Finding]:
-        return check_dkim(msg, ctx, self.cfg)
+        return check_dkim(msg, ctx)

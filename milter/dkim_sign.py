@@ -25,7 +25,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import dkim
@@ -42,14 +42,9 @@ from postwarden.dkimkeys import KeyFileError, PrivateKey, load_private_key
 from postwarden.findings import Finding
 from postwarden.log import log
 from postwarden.message import Message, header_bytes
-from postwarden.milter.auth_results import (
-    CHANGES,
-    DKIM,
-    DkimSignature,
-    alignment_mode,
-    from_domains,
-)
-from postwarden.milter.pipeline import CheckContext, HeaderChange
+from postwarden.milter.auth_results import DkimSignature, from_domains
+from postwarden.milter.context import CheckContext, Fix, HeaderChange
+from postwarden.milter.dmarc_verdict import dkim_passes
 from postwarden.orgdomain import aligned, normalize
 
 CANON = b"relaxed/relaxed"
@@ -103,7 +98,7 @@ def load_key(spec: DkimKey, min_bits: int = 1024) -> SigningKey:
     return SigningKey(domain, selector, b"ed25519-sha256", key, 256)
 
 
-def apply_changes(headers: list[tuple[str, str]], changes: list[HeaderChange]
+def apply_changes(headers: list[tuple[str, str]], changes: Sequence[HeaderChange]
                   ) -> list[tuple[str, str]]:
     """The header list after Postfix applies `changes` (libmilter semantics)."""
     out = list(headers)
@@ -259,38 +254,38 @@ class DkimSigner:
             return exact
         return [k for k in self.keys if aligned(k.domain, domain, "r")]
 
-    def __call__(self, msg: Message, ctx: CheckContext, findings: list[Finding]
-                 ) -> list[HeaderChange]:
+    def __call__(self, msg: Message, ctx: CheckContext, findings: list[Finding],
+                 before: tuple[HeaderChange, ...] = ()) -> Fix:
+        """Sign the message as the fixes before this one leave it (`before`)."""
         if (not self.keys or msg.origin.value not in self.cfg.dkim.sign_origins
                 or msg.body_truncated):
-            return []
-        before: list[HeaderChange] = ctx.memo.get(CHANGES, [])
+            return Fix()
+        ev = ctx.evidence(msg)
         headers = apply_changes(msg.headers, before) if before else msg.headers
         probe = Message(headers=headers) if before else msg  # parsed once if unchanged
         domains = from_domains(probe)
         if len(domains) != 1 or len(probe.from_addresses) != 1:
-            return []  # no From or several: DMARC cannot pass whatever we sign
+            return Fix()  # no From or several: DMARC cannot pass whatever we sign
         domain = domains[0]
-        mode = alignment_mode(ctx, domain, "adkim")
-        existing: list[DkimSignature] = ctx.memo.get(DKIM, [])
-        if any(s.counts and aligned(s.domain, domain, mode) for s in existing):
-            return []
+        mode = ev.alignment_mode(domain, "adkim")
+        existing = ev.dkim()
+        if not before and dkim_passes(ev, domain):
+            return Fix()  # an aligned pass already (a rewritten From breaks every one)
         keys = [k for k in self.keys_for(domain, mode)
                 if not any(s.domain == k.domain and s.selector == k.selector for s in existing)]
         if not keys:
-            return []
+            return Fix()
         canon = self.cfg.dkim.canonicalization.encode("ascii")
         block = header_bytes(headers)
         bh = body_hash(msg.body, canon)
         include = signed_header_names(headers, self.cfg.dkim.sign_headers)
         now = int(self.clock())
-        changes = [HeaderChange("insert", "DKIM-Signature",
-                                make_signature(block, bh, k, include, now, canon), 0)
-                   for k in keys]
-        ctx.summary["signed"] = "+".join(f"{k.domain}/{k.selector}" for k in keys)
+        changes = tuple(HeaderChange("insert", "DKIM-Signature",
+                                     make_signature(block, bh, k, include, now, canon), 0)
+                        for k in keys)
+        shown = "+".join(f"{k.domain}/{k.selector}" for k in keys)
         # as evidence for the outgoing message: an aligned pass, known without verifying
-        ctx.signed += [DkimSignature(k.domain, k.selector, k.algorithm.decode("ascii"), "pass",
+        signed = tuple(DkimSignature(k.domain, k.selector, k.algorithm.decode("ascii"), "pass",
                                      "rsa" if k.algorithm == b"rsa-sha256" else "ed25519",
-                                     k.bits) for k in keys]
-        ctx.memo[CHANGES] = before + changes
-        return changes
+                                     k.bits) for k in keys)
+        return Fix(changes, (("signed", shown),), signed=signed)

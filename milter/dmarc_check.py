@@ -1,10 +1,9 @@
 """The receiver's DMARC verdict (aligned SPF pass or aligned DKIM pass), both generations.
 
-Runs after the DKIM and SPF checks and reads their results from ctx.memo; the
-From domain's policy is discovered once per message for RFC 7489 and RFC 9989
-receivers (postwarden.dmarc_discovery), and each generation judges alignment its
-own way (Public Suffix List / DNS tree walk, the walk only when relaxed alignment
-of two different names needs it).
+The verdict itself is postwarden.milter.dmarc_verdict.judge, on the message's
+evidence (the DKIM and SPF results the other checks see, the policy discovered
+once per message for RFC 7489 and RFC 9989 receivers); this module says what it
+means for the sender.
 
 When both generations agree: dmarc.fail (data: the published policy; p=reject is
 critical, the most severe finding), dmarc.none (no usable DMARC record: the text
@@ -20,23 +19,11 @@ anything else is dmarc.temperror. dmarc.no_from and dmarc.multiple_from as befor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from postwarden.dmarc_discovery import Policy
 from postwarden.findings import Finding, Severity
 from postwarden.message import Message
-from postwarden.milter.auth_results import (
-    DKIM,
-    FOREIGN_FIX,
-    SPF,
-    DkimSignature,
-    SpfOutcome,
-    aligned_9989,
-    dmarc_for,
-    from_domains,
-    our_domains,
-)
-from postwarden.milter.pipeline import CheckContext
+from postwarden.milter.auth_results import FOREIGN_FIX, our_domains
+from postwarden.milter.context import CheckContext
+from postwarden.milter.dmarc_verdict import DomainVerdict, Outcome
 from postwarden.orgdomain import aligned
 
 _SEVERITY = {"reject": Severity.CRITICAL, "quarantine": Severity.ERROR,
@@ -46,82 +33,6 @@ _AT_RECEIVER = {
     "quarantine": "this message will go to the receiver's spam folder",
     "none": "receivers apply no DMARC policy but count it against the domain's reputation",
 }
-_RANK = {"pass": 0, "none": 1, "temperror": 2, "fail": 3}
-_POLICY_RANK = {"none": 0, "quarantine": 1, "reject": 2}
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One generation's verdict for one From domain."""
-
-    policy: Policy
-    result: str  # pass | fail | none (no DMARC) | temperror
-    passed: tuple[str, ...] = ()
-    error: str = ""
-
-    @property
-    def key(self) -> tuple[str, ...]:
-        if self.result == "fail":
-            return (self.result, self.policy.worst, self.policy.least)
-        return (self.result,)
-
-    @property
-    def rank(self) -> tuple[int, int, int]:
-        p = self.policy
-        if self.result != "fail":
-            return (_RANK[self.result], 0, 0)
-        return (_RANK["fail"], _POLICY_RANK[p.worst], _POLICY_RANK[p.least])
-
-    def describe(self) -> str:
-        p = self.policy
-        if self.result == "fail":
-            return f"fails {p.describe()}"
-        if self.result == "pass":
-            return f"passes ({', '.join(self.passed)}) {p.describe()}"
-        if self.result == "temperror":
-            return f"unknown ({self.error or p.error})"
-        return p.describe()
-
-
-def verdict(domain: str, policy: Policy, spf: SpfOutcome | None,
-            sigs: list[DkimSignature], ctx: CheckContext | None = None) -> Outcome:
-    """One generation's DMARC result for `domain` from the SPF and DKIM evidence."""
-    if policy.status != "ok" or policy.record is None:
-        return Outcome(policy, policy.status if policy.status == "temperror" else "none")
-    rec = policy.record
-
-    def align(ident: str, mode: str) -> bool | None:
-        if policy.generation == "7489" or ctx is None:
-            return aligned(ident, domain, mode)
-        return aligned_9989(ctx, ident, domain, mode)
-
-    passed: list[str] = []
-    unknown = False
-    # RFC 7489 3.1.2: for the null sender the SPF identity is the HELO name.
-    if spf is not None and spf.result == "pass":
-        a = align(spf.domain, rec.aspf)
-        unknown |= a is None
-        if a:
-            passed.append(f"spf:{spf.domain}")
-    for s in sigs:
-        if not (s.counts or s.status == "temperror"):
-            continue
-        a = align(s.domain, rec.adkim)
-        if a is None or (a and not s.counts):  # walk failed, or an aligned key unknown
-            unknown = True
-        elif a:
-            passed.append(f"dkim:{s.domain}")
-    if passed:
-        return Outcome(policy, "pass", tuple(passed))
-    if unknown or (spf is not None and spf.result == "temperror"):
-        return Outcome(policy, "temperror", error="SPF, DKIM or the DNS tree walk could "
-                       "not be completed in time")
-    return Outcome(policy, "fail")
-
-
-def _only(domain: str, spf: SpfOutcome | None, sigs: list[DkimSignature]) -> bool:
-    """Is every authenticated identifier the From domain itself (as written)?"""
-    return (spf is None or spf.domain == domain) and all(s.domain == domain for s in sigs)
 
 
 def _fix(domain: str, ours: bool | None) -> str:
@@ -189,10 +100,17 @@ def _differ(domain: str, a: Outcome, b: Outcome, ours: set[str]) -> Finding:
          "rfc9989": {"result": b.result, **b.policy.to_dict()}})
 
 
+def _finding(d: DomainVerdict, ours: set[str]) -> Finding | None:
+    if d.kind == "differ":
+        return _differ(d.domain, d.rfc7489, d.rfc9989, ours)
+    gen = "both" if d.kind == "agree" else d.strict.policy.generation
+    return _agreed(d.domain, d.strict, ours, gen)
+
+
 def check_dmarc(msg: Message, ctx: CheckContext) -> list[Finding]:
-    domains = from_domains(msg)
+    ev = ctx.evidence(msg)
+    domains = ev.from_domains()
     if not domains:
-        ctx.summary["dmarc"] = "none"
         return [Finding("dmarc.no_from", Severity.ERROR,
                         "the message has no From address; receivers reject or junk it: "
                         "make the sending program set a From header with one address", {})]
@@ -203,40 +121,14 @@ def check_dmarc(msg: Message, ctx: CheckContext) -> list[Finding]:
             f"the message has {len(msg.from_addresses)} From addresses; many receivers "
             "reject such mail (RFC 7489 6.6.1): use one From address and put the others "
             "in Reply-To", {"domains": domains}))
-    spf: SpfOutcome | None = ctx.memo.get(SPF)
-    sigs: list[DkimSignature] = ctx.memo.get(DKIM, [])
     ours = our_domains(ctx.services.config)
-    worst: Outcome | None = None
-    gen = "both"
-    for domain in domains:
-        look = dmarc_for(ctx, domain)
-        a = verdict(domain, look.rfc7489, spf, sigs, ctx)
-        # same policy read and only identities equal to the From domain: the tree walk
-        # cannot change alignment, so RFC 9989's verdict is RFC 7489's
-        same = look.agree and (a.result in ("none", "temperror") or _only(domain, spf, sigs))
-        b = a if same else verdict(domain, look.rfc9989, spf, sigs, ctx)
-        if b is a or a.key == b.key:
-            f, strict = _agreed(domain, a, ours), a
-        elif "temperror" in (a.result, b.result):
-            # one generation could not be evaluated: a known fail still stands (it is
-            # what those receivers do); anything else is unknown, never a pass
-            known, unknown = (b, a) if a.result == "temperror" else (a, b)
-            strict = known if known.result == "fail" else unknown
-            f = _agreed(domain, strict, ours, strict.policy.generation)
-        else:
-            strict = max((a, b), key=lambda o: o.rank)
-            f = _differ(domain, a, b, ours)
+    for d in ev.dmarc().domains:
+        f = _finding(d, ours)
         if f is not None:
             out.append(f)
-        if worst is None or strict.rank > worst.rank:
-            worst = strict
-            gen = "both" if b is a or a.key == b.key else strict.policy.generation
-    assert worst is not None
-    ctx.summary["dmarc"] = worst.result
-    ctx.summary["dmarc_gen"] = gen
     return out
 
 
 def dmarc_check(msg: Message, ctx: CheckContext) -> list[Finding]:
-    """The pipeline entry point (after the DKIM and SPF checks)."""
+    """The pipeline entry point: findings from the one verdict (dmarc_verdict.judge)."""
     return check_dmarc(msg, ctx)

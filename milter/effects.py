@@ -1,12 +1,14 @@
 """Everything one message changes in the world, after the decision, in one place.
 
-The checks only look (a rate limit is peeked, never taken); the policy decides;
+The checks only look (a rate limit is peeked, never taken, a counter read, never
+bumped); the policy decides;
 then commit() does, in this order:
 
 1. a self-check probe is recorded and discarded (it uses no budget, logs no line);
-2. rate-limit accounting: the units the checks found are taken, only for mail the
-   decision keeps (delivered now, or held and delivered on release) - a rejected or
-   tempfailed message does not use up its source's budget;
+2. accounting: the rate-limit units the checks peeked are taken and the form
+   history counters bumped, only for mail the decision keeps (delivered now, or
+   held and delivered on release) - a rejected or tempfailed message does not use
+   up its source's budget;
 3. the event record (`postwarden status`, the self-check's activity report) and,
    for a hold, the hold reason;
 4. the log lines: the summary, one warning per finding at WARNING or above, the
@@ -63,6 +65,7 @@ def commit(msg: Message, verdict: Verdict, services: Services, elapsed: float) -
     kept = d.delivers
     if kept:
         _take_units(verdict, services, now)
+        _count_history(verdict, services, now)
     if kept and any(t.local for t in verdict.takes):  # judged on local budgets
         services.health.count(held=d.holds)
     record_activity(msg, verdict, services, now)
@@ -99,6 +102,21 @@ def _take_units(verdict: Verdict, services: Services, now: float) -> None:
                 health.ok(store, now)
                 continue
         health.local_take(t.key, t.cost, t.interval, t.burst, now, fraction)
+
+
+def _count_history(verdict: Verdict, services: Services, now: float) -> None:
+    """Add the message to its source's history counters (repeated body, burst)."""
+    store = services.store
+    if store is None or not verdict.bumps:
+        return
+    fraction = services.config.ratelimit.degraded_fraction
+    try:
+        for b in verdict.bumps:
+            store.bump(b.key, b.amount, b.half_life, now)
+    except StoreError as e:
+        services.health.failed(e, "form history", store, now, fraction)
+        return
+    services.health.ok(store, now)
 
 
 def _log_hold(msg: Message, verdict: Verdict, services: Services, now: float) -> None:

@@ -21,8 +21,7 @@ import threading
 
 from postwarden.findings import Finding, Severity
 from postwarden.message import Message
-from postwarden.milter.forms import MEMO_SOURCE, Source
-from postwarden.milter.pipeline import CheckContext
+from postwarden.milter.context import CheckContext
 from postwarden.replies import CLASSES
 from postwarden.store import StoreError
 from postwarden.store.feedback import Tally
@@ -42,8 +41,10 @@ class FeedbackBrake:
 
     def __call__(self, msg: Message, ctx: CheckContext) -> list[Finding]:
         store = ctx.services.store
-        source: Source | None = ctx.memo.get(MEMO_SOURCE)
-        if store is None or source is None or not source.key:
+        if store is None:
+            return []
+        source = ctx.evidence(msg).source()
+        if not source.key:
             return []
         fb = ctx.services.config.feedback
         now = ctx.services.clock()

@@ -5,10 +5,12 @@ envelope sender (www-data@host, or whatever `-f` says) does not name the culprit
 `identify` gives every outbound message a *source key* naming the script, local
 user or account behind it; rate limits and the status report count by that key.
 
-Checks here are stateless: `forms_check` finds the source (`form.detected` for
-form/script mail) and the suspicion signals that need only this message;
-postwarden.milter.ratelimit adds the ones that need history (repeated body,
-burst); `suspicion_check` then adds up the weights into `form.suspicious`. No DNS,
+The source and the signals are evidence (Evidence.source, Evidence.signals): the
+limits, the feedback brake and the listed-form check read the same ones.
+`forms_check` reports the source (`form.detected` for form/script mail) and the
+signals that need only this message; postwarden.milter.ratelimit adds the ones
+that need history (repeated body, burst); `suspicion_check` adds up the weights
+of all of them into `form.suspicious`. No DNS,
 so nothing here has a temperror state; a body that cannot be parsed is scanned raw.
 """
 
@@ -21,16 +23,17 @@ import re
 from dataclasses import dataclass
 from email.utils import getaddresses
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from postwarden.config import Config, FormsConfig
 from postwarden.findings import Finding, Severity
 from postwarden.message import Message, Origin, domain_of
 from postwarden.milter.auth_results import foreign
-from postwarden.milter.pipeline import CheckContext
+from postwarden.milter.context import CheckContext
 
-MEMO_SOURCE = "source"  # Source of this message, for the checks after this one
-MEMO_SIGNALS = "form.signals"  # {signal: weight} hit so far
+if TYPE_CHECKING:
+    from postwarden.milter.evidence import Evidence
 
 _PHP_HEADER = re.compile(r"^\s*(\d+)\s*:\s*(.+?)\s*$", re.S)
 _POSTFIX_RECEIVED = re.compile(
@@ -207,48 +210,58 @@ def _host(url: bytes) -> str:
     return host.lower().removeprefix("www.")
 
 
-def add_signal(ctx: CheckContext, signal: str, text: str, source: Source) -> Finding:
-    """Record a signal's weight for suspicion_check and return its finding."""
-    weight = weights(ctx.services.config.forms).get(signal, 0)
-    ctx.memo.setdefault(MEMO_SIGNALS, {})[signal] = weight
-    return Finding(f"form.{signal}", Severity.INFO, text,
-                   {"source": source.key, "weight": weight})
+@dataclass(frozen=True)
+class Signal:
+    """One suspicion signal a form message hit: its weight and why."""
+
+    weight: int
+    text: str
+
+
+def signal(cfg: FormsConfig, name: str, text: str) -> Signal:
+    return Signal(weights(cfg).get(name, 0), text)
+
+
+def message_signals(ev: Evidence) -> dict[str, Signal]:
+    """The signals of this message alone (form mail only; history adds its own)."""
+    cfg = ev.services.config
+    if not cfg.forms.enabled or not ev.source().form:
+        return {}
+    return {name: signal(cfg.forms, name, why) for name, why in signals(ev.msg, cfg).items()}
+
+
+def signal_finding(name: str, sig: Signal, source: Source) -> Finding:
+    return Finding(f"form.{name}", Severity.INFO, sig.text,
+                   {"source": source.key, "weight": sig.weight})
 
 
 def forms_check(msg: Message, ctx: CheckContext) -> list[Finding]:
-    """Source key for every message; `form.detected` and signals for form mail."""
+    """`form.detected` and this message's own signals, for form mail."""
+    ev = ctx.evidence(msg)
     cfg = ctx.services.config
-    source = identify(msg, cfg.forms)
-    ctx.memo[MEMO_SOURCE] = source
-    ctx.memo[MEMO_SIGNALS] = {}
-    ctx.source = source.key
-    ctx.summary["source"] = source.key
-    if source.claimed:
-        ctx.summary["claimed"] = source.claimed
+    source = ev.source()
     if not cfg.forms.enabled or not source.form:
         return []
     out = [Finding("form.detected", Severity.INFO, f"form/script mail from {source.shown}",
                    {"source": source.key, "kind": source.kind, "markers": list(source.markers),
                     "claimed": source.claimed})]
-    out += [add_signal(ctx, sig, why, source) for sig, why in signals(msg, cfg).items()]
+    out += [signal_finding(name, sig, source) for name, sig in message_signals(ev).items()]
     return out
 
 
 def suspicion_check(msg: Message, ctx: CheckContext) -> list[Finding]:
     """Adds up the signal weights; at `suspicious_score` or more: `form.suspicious`."""
     cfg = ctx.services.config.forms
-    hit: dict[str, int] = ctx.memo.get(MEMO_SIGNALS, {})
-    score = sum(hit.values())
-    source: Source | None = ctx.memo.get(MEMO_SOURCE)
-    if not cfg.enabled or source is None or score < cfg.suspicious_score:
+    ev = ctx.evidence(msg)
+    if not cfg.enabled or not ev.source().form:
         return []
+    hit = ev.signals()
+    score = ev.score()
+    if score < cfg.suspicious_score:
+        return []
+    source = ev.source()
     names = ",".join(sorted(hit))
     return [Finding("form.suspicious", Severity.WARNING,
                     f"form mail from {source.shown} scores {score} "
                     f"(threshold {cfg.suspicious_score}): {names}",
                     {"source": source.key, "score": score, "signals": sorted(hit)})]
-
-
-def score(ctx: CheckContext) -> int:
-    """This message's suspicion score so far (ratelimit makes costly messages cost more)."""
-    return sum(ctx.memo.get(MEMO_SIGNALS, {}).values())

@@ -5,7 +5,7 @@ this host can never pass DMARC, and receivers junk or reject it. As Mailman's
 munge_from does, the From becomes `"<visitor's name or address> via <site>"
 <configured address>` and the original From moves to Reply-To (an existing
 Reply-To is kept), so replies still reach the visitor. Runs before the signer,
-which signs the rewritten headers (it reads the changes from ctx.memo).
+which signs the rewritten headers (it is handed the changes planned before it).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from email.utils import formataddr, getaddresses
 from postwarden.config import Config
 from postwarden.findings import Finding
 from postwarden.message import Message, domain_of
-from postwarden.milter.auth_results import CHANGES, is_ours
-from postwarden.milter.pipeline import CheckContext, HeaderChange
+from postwarden.milter.auth_results import is_ours
+from postwarden.milter.context import CheckContext, Fix, HeaderChange
 
 MAX_NAME = 78
 
@@ -48,30 +48,28 @@ class FromRewriter:
         fr = cfg.from_rewrite
         self.site = fr.site_name or domain_of(fr.address)
 
-    def __call__(self, msg: Message, ctx: CheckContext, findings: list[Finding]
-                 ) -> list[HeaderChange]:
+    def __call__(self, msg: Message, ctx: CheckContext, findings: list[Finding],
+                 before: tuple[HeaderChange, ...] = ()) -> Fix:
         fr = self.cfg.from_rewrite
         if not fr.enabled or msg.origin.value not in fr.origins:
-            return []
+            return Fix()
         values = msg.header_all("From")
         if len(values) != 1 or len(msg.from_addresses) != 1:
-            return []
+            return Fix()
         domain = msg.from_domain
         # dmarc.generations_differ whose stricter outcome fails: some receivers fail it
         failing = [f for f in findings if f.data.get("domain") == domain and (
             f.id == "dmarc.fail" or (f.id == "dmarc.generations_differ"
                                      and f.data.get("result") == "fail"))]
         if not failing or is_ours(self.cfg, domain):
-            return []
+            return Fix()
         new_from = rewritten_from(values[0], fr.address, self.site)
         changes = [HeaderChange("change", "From", " " + new_from, 1)]
         kept = msg.header("Reply-To") is not None
         if not kept:
             changes.append(HeaderChange("add", "Reply-To", " " + values[0].replace("\r\n", "\n")))
-        ctx.memo[CHANGES] = ctx.memo.get(CHANGES, []) + changes
-        ctx.summary["from_rewritten"] = domain
         policy = failing[0].data.get("policy", "?")
         where = "not copied, Reply-To exists" if kept else "moved to Reply-To"
-        ctx.rewrite_note = (f"from rewritten: <{msg.header_from}> -> <{fr.address}> "
-                            f"(DMARC p={policy} at {domain}); original From {where}")
-        return changes
+        note = (f"from rewritten: <{msg.header_from}> -> <{fr.address}> "
+                f"(DMARC p={policy} at {domain}); original From {where}")
+        return Fix(tuple(changes), (("from_rewritten", domain),), note, rewrites_from=True)

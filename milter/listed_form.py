@@ -1,8 +1,8 @@
 """Form mail while a sending IP is UCEPROTECT L1/L2-listed: `uceprotect.listed_form`.
 
 The periodic self-check publishes the listings in the HostState (Services.host);
-this check reports every form-classified message (forms_check put the Source in
-ctx.memo) while one is listed, whatever `[selfcheck] hold_forms_when_listed` says:
+this check reports every form-classified message (Evidence.source) while one is
+listed, whatever `[selfcheck] hold_forms_when_listed` says:
 that switch only makes postwarden.policy hold it. Before the first self-check run
 nothing is known to be listed, so nothing is reported.
 """
@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from postwarden.findings import Finding, Severity
 from postwarden.message import Message
-from postwarden.milter.forms import MEMO_SOURCE, Source
-from postwarden.milter.pipeline import CheckContext
+from postwarden.milter.context import CheckContext
 
 FINDING = "uceprotect.listed_form"
 
@@ -21,8 +20,8 @@ def listed_form_check(msg: Message, ctx: CheckContext) -> list[Finding]:
     listed = ctx.services.host.snapshot().listed()
     if not listed:
         return []
-    source: Source | None = ctx.memo.get(MEMO_SOURCE)
-    if source is None or not source.form:
+    source = ctx.evidence(msg).source()
+    if not source.form:
         return []
     why = ", ".join(str(x) for x in listed)
     advice = ("check what the form sends (postqueue -p, the mail log)" if

@@ -1,80 +1,43 @@
-"""Message -> every check -> findings -> policy -> verdict. No pymilter here.
+"""Message -> every check -> fixes planned -> the outgoing message judged -> verdict.
 
-Checks are plain callables `check(msg, ctx) -> list[Finding]`; a check that raises
-is logged with the queue ID and skipped (fail open). Checks only look: what a
-message would change in the world (rate-limit units) they leave in the verdict,
-and postwarden.milter.effects commits it once the decision is known. Fixers (DKIM
-signing, From rewrite) return header changes for the adapter to apply; they are
-applied only to mail the decision keeps (Decision.delivers).
+No pymilter here. Checks are plain callables `check(msg, ctx) -> list[Finding]`
+that ask the message's evidence (postwarden.milter.evidence) for what they need; a
+check that raises is logged with the queue ID and skipped (fail open). Checks only
+look: what a message would change in the world (rate-limit units, history
+counters) is in its evidence, and postwarden.milter.effects commits it once the
+decision is known. Fixers (From rewrite, DKIM signing) plan header changes; they
+are applied only to mail the decision keeps (Decision.delivers).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from postwarden.config import Config
-from postwarden.dns import Budget, Resolver
+from postwarden.dns import Budget
 from postwarden.findings import Finding, Severity
-from postwarden.hoststate import HostState
 from postwarden.log import log
 from postwarden.message import Message
-from postwarden.milter.auth_results import DkimSignature
-from postwarden.milter.storehealth import StoreHealth
+from postwarden.milter import dkim_check, dmarc_check, spf_check
+from postwarden.milter.context import (
+    CheckContext,
+    CounterBump,
+    Fix,
+    HeaderChange,
+    RateTake,
+    Services,
+)
+from postwarden.milter.dkim_sign import apply_changes
+from postwarden.milter.evidence import Evidence
 from postwarden.milter.switches import with_switch
 from postwarden.policy import Decision, decide, effective
-from postwarden.store import Store
 
 if TYPE_CHECKING:
     from postwarden.milter.effects import Applied
 
-@dataclass
-class Services:
-    """Long-lived things a check may use, passed in (never built inside a check)."""
-
-    config: Config
-    resolver: Resolver
-    store: Store | None = None
-    clock: Callable[[], float] = time.time
-    host: HostState = field(default_factory=HostState)  # written by the periodic self-check
-    health: StoreHealth = field(default_factory=StoreHealth)  # one per daemon
-
-
-@dataclass(frozen=True)
-class RateTake:
-    """Units a message takes from a GCRA bucket if the decision keeps it."""
-
-    key: str
-    cost: float
-    interval: float
-    burst: float
-    once: str = ""  # the message's identity: a retried message takes nothing again
-    local: bool = False  # degraded mode: this relay's own budget, not the shared store
-
-
-@dataclass
-class CheckContext:
-    services: Services
-    budget: Budget
-    memo: dict[str, Any] = field(default_factory=dict)  # shared between checks of one message
-    summary: dict[str, str] = field(default_factory=dict)  # extra key=value for the summary line
-    takes: list[RateTake] = field(default_factory=list)  # committed by effects if kept
-    source: str = ""  # the source key (forms_check): events and hold records count by it
-    rewrite_note: str = ""  # the From rewrite's log line, written by effects
-    signed: list[DkimSignature] = field(default_factory=list)  # the signer's, as evidence
-    as_sent: bool = False  # judging the outgoing message: evidence is in memo already
-
-
-@dataclass(frozen=True)
-class HeaderChange:
-    """What the adapter asks Postfix to do: add (index None = append / 0 = top) or change."""
-
-    op: str  # "add" | "insert" | "change"
-    name: str
-    value: str
-    index: int = 0
+__all__ = ["CheckContext", "CounterBump", "HeaderChange", "Inspector", "RateTake",
+           "Services", "Verdict", "default_checks", "default_fixers"]
 
 
 @dataclass
@@ -84,6 +47,7 @@ class Verdict:
     changes: list[HeaderChange] = field(default_factory=list)
     summary: dict[str, str] = field(default_factory=dict)
     takes: tuple[RateTake, ...] = ()
+    bumps: tuple[CounterBump, ...] = ()
     source: str = ""
     rewrite_note: str = ""
     sent: Message | None = None  # the message as it will leave, when a fix changed it
@@ -94,11 +58,11 @@ class Check(Protocol):
 
 
 class Fixer(Protocol):
-    """Plans header changes from the findings on the message as it arrived."""
+    """Plans header changes from the findings on the message as it arrived, after
+    the changes the fixers before it planned (`before`)."""
 
-    def __call__(
-        self, msg: Message, ctx: CheckContext, findings: list[Finding]
-    ) -> list[HeaderChange]: ...
+    def __call__(self, msg: Message, ctx: CheckContext, findings: list[Finding],
+                 before: tuple[HeaderChange, ...] = ()) -> Fix: ...
 
 
 class Inspector:
@@ -106,13 +70,13 @@ class Inspector:
 
     The From rewrite and the signer plan their changes from the findings on the
     message as it arrived. When they change anything, the checks in `as_sent` (DKIM,
-    SPF, DMARC) judge the message as it will leave: its new headers, the existing
-    signatures (broken if the rewrite changed a header they cover) plus postwarden's
-    own, which count as an aligned pass without being verified. Their findings
-    replace the first ones; the summary shows both, `dkim=none->pass(signed)`. So
-    the decision is about the outgoing message, and a defect a fix cured is not
-    reported. A message the decision does not keep gets none of the changes
-    (effects).
+    SPF, DMARC) judge the message as it will leave, on its own evidence
+    (Evidence.as_sent): its new headers, the existing signatures (broken if the
+    rewrite changed a header they cover) plus postwarden's own, which count as an
+    aligned pass without being verified. Their findings replace the first ones; the
+    summary shows both, `dkim=none->pass(signed)`. So the decision is about the
+    outgoing message, and a defect a fix cured is not reported. A message the
+    decision does not keep gets none of the changes (effects).
     """
 
     def __init__(
@@ -136,56 +100,71 @@ class Inspector:
             return [Finding("internal.error", Severity.ERROR,
                             f"check {name} failed", {"check": name})]
 
-    def inspect(self, msg: Message) -> Verdict:
-        cfg = self.services.config
-        ctx = CheckContext(self.services, Budget(cfg.dns.message_budget))
-        found = [self._run(check, msg, ctx) for check in self.checks]
-        changes: list[HeaderChange] = []
+    def _plan(self, msg: Message, ctx: CheckContext, findings: list[Finding]) -> list[Fix]:
+        fixes: list[Fix] = []
+        before: tuple[HeaderChange, ...] = ()
         for fixer in self.fixers:
             try:
-                changes.extend(fixer(msg, ctx, [f for fs in found for f in fs]))
+                fix = fixer(msg, ctx, findings, before)
             except Exception as e:
                 name = getattr(fixer, "__name__", type(fixer).__name__)
                 log.limited(f"fix|{name}|{type(e).__name__}", "error",
                             f"fix {name} failed: {type(e).__name__}: {e}; "
                             "message left unchanged by it", msg.queue_id)
-        summary = ctx.summary
+                continue
+            if fix.changes:
+                fixes.append(fix)
+                before += fix.changes
+        return fixes
+
+    def inspect(self, msg: Message) -> Verdict:
+        cfg = self.services.config
+        ev = Evidence(msg, self.services, Budget(cfg.dns.message_budget))
+        ctx = CheckContext(self.services, ev.budget, ev)
+        found = [self._run(check, msg, ctx) for check in self.checks]
+        fixes = self._plan(msg, ctx, [f for fs in found for f in fs])
+        summary = describe(ev)
         sent = msg
-        if changes and self.as_sent:
-            sent, summary = self._judge_as_sent(msg, ctx, changes, found)
+        if fixes and self.as_sent:
+            sent, summary = self._judge_as_sent(ev, fixes, found, summary)
+        for fix in fixes:
+            summary.update(fix.shown)
         findings = [with_switch(cfg, msg.origin, f) for fs in found for f in fs]
         decision = decide(findings, msg.origin, cfg.mode, self.policy)
-        return Verdict(findings, decision, changes, summary, tuple(ctx.takes), ctx.source,
-                       ctx.rewrite_note, sent)
+        history = ev.history() if ev.history_known else None
+        return Verdict(findings, decision, [ch for fix in fixes for ch in fix.changes],
+                       summary, ev.limits().takes if ev.limits_known else (),
+                       history.bumps if history is not None else (),
+                       ev.source().key if ev.source_known else "",
+                       "; ".join(fix.note for fix in fixes if fix.note), sent)
 
-    def _judge_as_sent(self, msg: Message, ctx: CheckContext, changes: list[HeaderChange],
-                       found: list[list[Finding]]) -> tuple[Message, dict[str, str]]:
+    def _judge_as_sent(self, ev: Evidence, fixes: list[Fix], found: list[list[Finding]],
+                       before: dict[str, str]) -> tuple[Message, dict[str, str]]:
         """Re-run the as-sent checks on the outgoing message (in place in `found`)."""
-        from postwarden.milter.auth_results import DKIM
-        from postwarden.milter.dkim_sign import apply_changes
-
-        rewritten = bool(ctx.rewrite_note)
+        msg = ev.msg
+        rewritten = any(fix.rewrites_from for fix in fixes)
+        changes = [ch for fix in fixes for ch in fix.changes]
         # Only signed: the checks read nothing the new DKIM-Signature header changes
-        # (the signatures come from memo), so the message itself stands for itself.
+        # (the signatures are evidence), so the message itself stands for itself.
         sent = replace(msg, headers=apply_changes(msg.headers, changes)) if rewritten else msg
-        kept = list(ctx.memo.get(DKIM, []))
+        kept = ev.dkim()
         if rewritten:  # every signature covers From (RFC 6376 5.4): the rewrite breaks it
-            kept = [replace(s, status="fail", error="the From rewrite changed a signed header")
-                    if s.status in ("pass", "unverified") else s for s in kept]
-        out = CheckContext(self.services, ctx.budget, dict(ctx.memo))
-        out.memo[DKIM] = kept + list(ctx.signed)
-        out.as_sent = True
+            kept = tuple(replace(s, status="fail",
+                                 error="the From rewrite changed a signed header")
+                         if s.status in ("pass", "unverified") else s for s in kept)
+        out = ev.as_sent(sent, kept + tuple(s for fix in fixes for s in fix.signed))
+        ctx = CheckContext(self.services, ev.budget, out)
         for i, check in enumerate(self.checks):
             if check in self.as_sent:
-                found[i] = self._run(check, sent, out)
-        summary = dict(ctx.summary)
-        for key, after in out.summary.items():
-            before = ctx.summary.get(key)
-            if before is None or before == after:
+                found[i] = self._run(check, sent, ctx)
+        summary = dict(before)
+        for key, after in describe(out).items():
+            was = before.get(key)
+            if was is None or was == after:
                 summary[key] = after
                 continue
             why = "signed" if key == "dkim" or not rewritten else "rewritten"
-            summary[key] = f"{before}->{after}({why})"
+            summary[key] = f"{was}->{after}({why})"
         return sent, summary
 
     def handle(self, msg: Message) -> Applied:
@@ -197,32 +176,39 @@ class Inspector:
         return commit(msg, verdict, self.services, time.perf_counter() - started)
 
 
+def describe(ev: Evidence) -> dict[str, str]:
+    """The summary line's evidence fields, for what this message's checks asked."""
+    out: dict[str, str] = {}
+    if ev.dkim_known:
+        out["dkim"] = dkim_check.summary(ev)
+    if ev.spf_known:
+        out["spf"] = spf_check.summary(ev)
+    if ev.dmarc_known:
+        v = ev.dmarc()
+        out["dmarc"], out["dmarc_gen"] = v.result, v.generation
+    if ev.source_known:
+        src = ev.source()
+        out["source"] = src.key
+        if src.claimed:
+            out["claimed"] = src.claimed
+    return out
+
+
 def judged_as_sent(checks: list[Check]) -> list[Check]:
     """The checks whose verdict depends on the headers and signatures a fix changes."""
-    from postwarden.milter import dkim_check, dmarc_check, spf_check
-
     return [c for c in checks if isinstance(c, dkim_check.DkimCheck | spf_check.SpfCheck)
             or c is dmarc_check.dmarc_check]
 
 
 def default_checks(services: Services) -> list[Check]:
-    """Every per-message check, in the order their memo dependencies need."""
-    # Imported here: the check modules import this one for CheckContext.
-    from postwarden.milter import (
-        dkim_check,
-        dmarc_check,
-        feedback_brake,
-        forms,
-        listed_form,
-        ratelimit,
-        spf_check,
-    )
+    """Every per-message check. Each asks the evidence for what it needs, so the
+    order is only the order of the findings in the log."""
+    # Imported here: these modules import the context types this module re-exports.
+    from postwarden.milter import feedback_brake, forms, listed_form, ratelimit
 
     return [
-        # DKIM and SPF leave their results in ctx.memo; DMARC reads them.
-        dkim_check.DkimCheck(services.config.dkim), spf_check.SpfCheck(),
+        dkim_check.DkimCheck(), spf_check.SpfCheck(results=services.spf_results),
         dmarc_check.dmarc_check,
-        # the source key (memo) first, then history signals, the score, the limits.
         forms.forms_check, ratelimit.history_check, forms.suspicion_check,
         ratelimit.limit_check,
         # form mail while the self-check saw a sending IP L1/L2-listed.
@@ -233,7 +219,7 @@ def default_checks(services: Services) -> list[Check]:
 
 
 def default_fixers(services: Services) -> list[Fixer]:
-    """After the decision: the From rewrite, then the signer signs the result."""
+    """The From rewrite, then the signer, which signs the rewritten headers."""
     from postwarden.milter import dkim_sign, from_rewrite
 
     return [from_rewrite.FromRewriter(services.config),

@@ -22,22 +22,26 @@ import hashlib
 import math
 import re
 import socket
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from postwarden.config import LimitConfig
 from postwarden.findings import Finding, Severity
 from postwarden.message import Message
+from postwarden.milter.context import CheckContext, CounterBump, RateTake
 from postwarden.milter.forms import (
-    MEMO_SOURCE,
+    Signal,
     Source,
-    add_signal,
     body_text,
     clean_key,
     sasl_name,
-    score,
+    signal,
+    signal_finding,
 )
-from postwarden.milter.pipeline import CheckContext, RateTake
 from postwarden.store import StoreError
+
+if TYPE_CHECKING:
+    from postwarden.milter.evidence import Evidence
 
 SHORT_HALF_LIFE = 600.0  # "now" for burst detection
 LONG_HALF_LIFE = 86400.0  # "usual" for burst detection
@@ -50,42 +54,61 @@ def fingerprint(msg: Message, scan_bytes: int) -> str:
     return hashlib.sha256(text).hexdigest()[:16]
 
 
-def history_check(msg: Message, ctx: CheckContext) -> list[Finding]:
-    """`form.repeated_body` and `form.burst` for form mail (needs the store)."""
-    cfg = ctx.services.config.forms
-    source: Source | None = ctx.memo.get(MEMO_SOURCE)
-    store = ctx.services.store
-    if not cfg.enabled or source is None or not source.form or store is None:
-        return []
-    now = ctx.services.clock()
-    health = ctx.services.health
-    health.know(store, ctx.services.config.ratelimit.degraded_fraction)
+@dataclass(frozen=True)
+class History:
+    """A form source's counters as this message would leave them (read, not written:
+    `bumps` are added by the effects stage if the decision keeps the message)."""
+
+    signals: dict[str, Signal]
+    bumps: tuple[CounterBump, ...]
+
+
+def read_history(ev: Evidence) -> History | None:
+    """`repeated_body` and `burst` for form mail; None without a store or while the
+    shared store is known away (degraded mode: history waits)."""
+    services = ev.services
+    cfg = services.config.forms
+    source, store = ev.source(), services.store
+    if not cfg.enabled or not source.form or store is None:
+        return None
+    now = services.clock()
+    health = services.health
+    fraction = services.config.ratelimit.degraded_fraction
+    health.know(store, fraction)
     if health.skip_store(now):
-        return []
-    try:
-        repeats = store.bump(f"fp:{source.key}:{fingerprint(msg, cfg.body_scan_bytes)}",
-                             1, cfg.repeat_window, now)
-        short = store.bump(f"short:{source.key}", 1, SHORT_HALF_LIFE, now)
-        usual = store.bump(f"usual:{source.key}", 1, LONG_HALF_LIFE, now)
+        return None
+    bumps = (CounterBump(f"fp:{source.key}:{fingerprint(ev.msg, cfg.body_scan_bytes)}", 1,
+                         cfg.repeat_window),
+             CounterBump(f"short:{source.key}", 1, SHORT_HALF_LIFE),
+             CounterBump(f"usual:{source.key}", 1, LONG_HALF_LIFE))
+    try:  # each count with this message in it, as the bump will leave it
+        repeats, short, usual = (store.counter(b.key, b.half_life, now) + b.amount
+                                 for b in bumps)
     except StoreError as e:
-        health.failed(e, "form history", store, now,
-                      ctx.services.config.ratelimit.degraded_fraction)
-        return []
+        health.failed(e, "form history", store, now, fraction)
+        return None
     health.ok(store, now)
-    out = []
+    found: dict[str, Signal] = {}
     # Decaying counts are a little under the raw count: round before comparing.
     if round(repeats) >= cfg.repeat_count:
-        out.append(add_signal(ctx, "repeated_body",
-                              f"same body {repeats:.0f} times recently from {source.shown}",
-                              source))
+        found["repeated_body"] = signal(
+            cfg, "repeated_body", f"same body {repeats:.0f} times recently from {source.shown}")
     # A decaying count with half-life h approximates rate * h / ln 2.
     rate_now = short * math.log(2) / SHORT_HALF_LIFE
     rate_usual = usual * math.log(2) / LONG_HALF_LIFE
     if round(short) >= cfg.burst_min and rate_now >= cfg.burst_factor * rate_usual:
-        out.append(add_signal(ctx, "burst",
-                              f"{rate_now * 3600:.0f}/hour from {source.shown}, "
-                              f"usually {rate_usual * 3600:.1f}/hour", source))
-    return out
+        found["burst"] = signal(cfg, "burst", f"{rate_now * 3600:.0f}/hour from "
+                                f"{source.shown}, usually {rate_usual * 3600:.1f}/hour")
+    return History(found, bumps)
+
+
+def history_check(msg: Message, ctx: CheckContext) -> list[Finding]:
+    """`form.repeated_body` and `form.burst` for form mail (needs the store)."""
+    ev = ctx.evidence(msg)
+    history = ev.history()
+    if history is None:
+        return []
+    return [signal_finding(name, sig, ev.source()) for name, sig in history.signals.items()]
 
 
 def key_for(limit: LimitConfig, msg: Message, source: Source | None) -> str:
@@ -126,19 +149,31 @@ def message_identity(msg: Message) -> str:
     return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def limit_check(msg: Message, ctx: CheckContext) -> list[Finding]:
-    """`ratelimit.exceeded` (key, count, limit) when a message does not fit its bucket."""
-    cfg = ctx.services.config.ratelimit
-    store = ctx.services.store
+@dataclass(frozen=True)
+class Limits:
+    """What the matching rate limits say of one message, peeked: the units it would
+    take (effects takes them if the decision keeps it) and the first limit it
+    exceeds, as a finding."""
+
+    takes: tuple[RateTake, ...] = ()
+    exceeded: Finding | None = None
+
+
+def peek_limits(ev: Evidence) -> Limits:
+    """Ask each matching limit's bucket; the first one exceeded stops the rest."""
+    services, msg = ev.services, ev.msg
+    cfg = services.config.ratelimit
+    store = services.store
     if not cfg.enabled or store is None:
-        return []
-    source: Source | None = ctx.memo.get(MEMO_SOURCE)
-    factor = cfg.suspicious_cost if score(ctx) >= cfg.costly_score else 1.0
-    now = ctx.services.clock()
+        return Limits()
+    source = ev.source()
+    factor = cfg.suspicious_cost if ev.score() >= cfg.costly_score else 1.0
+    now = services.clock()
     once = message_identity(msg)
-    health = ctx.services.health
+    health = services.health
     health.know(store, cfg.degraded_fraction)
     local = health.skip_store(now)
+    takes: list[RateTake] = []
     for limit in cfg.limits:
         key = key_for(limit, msg, source)
         if not key:
@@ -152,24 +187,29 @@ def limit_check(msg: Message, ctx: CheckContext) -> list[Finding]:
             except StoreError as e:
                 health.failed(e, "rate limits", store, now, cfg.degraded_fraction)
                 if not health.degraded:
-                    ctx.takes.clear()
-                    return []
+                    return Limits()  # fail open: nothing limited, nothing taken
                 local = True
-                ctx.takes[:] = [replace(t, local=True) for t in ctx.takes]
+                takes = [replace(t, local=True) for t in takes]
             else:
                 health.ok(store, now)
         if local:
             r = health.local_peek(key, cost, interval, limit.burst, now,
                                   cfg.degraded_fraction)
-        ctx.takes.append(RateTake(key, cost, interval, limit.burst, once, local))
+        takes.append(RateTake(key, cost, interval, limit.burst, once, local))
         if not r.allowed:
             where = " (local budget: shared store unavailable)" if local else ""
             shown = f"{r.burst:g}" if local else limit.burst
             text = (f"{key}: {r.used:.1f} of burst {shown} used{where}, this message "
                     f"costs {cost:g} {limit.count}; limit {limit.rate} per {limit.window}s")
-            return [Finding("ratelimit.exceeded", Severity.WARNING, text, {
+            return Limits(tuple(takes), Finding("ratelimit.exceeded", Severity.WARNING, text, {
                 "key": key, "limit": limit.name, "count": round(r.used, 2), "cost": cost,
                 "rate": limit.rate, "window": limit.window, "burst": limit.burst,
                 "retry_after": round(r.retry_after, 1), "degraded": local,
-                "source": source.key if source else ""})]
-    return []
+                "source": source.key}))
+    return Limits(tuple(takes))
+
+
+def limit_check(msg: Message, ctx: CheckContext) -> list[Finding]:
+    """`ratelimit.exceeded` (key, count, limit) when a message does not fit its bucket."""
+    exceeded = ctx.evidence(msg).limits().exceeded
+    return [exceeded] if exceeded is not None else []

@@ -5,9 +5,9 @@ the address our Postfix connects from, so the envelope sender's domain (the
 HELO name, `[host] hostname`, for the null sender) is evaluated for every IP in
 `[host] ips`, by the shared evaluator in postwarden.spf (pyspf, its DNS through
 our Resolver, so the message budget and the TTL cache apply). Results are kept
-per (domain, identity, IP) for the shortest TTL seen while evaluating, in the
-same TTL cache class the resolver uses: re-running pyspf for every message of
-one sender domain would cost about as much as the rest of the message's checks.
+per (domain, identity, IP) for the shortest TTL seen while evaluating
+(postwarden.spf.SpfResults). The outcome is evidence (Evidence.spf): the DMARC
+verdict reads the same one.
 
 Findings: spf.fail, spf.softfail, spf.neutral, spf.none, spf.permerror,
 spf.temperror (DNS failure or budget spent: not cached, mail goes on), and
@@ -17,54 +17,24 @@ exact domain when the From domain's DMARC record says aspf=s).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from postwarden import spf
 from postwarden.config import Config
 from postwarden.dns import Budget, Resolver
 from postwarden.findings import Finding, Severity
 from postwarden.message import Message
-from postwarden.milter.auth_results import (
-    DKIM,
-    FOREIGN_FIX,
-    SPF,
-    DkimSignature,
-    SpfOutcome,
-    alignment_mode,
-    foreign,
-    from_domains,
-)
-from postwarden.milter.pipeline import CheckContext
+from postwarden.milter.auth_results import FOREIGN_FIX, SpfOutcome, foreign
+from postwarden.milter.context import CheckContext
+from postwarden.milter.dmarc_verdict import dkim_passes
 from postwarden.orgdomain import aligned
-from postwarden.ttlcache import TtlCache
+from postwarden.spf import SpfResults
 
-CACHE_SIZE = 4096
+if TYPE_CHECKING:
+    from postwarden.milter.evidence import Evidence
+
 # Worst first: the outcome over several IPs is the worst one a receiver may see.
 _WORST = ("permerror", "fail", "temperror", "softfail", "neutral", "none", "pass")
-
-ResultCache = TtlCache[tuple[str, str, str], spf.Evaluation]
-
-
-class SpfResults:
-    """(domain, identity, IP) -> Evaluation while every answer behind it is fresh."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 size: int = CACHE_SIZE) -> None:
-        self.cache: ResultCache = TtlCache(size, clock)
-        self.evaluations = 0
-
-    def evaluate(self, domain: str, identity: str, ip: str, sender: str, helo: str,
-                 resolver: Resolver, budget: Budget | None) -> spf.Evaluation:
-        key = (domain, identity, ip)
-        hit = self.cache.get(key)
-        if hit is not None:
-            return hit
-        self.evaluations += 1
-        ev = spf.evaluate(ip, sender, helo, resolver, budget)
-        if ev.reusable:
-            self.cache.put(key, ev, min(ev.ttl, spf.MAX_RESULT_TTL))
-        return ev
 
 
 def outcome(msg: Message, cfg: Config, resolver: Resolver, budget: Budget | None,
@@ -112,27 +82,21 @@ def _text(o: SpfOutcome) -> str:
             f"add {mech} to the SPF record of {o.domain}")
 
 
-def check_spf(msg: Message, ctx: CheckContext, results: SpfResults) -> list[Finding]:
-    if ctx.as_sent:  # the envelope does not change: SPF as evaluated for it
-        o: SpfOutcome | None = ctx.memo.get(SPF)
-    else:
-        o = outcome(msg, ctx.services.config, ctx.services.resolver, ctx.budget, results)
+def check_spf(msg: Message, ctx: CheckContext, results: SpfResults | None = None
+              ) -> list[Finding]:
+    ev = ctx.evidence(msg)
+    o = ev.spf(results)
     if o is None:
-        ctx.summary["spf"] = "unknown"
         return []
-    ctx.memo[SPF] = o
-    ctx.summary["spf"] = o.result
     out: list[Finding] = []
     if o.result != "pass":
         out.append(Finding(f"spf.{o.result}", _SEVERITY.get(o.result, Severity.WARNING),
                            _text(o), {"domain": o.domain, "identity": o.identity,
                                       "ips": dict(o.per_ip), "explanation": o.explanation}))
-    for dom in from_domains(msg):
-        mode = alignment_mode(ctx, dom, "aspf")
+    for dom in ev.from_domains():
+        mode = ev.alignment_mode(dom, "aspf")
         if o.domain and not aligned(o.domain, dom, mode):
-            sigs: list[DkimSignature] = ctx.memo.get(DKIM, [])
-            dkim_ok = any(s.counts and aligned(s.domain, dom, alignment_mode(ctx, dom, "adkim"))
-                          for s in sigs)
+            dkim_ok = dkim_passes(ev, dom)
             exact = " (its DMARC record asks aspf=s: exact domain)" if mode == "s" else ""
             if foreign(ctx.services.config, dom):
                 fix = f"{dom} is not one of this host's domains: {FOREIGN_FIX}"
@@ -149,11 +113,18 @@ def check_spf(msg: Message, ctx: CheckContext, results: SpfResults) -> list[Find
     return out
 
 
-class SpfCheck:
-    """The pipeline's SPF check; owns the per-process (domain, identity, IP) results."""
+def summary(ev: Evidence) -> str:
+    """`spf=` of the summary line: the worst result over our IPs, unknown without IPs."""
+    o = ev.spf()
+    return o.result if o is not None else "unknown"
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.results = SpfResults(clock)
+
+class SpfCheck:
+    """The pipeline's SPF check; `results`: the (domain, identity, IP) cache it uses."""
+
+    def __init__(self, clock: Callable[[], float] | None = None,
+                 results: SpfResults | None = None) -> None:
+        self.results = results or (SpfResults(clock) if clock else SpfResults())
 
     def __call__(self, msg: Message, ctx: CheckContext) -> list[Finding]:
         return check_spf(msg, ctx, self.results)

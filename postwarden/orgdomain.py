@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -137,6 +138,13 @@ def aligned(identifier: str, from_domain: str, mode: Mode | str = "r") -> bool:
     Strict (`s`): the names are identical. Relaxed (`r`, the default and any
     unknown value, RFC 7489 6.3): same organizational domain by the PSL.
     """
+    return bool(aligned_by(identifier, from_domain, mode, org_domain))
+
+
+def aligned_by(identifier: str, from_domain: str, mode: str,
+               org: Callable[[str], str | None]) -> bool | None:
+    """Alignment with the organizational domain rule `org` (the PSL for RFC 7489, the
+    DNS tree walk for RFC 9989); None when `org` could not tell (it returned None)."""
     a, b = normalize(identifier), normalize(from_domain)
     if not a or not b:
         return False
@@ -144,4 +152,7 @@ def aligned(identifier: str, from_domain: str, mode: Mode | str = "r") -> bool:
         return True
     if mode == "s":
         return False
-    return org_domain(a) == org_domain(b)
+    oa, ob = org(a), org(b)
+    if oa is None or ob is None:
+        return None
+    return oa == ob

@@ -23,12 +23,17 @@ does the RFC 7208 evaluation; this adapter replaces only its DNS layer:
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import spf
 
 from postwarden.dns import Budget, Resolver
+from postwarden.ttlcache import TtlCache
+
+RESULT_CACHE_SIZE = 4096
 
 # Evaluations ask pyspf for results no older than this, whatever the TTLs.
 MAX_RESULT_TTL = 3600
@@ -156,3 +161,29 @@ def evaluate(ip: str, sender: str, helo: str, resolver: Resolver,
     result, _code, explanation = q.check()
     return Evaluation(str(result), str(explanation), q.min_ttl, q.sender_dependent,
                       tuple(q.skipped))
+
+
+class SpfResults:
+    """(domain, identity, IP) -> Evaluation while every answer behind it is fresh.
+
+    Re-running pyspf for every message of one sender domain would cost about as
+    much as the rest of the message's checks; a result is kept for the shortest TTL
+    seen while evaluating it (never one that depends on the sender's local part).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 size: int = RESULT_CACHE_SIZE) -> None:
+        self.cache: TtlCache[tuple[str, str, str], Evaluation] = TtlCache(size, clock)
+        self.evaluations = 0
+
+    def evaluate(self, domain: str, identity: str, ip: str, sender: str, helo: str,
+                 resolver: Resolver, budget: Budget | None) -> Evaluation:
+        key = (domain, identity, ip)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        self.evaluations += 1
+        ev = evaluate(ip, sender, helo, resolver, budget)
+        if ev.reusable:
+            self.cache.put(key, ev, min(ev.ttl, MAX_RESULT_TTL))
+        return ev

@@ -1,4 +1,4 @@
-"""The DKIM check: missing, unaligned, invalid, weak key, temperror; results in memo."""
+"""The DKIM check: missing, unaligned, invalid, weak key, temperror; results as evidence."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from auth_fakes import FakeResolver, context, ed25519_key, message, rsa_key
-from postwarden.config import DkimConfig, DkimKey
+from auth_fakes import FakeResolver, config, context, ed25519_key, message, rsa_key
+from postwarden.config import DkimKey
 from postwarden.findings import Severity
 from postwarden.message import Message
-from postwarden.milter.auth_results import DKIM
 from postwarden.milter.dkim_check import DkimCheck
 from postwarden.milter.dkim_sign import (
     body_hash,
@@ -22,6 +21,7 @@ from postwarden.milter.dkim_sign import (
     make_signature,
     signed_header_names,
 )
+from postwarden.milter.pipeline import describe
 
 
 def signed(tmp: Path, domain: str = "example.com", selector: str = "sel", bits: int = 2048,
@@ -54,10 +54,10 @@ def ids(findings: list) -> list[str]:  # type: ignore[type-arg]
 
 def test_missing() -> None:
     ctx = context(FakeResolver())
-    out = DkimCheck(DkimConfig())(message(), ctx)
+    out = DkimCheck()(message(), ctx)
     assert ids(out) == ["dkim.missing"]
     assert "sign with a key of example.com" in out[0].text
-    assert ctx.memo[DKIM] == [] and ctx.summary["dkim"] == "none"
+    assert ctx.known.dkim() == () and describe(ctx.known)["dkim"] == "none"
 
 
 @pytest.mark.parametrize("ed", [False, True])
@@ -65,11 +65,11 @@ def test_valid_aligned_signature_gives_no_finding(tmp_path: Path, ed: bool) -> N
     msg, txt = signed(tmp_path, ed=ed)
     res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
     ctx = context(res)
-    assert DkimCheck(DkimConfig())(msg, ctx) == []
-    (sig,) = ctx.memo[DKIM]
+    assert DkimCheck()(msg, ctx) == []
+    (sig,) = ctx.known.dkim()
     assert (sig.domain, sig.selector, sig.status) == ("example.com", "sel", "pass")
     assert sig.key_type == ("ed25519" if ed else "rsa")
-    assert ctx.summary["dkim"] == "pass"
+    assert describe(ctx.known)["dkim"] == "pass"
 
 
 def test_subdomain_signer_is_aligned_relaxed_not_strict(tmp_path: Path) -> None:
@@ -80,11 +80,11 @@ def test_subdomain_signer_is_aligned_relaxed_not_strict(tmp_path: Path) -> None:
         if k == "From" else (k, v) for k, v in msg.headers])
     res = FakeResolver({("sel._domainkey.mail.example.com", "TXT"): [txt]})
     # From changed after signing: invalid, but the alignment verdict is what we test here
-    out = DkimCheck(DkimConfig())(msg, context(res))
+    out = DkimCheck()(msg, context(res))
     assert "dkim.unaligned" not in ids(out)
     res = FakeResolver({("sel._domainkey.mail.example.com", "TXT"): [txt],
                         ("_dmarc.example.com", "TXT"): ["v=DMARC1; p=reject; adkim=s"]})
-    out = DkimCheck(DkimConfig())(msg, context(res))
+    out = DkimCheck()(msg, context(res))
     assert "dkim.unaligned" in ids(out)
     f = next(f for f in out if f.id == "dkim.unaligned")
     assert f.data["adkim"] == "s" and "adkim=s" in f.text
@@ -95,11 +95,11 @@ def test_other_domain_signature_is_unaligned(tmp_path: Path) -> None:
     msg, txt = signed(tmp_path, domain="example.net", msg=base)
     res = FakeResolver({("sel._domainkey.example.net", "TXT"): [txt]})
     ctx = context(res)
-    out = DkimCheck(DkimConfig())(msg, ctx)
+    out = DkimCheck()(msg, ctx)
     assert ids(out) == ["dkim.unaligned"]
     assert out[0].data["signers"] == "example.net"
-    assert ctx.memo[DKIM][0].status == "pass"
-    assert ctx.summary["dkim"] == "fail"
+    assert ctx.known.dkim()[0].status == "pass"
+    assert describe(ctx.known)["dkim"] == "fail"
 
 
 def test_body_changed_after_signing_is_invalid(tmp_path: Path) -> None:
@@ -107,18 +107,18 @@ def test_body_changed_after_signing_is_invalid(tmp_path: Path) -> None:
     msg = dataclasses.replace(msg, body=msg.body + b"appended by a footer\r\n")
     res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
     ctx = context(res)
-    out = DkimCheck(DkimConfig())(msg, ctx)
+    out = DkimCheck()(msg, ctx)
     assert ids(out) == ["dkim.invalid"]
     assert out[0].severity is Severity.ERROR
     assert "body hash" in out[0].data["error"]
-    assert ctx.memo[DKIM][0].status == "fail"
+    assert ctx.known.dkim()[0].status == "fail"
 
 
 def test_wrong_published_key_is_invalid(tmp_path: Path) -> None:
     msg, _ = signed(tmp_path)
     _, other = rsa_key(tmp_path, 2048, "other.key")
     res = FakeResolver({("sel._domainkey.example.com", "TXT"): [other]})
-    out = DkimCheck(DkimConfig())(msg, context(res))
+    out = DkimCheck()(msg, context(res))
     assert ids(out) == ["dkim.invalid"]
     assert "does not match" in out[0].data["error"]
 
@@ -126,10 +126,10 @@ def test_wrong_published_key_is_invalid(tmp_path: Path) -> None:
 def test_missing_key_is_invalid(tmp_path: Path) -> None:
     msg, _ = signed(tmp_path)
     ctx = context(FakeResolver())
-    out = DkimCheck(DkimConfig())(msg, ctx)
+    out = DkimCheck()(msg, ctx)
     assert ids(out) == ["dkim.invalid"]
     assert "no key published at sel._domainkey.example.com" in out[0].text
-    assert ctx.memo[DKIM][0].status == "permerror"
+    assert ctx.known.dkim()[0].status == "permerror"
 
 
 @pytest.mark.parametrize(("bits", "severity"), [(1024, Severity.WARNING),
@@ -138,12 +138,12 @@ def test_weak_keys(tmp_path: Path, bits: int, severity: Severity) -> None:
     msg, txt = signed(tmp_path, bits=bits)
     res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
     ctx = context(res)
-    out = DkimCheck(DkimConfig())(msg, ctx)
+    out = DkimCheck()(msg, ctx)
     weak = [f for f in out if f.id == "dkim.weak_key"]
     assert len(weak) == 1 and weak[0].severity is severity
     assert weak[0].data["bits"] == bits
-    assert ctx.memo[DKIM][0].status == "pass"
-    assert ctx.memo[DKIM][0].counts is (bits >= 1024)
+    assert ctx.known.dkim()[0].status == "pass"
+    assert ctx.known.dkim()[0].counts is (bits >= 1024)
 
 
 def test_dns_failure_is_temperror_not_invalid(tmp_path: Path) -> None:
@@ -151,16 +151,16 @@ def test_dns_failure_is_temperror_not_invalid(tmp_path: Path) -> None:
     res = FakeResolver()
     res.failing.add("sel._domainkey.example.com")
     ctx = context(res)
-    out = DkimCheck(DkimConfig())(msg, ctx)
+    out = DkimCheck()(msg, ctx)
     assert ids(out) == ["dkim.temperror"]
-    assert ctx.memo[DKIM][0].status == "temperror"
-    assert ctx.summary["dkim"] == "temperror"
+    assert ctx.known.dkim()[0].status == "temperror"
+    assert describe(ctx.known)["dkim"] == "temperror"
 
 
 def test_spent_budget_is_temperror_without_a_query(tmp_path: Path) -> None:
     msg, txt = signed(tmp_path)
     res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
-    out = DkimCheck(DkimConfig())(msg, context(res, budget=-1.0))
+    out = DkimCheck()(msg, context(res, budget=-1.0))
     assert ids(out) == ["dkim.temperror"]
     assert res.queries == 0
 
@@ -169,7 +169,7 @@ def test_key_is_fetched_once_then_cached(tmp_path: Path) -> None:
     msg, txt = signed(tmp_path)
     res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
     for _ in range(3):
-        assert DkimCheck(DkimConfig())(msg, context(res)) == []
+        assert DkimCheck()(msg, context(res)) == []
     assert res.asked.count(("sel._domainkey.example.com", "TXT")) == 1
 
 
@@ -177,16 +177,18 @@ def test_verification_off_checks_presence_and_alignment_only(tmp_path: Path) -> 
     msg, _ = signed(tmp_path)
     msg = dataclasses.replace(msg, body=msg.body + b"tampered\r\n")
     res = FakeResolver()
-    ctx = context(res)
-    assert DkimCheck(DkimConfig(verify=False))(msg, ctx) == []
-    assert ctx.memo[DKIM][0].status == "unverified"
-    assert ctx.summary["dkim"] == "unverified"
+    cfg = config()
+    cfg.dkim.verify = False
+    ctx = context(res, cfg)
+    assert DkimCheck()(msg, ctx) == []
+    assert ctx.known.dkim()[0].status == "unverified"
+    assert describe(ctx.known)["dkim"] == "unverified"
     assert not any(rt == "TXT" and "_domainkey" in n for n, rt in res.asked)
 
 
 def test_unparsable_signature_is_invalid() -> None:
     msg = message(extra=[("DKIM-Signature", " this is not a tag list")])
-    out = DkimCheck(DkimConfig())(msg, context(FakeResolver()))
+    out = DkimCheck()(msg, context(FakeResolver()))
     assert "dkim.invalid" in ids(out)
 
 
@@ -194,7 +196,7 @@ def test_no_from_skips_alignment(tmp_path: Path) -> None:
     msg, txt = signed(tmp_path)
     msg = dataclasses.replace(msg, headers=[(k, v) for k, v in msg.headers if k != "From"])
     res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
-    out = DkimCheck(DkimConfig())(msg, context(res))
+    out = DkimCheck()(msg, context(res))
     assert "dkim.unaligned" not in ids(out)
 
 
@@ -205,7 +207,7 @@ def test_no_from_skips_alignment(tmp_path: Path) -> None:
 ])
 def test_missing_advice_depends_on_whose_domain_it_is(domains: list[str], advice: str) -> None:
     from auth_fakes import config
-    (f,) = DkimCheck(DkimConfig())(message(), context(FakeResolver(), config(domains=domains)))
+    (f,) = DkimCheck()(message(), context(FakeResolver(), config(domains=domains)))
     assert advice in f.text
 
 
@@ -214,10 +216,10 @@ def test_headers_dkimpy_cannot_parse_make_the_signature_permerror() -> None:
                                              "bh=AAAA; b=AAAA")])
     msg.headers.append(("n\udcfd\udce9", " bad name"))
     ctx = context(FakeResolver())
-    out = DkimCheck(DkimConfig())(msg, ctx)
+    out = DkimCheck()(msg, ctx)
     assert [f.id for f in out] == ["dkim.invalid"]
-    assert ctx.memo[DKIM][0].status == "permerror"
-    assert "cannot be parsed" in ctx.memo[DKIM][0].error
+    assert ctx.known.dkim()[0].status == "permerror"
+    assert "cannot be parsed" in ctx.known.dkim()[0].error
 
 
 def _sha1_signed(tmp: Path) -> tuple[Message, str]:
@@ -243,9 +245,11 @@ def test_rsa_sha1_is_a_fail_and_never_a_dmarc_pass(tmp_path: Path, verify: bool)
     msg, txt = _sha1_signed(tmp_path)
     res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt],
                         ("_dmarc.example.com", "TXT"): ["v=DMARC1; p=reject"]})
-    ctx = context(res)
-    out = DkimCheck(DkimConfig(verify=verify))(msg, ctx)
-    (sig,) = ctx.memo[DKIM]
+    cfg = config()
+    cfg.dkim.verify = verify
+    ctx = context(res, cfg)
+    out = DkimCheck()(msg, ctx)
+    (sig,) = ctx.known.dkim()
     assert (sig.status, sig.algorithm, sig.counts) == ("fail", "rsa-sha1", False)
     assert ids(out) == ["dkim.invalid"] and "RFC 8301" in out[0].text
     assert "sign with rsa-sha256" in out[0].text
@@ -266,8 +270,8 @@ def test_keys_receivers_refuse_are_permerror_with_the_reason(tmp_path: Path, rec
     p = txt.split("p=", 1)[1]
     res = FakeResolver({("sel._domainkey.example.com", "TXT"): [record.format(p=p)]})
     ctx = context(res)
-    out = DkimCheck(DkimConfig())(msg, ctx)
-    (sig,) = ctx.memo[DKIM]
+    out = DkimCheck()(msg, ctx)
+    (sig,) = ctx.known.dkim()
     assert sig.status == "permerror" and reason in sig.error
     assert ids(out) == ["dkim.invalid"]
     assert "publish a usable key record at sel._domainkey.example.com" in out[0].text
@@ -277,5 +281,5 @@ def test_an_ed25519_key_does_not_verify_an_rsa_signature(tmp_path: Path) -> None
     msg, _ = signed(tmp_path)
     _, ed_txt = ed25519_key(tmp_path, "other-ed.key")
     ctx = context(FakeResolver({("sel._domainkey.example.com", "TXT"): [ed_txt]}))
-    DkimCheck(DkimConfig())(msg, ctx)
-    assert "the key is k=ed25519, the signature a=rsa-sha256" in ctx.memo[DKIM][0].error
+    DkimCheck()(msg, ctx)
+    assert "the key is k=ed25519, the signature a=rsa-sha256" in ctx.known.dkim()[0].error

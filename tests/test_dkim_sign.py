@@ -18,7 +18,7 @@ from postwarden.config import DkimKey
 from postwarden.findings import Finding, Severity
 from postwarden.log import log
 from postwarden.message import Message, Origin
-from postwarden.milter.auth_results import CHANGES, DkimSignature
+from postwarden.milter.auth_results import DkimSignature
 from postwarden.milter.dkim_check import DkimCheck
 from postwarden.milter.dkim_sign import (
     DkimSigner,
@@ -56,7 +56,8 @@ def test_signature_verifies_with_dkimpy(kind: str, keys: dict[str, tuple[Path, s
     signer = DkimSigner(signing_config([("example.com", "sel", path)]))
     msg = message()
     ctx = context(res, signer.cfg)
-    changes = signer(msg, ctx, [])
+    fix = signer(msg, ctx, [])
+    changes = fix.changes
     assert [c.op for c in changes] == ["insert"] and changes[0].index == 0
     assert changes[0].name == "DKIM-Signature" and changes[0].value.startswith(" v=1;")
     alg = "rsa-sha256" if kind == "rsa" else "ed25519-sha256"
@@ -65,8 +66,8 @@ def test_signature_verifies_with_dkimpy(kind: str, keys: dict[str, tuple[Path, s
     assert _dkimpy_verifies(raw, res)
     # and our own verifier agrees, with no dkim finding at all
     signed = Message(headers=apply_changes(msg.headers, changes), body=msg.body)
-    assert DkimCheck(signer.cfg.dkim)(signed, context(res, signer.cfg)) == []
-    assert ctx.summary["signed"] == "example.com/sel"
+    assert DkimCheck()(signed, context(res, signer.cfg)) == []
+    assert fix.shown == (("signed", "example.com/sel"),)
 
 
 def test_signature_breaks_when_a_signed_header_changes(keys: dict[str, tuple[Path, str]]
@@ -75,7 +76,7 @@ def test_signature_breaks_when_a_signed_header_changes(keys: dict[str, tuple[Pat
     res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
     signer = DkimSigner(signing_config([("example.com", "sel", path)]))
     msg = message()
-    changes = signer(msg, context(res, signer.cfg), [])
+    changes = signer(msg, context(res, signer.cfg), []).changes
     raw = _delivered(msg, changes).replace(b"Subject: test", b"Subject: tampered")
     assert not _dkimpy_verifies(raw, res)
 
@@ -94,7 +95,7 @@ def test_both_keys_of_a_domain_sign(keys: dict[str, tuple[Path, str]]) -> None:
                         ("e._domainkey.example.com", "TXT"): [etxt]})
     signer = DkimSigner(signing_config([("example.com", "r", rp), ("example.com", "e", ep)]))
     msg = message()
-    changes = signer(msg, context(res, signer.cfg), [])
+    changes = signer(msg, context(res, signer.cfg), []).changes
     raw = _delivered(msg, changes)
     assert _dkimpy_verifies(raw, res, 0) and _dkimpy_verifies(raw, res, 1)
 
@@ -105,10 +106,10 @@ def test_org_domain_key_signs_subdomain_unless_strict(keys: dict[str, tuple[Path
     res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
     signer = DkimSigner(signing_config([("example.com", "sel", path)]))
     msg = message("News <news@lists.example.com>")
-    changes = signer(msg, context(res, signer.cfg), [])
+    changes = signer(msg, context(res, signer.cfg), []).changes
     assert len(changes) == 1 and "d=example.com" in changes[0].value
     strict = FakeResolver({("_dmarc.lists.example.com", "TXT"): ["v=DMARC1; p=reject; adkim=s"]})
-    assert signer(msg, context(strict, signer.cfg), []) == []
+    assert signer(msg, context(strict, signer.cfg), []).changes == ()
 
 
 def test_no_key_for_the_from_domain_means_no_signature(keys: dict[str, tuple[Path, str]]
@@ -116,7 +117,7 @@ def test_no_key_for_the_from_domain_means_no_signature(keys: dict[str, tuple[Pat
     path, _ = keys["rsa"]
     signer = DkimSigner(signing_config([("example.com", "sel", path)]))
     msg = message("Visitor <visitor@example.net>")
-    assert signer(msg, context(FakeResolver(), signer.cfg), []) == []
+    assert signer(msg, context(FakeResolver(), signer.cfg), []).changes == ()
 
 
 def test_not_signed_when_an_aligned_valid_signature_exists(keys: dict[str, tuple[Path, str]]
@@ -124,13 +125,13 @@ def test_not_signed_when_an_aligned_valid_signature_exists(keys: dict[str, tuple
     path, _ = keys["rsa"]
     signer = DkimSigner(signing_config([("example.com", "sel", path)]))
     ctx = context(FakeResolver(), signer.cfg)
-    ctx.memo["auth.dkim"] = [DkimSignature("example.com", "opendkim", "rsa-sha256", "pass",
-                                           "rsa", 2048)]
-    assert signer(message(), ctx, []) == []
+    ctx.given(dkim=[DkimSignature("example.com", "opendkim", "rsa-sha256", "pass",
+                                  "rsa", 2048)])
+    assert signer(message(), ctx, []).changes == ()
     # an invalid aligned signature does not count: we sign
     ctx = context(FakeResolver(), signer.cfg)
-    ctx.memo["auth.dkim"] = [DkimSignature("example.com", "opendkim", "rsa-sha256", "fail")]
-    assert len(signer(message(), ctx, [])) == 1
+    ctx.given(dkim=[DkimSignature("example.com", "opendkim", "rsa-sha256", "fail")])
+    assert len(signer(message(), ctx, []).changes) == 1
 
 
 def test_never_twice_with_the_same_selector(keys: dict[str, tuple[Path, str]]) -> None:
@@ -138,20 +139,20 @@ def test_never_twice_with_the_same_selector(keys: dict[str, tuple[Path, str]]) -
     res = FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]})
     signer = DkimSigner(signing_config([("example.com", "sel", path)]))
     msg = message()
-    first = signer(msg, context(res, signer.cfg), [])
+    first = signer(msg, context(res, signer.cfg), []).changes
     again = Message(headers=apply_changes(msg.headers, first), body=msg.body + b"changed\r\n",
                     origin=Origin.LOCAL)  # e.g. re-injected after a content filter
     ctx = context(res, signer.cfg)
-    DkimCheck(signer.cfg.dkim)(again, ctx)  # fills ctx.memo: our old signature now fails
-    assert signer(again, ctx, []) == []
+    DkimCheck()(again, ctx)  # the evidence: our old signature now fails
+    assert signer(again, ctx, []).changes == ()
 
 
 def test_origin_filter_and_switch(keys: dict[str, tuple[Path, str]]) -> None:
     cfg = signing_config([("example.com", "sel", keys["rsa"][0])])
     cfg.dkim.sign_origins = ["submission"]
-    assert DkimSigner(cfg)(message(), context(FakeResolver(), cfg), []) == []
+    assert DkimSigner(cfg)(message(), context(FakeResolver(), cfg), []).changes == ()
     cfg.dkim.sign_origins, cfg.dkim.sign = ["local"], False
-    assert DkimSigner(cfg)(message(), context(FakeResolver(), cfg), []) == []
+    assert DkimSigner(cfg)(message(), context(FakeResolver(), cfg), []).changes == ()
 
 
 def test_signs_the_headers_after_earlier_fixers(keys: dict[str, tuple[Path, str]]) -> None:
@@ -163,10 +164,8 @@ def test_signs_the_headers_after_earlier_fixers(keys: dict[str, tuple[Path, str]
     rewrite = [HeaderChange("change", "From", ' "Visitor via Site" <noreply@example.com>', 1),
                HeaderChange("add", "Reply-To", " Visitor <visitor@example.net>")]
     ctx = context(res, signer.cfg)
-    ctx.memo[CHANGES] = list(rewrite)
-    changes = signer(msg, ctx, [])
+    changes = list(signer(msg, ctx, [], tuple(rewrite)).changes)
     assert len(changes) == 1 and "d=example.com" in changes[0].value
-    assert ctx.memo[CHANGES] == rewrite + changes
     raw = _delivered(msg, rewrite + changes)
     assert b"reply-to" in raw.split(b"h=", 1)[1].split(b";", 1)[0].lower()
     assert _dkimpy_verifies(raw, res)
@@ -211,7 +210,7 @@ def test_unusable_key_is_skipped_with_one_error(tmp_path: Path) -> None:
 def test_findings_do_not_matter_to_the_signer(keys: dict[str, tuple[Path, str]]) -> None:
     signer = DkimSigner(signing_config([("example.com", "sel", keys["rsa"][0])]))
     f = Finding("dkim.missing", Severity.WARNING, "x")
-    assert len(signer(message(), context(FakeResolver(), signer.cfg), [f])) == 1
+    assert len(signer(message(), context(FakeResolver(), signer.cfg), [f]).changes) == 1
 
 
 @settings(max_examples=500, deadline=None)
@@ -250,7 +249,7 @@ def test_mime_mail_signature_is_folded_only_at_colons(canon: str,
     cfg = signing_config([("example.com", "sel", path)])
     cfg.dkim.canonicalization = canon
     msg = message(extra=list(_MIME), body=b"Hello  \t\r\n\r\n\r\n")
-    (change,) = DkimSigner(cfg)(msg, context(res, cfg), [])
+    (change,) = DkimSigner(cfg)(msg, context(res, cfg), []).changes
     assert f"c={canon};" in change.value
     assert all(len(line) <= 76 for line in ("DKIM-Signature:" + change.value).split("\n"))
     h = change.value.split("h=", 1)[1].split(";", 1)[0]
@@ -292,9 +291,9 @@ def test_a_header_without_space_after_the_colon_is_signed_as_sent(
     msg = message(extra=[("X-Tag", "nospace"), ("MIME-Version", "1.0")])
     msg = dataclasses.replace(msg, headers=[(k, "test") if k == "Subject" else (k, v)
                                             for k, v in msg.headers])
-    changes = DkimSigner(cfg)(msg, context(res, cfg), [])
+    changes = DkimSigner(cfg)(msg, context(res, cfg), []).changes
     raw = _delivered(msg, changes)
     assert b"\r\nSubject:test\r\n" in raw and b"\r\nX-Tag:nospace\r\n" in raw
     assert _dkimpy_verifies(raw, res)
     signed = Message(headers=apply_changes(msg.headers, changes), body=msg.body)
-    assert DkimCheck(cfg.dkim)(signed, context(res, cfg)) == []
+    assert DkimCheck()(signed, context(res, cfg)) == []

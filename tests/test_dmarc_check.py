@@ -6,9 +6,9 @@ import pytest
 
 from auth_fakes import FakeResolver, config, context, message
 from postwarden.findings import Severity
-from postwarden.milter.auth_results import DKIM, SPF, DkimSignature, SpfOutcome
+from postwarden.milter.auth_results import DkimSignature, SpfOutcome
 from postwarden.milter.dmarc_check import dmarc_check
-from postwarden.milter.pipeline import CheckContext
+from postwarden.milter.pipeline import CheckContext, describe
 
 
 def ctx_with(dmarc: dict[str, str], spf: SpfOutcome | None = None,
@@ -16,8 +16,8 @@ def ctx_with(dmarc: dict[str, str], spf: SpfOutcome | None = None,
     res = FakeResolver({(f"_dmarc.{d}", "TXT"): [t] for d, t in dmarc.items()})
     ctx = context(res, config(**host))
     if spf is not None:
-        ctx.memo[SPF] = spf
-    ctx.memo[DKIM] = sigs or []
+        ctx.given(spf=spf)
+    ctx.given(dkim=sigs or [])
     return ctx
 
 
@@ -50,7 +50,7 @@ REJECT = {"example.com": "v=DMARC1; p=reject"}
 def test_pass_or_fail(evidence: dict[str, object], passes: bool) -> None:
     ctx = ctx_with(REJECT, **evidence)  # type: ignore[arg-type]
     out = dmarc_check(message(), ctx)
-    assert ctx.summary["dmarc"] == ("pass" if passes else "fail")
+    assert describe(ctx.known)["dmarc"] == ("pass" if passes else "fail")
     assert [f.id for f in out] == ([] if passes else ["dmarc.fail"])
 
 
@@ -94,7 +94,7 @@ def test_no_dmarc_record() -> None:
     out = dmarc_check(message(), ctx)
     assert [f.id for f in out] == ["dmarc.none"]
     assert "_dmarc.example.com" in out[0].text
-    assert ctx.summary["dmarc"] == "none"
+    assert describe(ctx.known)["dmarc"] == "none"
 
 
 def test_missing_from() -> None:
@@ -127,10 +127,10 @@ def test_record_temperror() -> None:
     res = FakeResolver()
     res.failing.add("_dmarc.example.com")
     ctx = context(res, config())
-    ctx.memo[SPF] = spf("example.com")
+    ctx.given(spf=spf("example.com"))
     out = dmarc_check(message(), ctx)
     assert [f.id for f in out] == ["dmarc.temperror"]
-    assert ctx.summary["dmarc"] == "temperror"
+    assert describe(ctx.known)["dmarc"] == "temperror"
 
 
 def test_evidence_temperror_gives_no_verdict() -> None:
@@ -167,8 +167,8 @@ def sub_ctx(sub: str | list[str], parent: str = "v=DMARC1; p=reject",
         res.add("_dmarc.mail.example.com", "TXT", text)
     ctx = context(res, config())
     if "spf" in evidence:
-        ctx.memo[SPF] = evidence["spf"]
-    ctx.memo[DKIM] = evidence.get("sigs", [])
+        ctx.given(spf=evidence["spf"])
+    ctx.given(dkim=evidence.get("sigs", []))
     return ctx
 
 
@@ -178,7 +178,7 @@ def test_unusable_record_at_the_from_domain_is_no_dmarc_not_the_parents() -> Non
     assert [f.id for f in out] == ["dmarc.none"]
     assert "no usable DMARC record" in out[0].text and "p=bogus" in out[0].text
     assert out[0].severity is Severity.WARNING
-    assert (ctx.summary["dmarc"], ctx.summary["dmarc_gen"]) == ("none", "both")
+    assert (describe(ctx.known)["dmarc"], describe(ctx.known)["dmarc_gen"]) == ("none", "both")
 
 
 def test_two_records_at_the_from_domain_split_the_generations() -> None:
@@ -191,7 +191,7 @@ def test_two_records_at_the_from_domain_split_the_generations() -> None:
     assert f.severity is Severity.CRITICAL  # the stricter outcome: 9989 rejects
     assert f.data["generation"] == "9989" and f.data["result"] == "fail"
     assert f.data["rfc7489"]["status"] == "none"
-    assert (ctx.summary["dmarc"], ctx.summary["dmarc_gen"]) == ("fail", "9989")
+    assert (describe(ctx.known)["dmarc"], describe(ctx.known)["dmarc_gen"]) == ("fail", "9989")
 
 
 def test_generations_agreeing_on_a_pass_say_nothing() -> None:
@@ -226,7 +226,7 @@ def test_np_for_a_subdomain_that_does_not_exist() -> None:
 def test_relaxed_alignment_by_tree_walk_and_by_psl_agree() -> None:
     ctx = ctx_with(REJECT, sigs=[sig("mail.example.com")])
     assert dmarc_check(message(), ctx) == []
-    assert (ctx.summary["dmarc"], ctx.summary["dmarc_gen"]) == ("pass", "both")
+    assert (describe(ctx.known)["dmarc"], describe(ctx.known)["dmarc_gen"]) == ("pass", "both")
 
 
 def test_tree_walk_psd_y_changes_alignment() -> None:
@@ -235,7 +235,7 @@ def test_tree_walk_psd_y_changes_alignment() -> None:
     res = FakeResolver({("_dmarc.bank.example", "TXT"): ["v=DMARC1; p=reject; psd=y"],
                         ("_dmarc.giant.bank.example", "TXT"): ["v=DMARC1; p=reject"]})
     ctx = context(res, config())
-    ctx.memo[DKIM] = [sig("mail.mega.bank.example")]
+    ctx.given(dkim=[sig("mail.mega.bank.example")])
     (f,) = dmarc_check(message("A <a@giant.bank.example>"), ctx)
     assert f.id == "dmarc.generations_differ"
     assert "RFC 7489 passes" in f.text and "RFC 9989 fails p=reject" in f.text
@@ -246,7 +246,7 @@ def test_tree_walk_failure_is_temperror_not_pass() -> None:
     ctx.services.resolver.failing.add("_dmarc.com")  # type: ignore[attr-defined]
     out = dmarc_check(message(), ctx)
     assert [f.id for f in out] == ["dmarc.temperror"]
-    assert ctx.summary["dmarc_gen"] == "9989"
+    assert describe(ctx.known)["dmarc_gen"] == "9989"
 
 
 def test_idn_from_domain_is_asked_by_its_a_label() -> None:
@@ -268,8 +268,8 @@ def test_a_known_fail_stands_when_the_other_generation_is_unknown() -> None:
     res = FakeResolver({("_dmarc.example.net", "TXT"): ["v=DMARC1; p=reject"]})
     res.failing.add("_dmarc.net")
     ctx = context(res, config())
-    ctx.memo[SPF] = spf("example.com")
+    ctx.given(spf=spf("example.com"))
     (f,) = dmarc_check(message("V <v@example.net>"), ctx)
     assert f.id == "dmarc.fail" and f.severity is Severity.CRITICAL
     assert f.data["generation"] == "7489"
-    assert (ctx.summary["dmarc"], ctx.summary["dmarc_gen"]) == ("fail", "7489")
+    assert (describe(ctx.known)["dmarc"], describe(ctx.known)["dmarc_gen"]) == ("fail", "7489")

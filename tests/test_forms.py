@@ -16,7 +16,7 @@ from postwarden.config import Config, DnsConfig, FormsConfig, from_dict
 from postwarden.findings import Finding
 from postwarden.message import Message, Origin
 from postwarden.milter import forms
-from postwarden.milter.pipeline import CheckContext, Services
+from postwarden.milter.pipeline import CheckContext, Services, describe
 
 
 def ctx_for(cfg: Config) -> CheckContext:
@@ -151,9 +151,9 @@ def test_form_detected_and_source_in_summary() -> None:
     found, ctx = run_forms(form_message())
     assert [f.id for f in found] == ["form.detected"]
     assert found[0].data["source"] == "uid:33"
-    assert ctx.summary["source"] == "uid:33"
-    assert ctx.summary["claimed"] == "php:33:contact.php"
-    assert ctx.memo[forms.MEMO_SOURCE].key == "uid:33"
+    assert describe(ctx.known)["source"] == "uid:33"
+    assert describe(ctx.known)["claimed"] == "php:33:contact.php"
+    assert ctx.known.source().key == "uid:33"
 
 
 def test_non_form_mail_gets_source_but_no_findings() -> None:
@@ -161,13 +161,13 @@ def test_non_form_mail_gets_source_but_no_findings() -> None:
                        sender="alice@example.com", rcpts=[f"r{i}@example.org" for i in range(9)])
     found, ctx = run_forms(msg)
     assert found == []
-    assert ctx.summary["source"] == "sasl:alice"
+    assert describe(ctx.known)["source"] == "sasl:alice"
 
 
 def test_disabled_gives_no_findings_but_keeps_source() -> None:
     found, ctx = run_forms(form_message(), cfg_with(forms={"enabled": False}))
     assert found == []
-    assert ctx.summary["source"] == "uid:33"
+    assert describe(ctx.known)["source"] == "uid:33"
 
 
 # --- signals ----------------------------------------------------------------------------
@@ -291,6 +291,6 @@ def test_any_message_gets_a_clean_source_key(headers: list[tuple[str, str]], bod
     msg = Message(origin=origin, mail_from=sender, rcpts=rcpts, auth_user=auth,
                   headers=headers, body=body, client_addr="127.0.0.1")
     found, ctx = run_forms(msg)
-    key = ctx.summary["source"]
+    key = describe(ctx.known)["source"]
     assert key and all(c.isprintable() and not c.isspace() for c in key)
     assert all(f.id.startswith("form.") for f in found)

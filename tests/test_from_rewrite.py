@@ -12,7 +12,6 @@ from auth_fakes import FakeResolver, config, context, message, rsa_key, signing_
 from postwarden.config import Config
 from postwarden.findings import Finding, Severity
 from postwarden.message import Origin
-from postwarden.milter.auth_results import CHANGES
 from postwarden.milter.dkim_sign import DkimSigner
 from postwarden.milter.from_rewrite import FromRewriter, rewritten_from
 from postwarden.milter.pipeline import HeaderChange
@@ -36,33 +35,33 @@ def test_form_mail_is_rewritten() -> None:
     c = cfg()
     ctx = context(FakeResolver(), c)
     msg = message("Visitor Name <visitor@example.net>")
-    changes = FromRewriter(c)(msg, ctx, [fail()])
+    fix = FromRewriter(c)(msg, ctx, [fail()])
+    changes = list(fix.changes)
     assert changes == [
         HeaderChange("change", "From", ' "Visitor Name via Example Site" <noreply@example.com>', 1),
         HeaderChange("add", "Reply-To", " Visitor Name <visitor@example.net>"),
     ]
-    assert ctx.memo[CHANGES] == changes
-    assert ctx.summary["from_rewritten"] == "example.net"
+    assert fix.shown == (("from_rewritten", "example.net"),) and fix.rewrites_from
 
 
 def test_address_only_from_uses_the_address_as_name() -> None:
     c = cfg()
     changes = FromRewriter(c)(message("visitor@example.net"), context(FakeResolver(), c),
-                              [fail()])
+                              [fail()]).changes
     assert changes[0].value == ' "visitor@example.net via Example Site" <noreply@example.com>'
 
 
 def test_existing_reply_to_is_kept() -> None:
     c = cfg()
     msg = message("V <visitor@example.net>", extra=[("Reply-To", " other@example.org")])
-    changes = FromRewriter(c)(msg, context(FakeResolver(), c), [fail()])
+    changes = FromRewriter(c)(msg, context(FakeResolver(), c), [fail()]).changes
     assert [ch.name for ch in changes] == ["From"]
 
 
 def test_site_name_defaults_to_the_address_domain() -> None:
     c = cfg(site_name="")
     changes = FromRewriter(c)(message("V <visitor@example.net>"), context(FakeResolver(), c),
-                              [fail()])
+                              [fail()]).changes
     assert "V via example.com" in changes[0].value
 
 
@@ -92,13 +91,13 @@ def test_quotes_and_newlines_in_names_cannot_break_the_header() -> None:
 def test_left_alone(findings: list[Finding], origin: Origin, from_: str | None) -> None:
     c = cfg()
     msg = message(from_, origin=origin)
-    assert FromRewriter(c)(msg, context(FakeResolver(), c), findings) == []
+    assert FromRewriter(c)(msg, context(FakeResolver(), c), findings).changes == ()
 
 
 def test_switched_off_by_default() -> None:
     c = config()
     assert FromRewriter(c)(message("V <v@example.net>"), context(FakeResolver(), c),
-                           [fail()]) == []
+                           [fail()]).changes == ()
 
 
 def test_rewrite_then_sign_covers_the_new_from(tmp_path: Path) -> None:
@@ -107,8 +106,8 @@ def test_rewrite_then_sign_covers_the_new_from(tmp_path: Path) -> None:
     c.from_rewrite.enabled, c.from_rewrite.address = True, "noreply@example.com"
     ctx = context(FakeResolver({("sel._domainkey.example.com", "TXT"): [txt]}), c)
     msg = message("V <v@example.net>")
-    changes = FromRewriter(c)(msg, ctx, [fail()])
-    changes += DkimSigner(c)(msg, ctx, [fail()])
+    changes = FromRewriter(c)(msg, ctx, [fail()]).changes
+    changes += DkimSigner(c)(msg, ctx, [fail()], changes).changes
     assert [ch.name for ch in changes] == ["From", "Reply-To", "DKIM-Signature"]
     assert "d=example.com" in changes[2].value
 
@@ -129,5 +128,5 @@ def test_generations_differ_rewrites_when_the_stricter_outcome_fails(
     differ = Finding("dmarc.generations_differ", Severity.CRITICAL, "x",
                      {"domain": "example.net", "policy": "reject", "result": result})
     changes = FromRewriter(c)(message("V <visitor@example.net>"), context(FakeResolver(), c),
-                              [differ])
+                              [differ]).changes
     assert bool(changes) is rewritten

@@ -92,7 +92,7 @@ def _form_signals() -> set[str]:
             if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name)
             and t.value.id == "hits" and isinstance(t.slice, ast.Constant)}
     assert hits, "forms.signals() no longer fills `hits`: update this test"
-    lits = _lit_args("milter/ratelimit.py", "add_signal", 1) | _lit_args(rel, "add_signal", 1)
+    lits = _lit_args("milter/ratelimit.py", "signal", 1)
     return {f"form.{s}" for s in hits | lits}
 
 
@@ -127,7 +127,7 @@ DYNAMIC: dict[tuple[str, str], Callable[[], set[str]]] = {
     ("milter/feedback_brake.py", "fid"): _feedback_ids,
     ("postwarden/feedback/attribute.py", "fid"): _feedback_ids,
     ("milter/spf_check.py", "f'spf.{o.result}'"): _spf_results,
-    ("milter/forms.py", "f'form.{signal}'"): _form_signals,
+    ("milter/forms.py", "f'form.{name}'"): _form_signals,
     ("checks/dnsbl.py", "bl.check_id"): _blocklist_ids,
     ("checks/checklist.py", "f'checklist.{item_id}'"): _checklist_items,
     ("checks/runner.py", "task.failed_id"): _task_ids,

@@ -26,6 +26,11 @@ class Src:
     form: bool
 
 
+def with_source(ctx: CheckContext, src: Src) -> CheckContext:
+    """A context for a message whose sender is known to be `src`."""
+    return CheckContext(ctx.services, ctx.budget).given(source=src)
+
+
 @pytest.fixture
 def ctx() -> CheckContext:
     return CheckContext(Services(configmod.from_dict({}), FakeResolver()), Budget(1.0))
@@ -33,19 +38,19 @@ def ctx() -> CheckContext:
 
 def test_flags_form_mail_only_while_listed(ctx: CheckContext) -> None:
     msg = Message(queue_id="4F9D42A0B1")
-    ctx.memo["source"] = Src("php:/var/www/contact.php", True)
+    ctx = with_source(ctx, Src("php:/var/www/contact.php", True))
     assert mod.listed_form_check(msg, ctx) == []
     ctx.services.host.observe(1000.0, {("192.0.2.25", "l1"): True})
     (f,) = mod.listed_form_check(msg, ctx)
     assert f.id == "uceprotect.listed_form" and "192.0.2.25" in f.text
     assert "hold_forms_when_listed" in f.advice[0]  # the switch is off: name the one that holds
-    ctx.memo["source"] = Src("sasl:alice", False)
+    ctx = with_source(ctx, Src("sasl:alice", False))
     assert mod.listed_form_check(msg, ctx) == []
 
 
 def test_l3_alone_is_not_flagged_and_a_clean_answer_ends_it(ctx: CheckContext) -> None:
     msg = Message(queue_id="4F9D42A0B1")
-    ctx.memo["source"] = Src("php:/var/www/contact.php", True)
+    ctx = with_source(ctx, Src("php:/var/www/contact.php", True))
     host = ctx.services.host
     host.observe(1000.0, {("192.0.2.25", "l3"): True})
     assert mod.listed_form_check(msg, ctx) == []
@@ -76,7 +81,7 @@ def test_the_warning_line_carries_the_advice(ctx: CheckContext) -> None:
     from postwarden.policy import decide
 
     msg = Message(queue_id="4F9D42A0B1")
-    ctx.memo["source"] = Src("php:/var/www/contact.php", True)
+    ctx = with_source(ctx, Src("php:/var/www/contact.php", True))
     ctx.services.host.observe(1000.0, {("192.0.2.25", "l1"): True})
     findings = mod.listed_form_check(msg, ctx)
     verdict = Verdict(findings, decide(findings, msg.origin, "monitor",

@@ -263,6 +263,10 @@ class FlakyStore(SqliteStore):
         self._fail()
         return super().bump(*a, **kw)
 
+    def counter(self, *a: Any, **kw: Any) -> Any:
+        self._fail()
+        return super().counter(*a, **kw)
+
     def record_event(self, *a: Any, **kw: Any) -> None:
         self._fail()
         super().record_event(*a, **kw)

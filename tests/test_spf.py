@@ -8,7 +8,6 @@ from auth_fakes import FakeResolver, config, context, message
 from postwarden import spf
 from postwarden.checks import records
 from postwarden.dns import Budget
-from postwarden.milter.auth_results import SPF
 from postwarden.milter.spf_check import SpfCheck
 
 IP = "192.0.2.25"
@@ -18,7 +17,7 @@ PTR_NAME = "25.2.0.192.in-addr.arpa"
 def milter_result(res: FakeResolver, domain: str, check: SpfCheck | None = None) -> str:
     ctx = context(res, config())
     (check or SpfCheck())(message(f"A <a@{domain}>", mail_from=f"b@{domain}"), ctx)
-    return str(ctx.memo[SPF].result)
+    return str(ctx.known.spf().result)
 
 
 def selfcheck_result(res: FakeResolver, domain: str) -> str:
@@ -50,7 +49,7 @@ def test_milter_and_selfcheck_use_the_one_adapter() -> None:
     assert records.spf is spf
     import postwarden.milter.spf_check as milter_spf
 
-    assert milter_spf.spf is spf
+    assert milter_spf.SpfResults is spf.SpfResults  # whose evaluate() is the adapter's
 
 
 def test_a_ptr_lookup_error_means_no_match_not_temperror() -> None:

@@ -6,7 +6,8 @@ import pytest
 
 from auth_fakes import FakeResolver, config, context, message
 from postwarden.findings import Severity
-from postwarden.milter.auth_results import DKIM, SPF, DkimSignature
+from postwarden.milter.auth_results import DkimSignature
+from postwarden.milter.pipeline import describe
 from postwarden.milter.spf_check import SpfCheck
 
 IP = "192.0.2.25"
@@ -37,8 +38,8 @@ def run(res: FakeResolver, mail_from: str, from_: str = "Alice <alice@example.co
 def test_results(record: str, result: str, severity: Severity | None) -> None:
     res = zone(s=record)
     out, ctx = run(res, "bounce@s.example.com", "Alice <alice@s.example.com>")
-    assert ctx.memo[SPF].result == result
-    assert ctx.summary["spf"] == result
+    assert ctx.known.spf().result == result
+    assert describe(ctx.known)["spf"] == result
     if severity is None:
         assert out == []
     else:
@@ -66,8 +67,8 @@ def test_too_many_lookups_is_permerror() -> None:
     for n in range(11):
         res.add(f"i{n}.example.com", "TXT", "v=spf1 ip4:198.51.100.7 ~all")
     out, ctx = run(res, "bounce@example.com")
-    assert ctx.memo[SPF].result == "permerror"
-    assert "Too many DNS lookups" in ctx.memo[SPF].explanation
+    assert ctx.known.spf().result == "permerror"
+    assert "Too many DNS lookups" in ctx.known.spf().explanation
     assert out[0].id == "spf.permerror"
 
 
@@ -81,22 +82,22 @@ def test_mx_a_include_and_redirect_go_through_our_resolver() -> None:
     res.add("out.example.com", "A", "198.51.100.2")
     res.add("x.example.net", "TXT", "v=spf1 ip4:192.0.2.25 -all")
     out, ctx = run(res, "bounce@example.com")
-    assert ctx.memo[SPF].result == "pass" and out == []
+    assert ctx.known.spf().result == "pass" and out == []
     assert ("mx.example.com", "A") in res.asked
 
 
 def test_ipv6_sending_address() -> None:
     res = zone(s="v=spf1 ip6:2001:db8::/32 -all")
     _, ctx = run(res, "b@s.example.com", "A <a@s.example.com>", ips=["2001:db8::25"])
-    assert ctx.memo[SPF].result == "pass"
+    assert ctx.known.spf().result == "pass"
 
 
 def test_worst_result_over_all_sending_ips() -> None:
     res = zone(s="v=spf1 ip4:192.0.2.25 -all")
     out, ctx = run(res, "b@s.example.com", "A <a@s.example.com>",
                    ips=["192.0.2.25", "2001:db8::25"])
-    assert ctx.memo[SPF].result == "fail"
-    assert dict(ctx.memo[SPF].per_ip) == {"192.0.2.25": "pass", "2001:db8::25": "fail"}
+    assert ctx.known.spf().result == "fail"
+    assert dict(ctx.known.spf().per_ip) == {"192.0.2.25": "pass", "2001:db8::25": "fail"}
     assert "2001:db8::25" in out[0].text and "ip6:2001:db8::25" in out[0].text
 
 
@@ -104,20 +105,20 @@ def test_the_client_address_is_never_used() -> None:
     """Local mail comes from 127.0.0.1; SPF is evaluated for [host] ips only."""
     res = zone(s="v=spf1 ip4:127.0.0.1 -all")
     _, ctx = run(res, "b@s.example.com", "A <a@s.example.com>")
-    assert ctx.memo[SPF].result == "fail"
+    assert ctx.known.spf().result == "fail"
 
 
 def test_null_sender_uses_the_helo_name() -> None:
     res = FakeResolver({("mail.example.com", "TXT"): ["v=spf1 ip4:192.0.2.25 -all"]})
     out, ctx = run(res, "", "Alice <alice@example.com>")
-    o = ctx.memo[SPF]
+    o = ctx.known.spf()
     assert (o.identity, o.domain, o.result) == ("helo", "mail.example.com", "pass")
     assert out == []  # mail.example.com aligns (relaxed) with example.com
 
 
 def test_no_sending_ip_configured_is_unknown_without_finding() -> None:
     out, ctx = run(FakeResolver(), "b@example.com", ips=[])
-    assert out == [] and ctx.summary["spf"] == "unknown" and SPF not in ctx.memo
+    assert out == [] and describe(ctx.known)["spf"] == "unknown" and ctx.known.spf() is None
 
 
 def test_temperror_is_reported_and_not_cached() -> None:
@@ -129,7 +130,7 @@ def test_temperror_is_reported_and_not_cached() -> None:
     res.failing.clear()
     res.add("example.com", "TXT", "v=spf1 ip4:192.0.2.25 -all")
     out, ctx = run(res, "b@example.com", check=check)
-    assert out == [] and ctx.memo[SPF].result == "pass"
+    assert out == [] and ctx.known.spf().result == "pass"
 
 
 def test_spent_budget_is_temperror_at_once() -> None:
@@ -161,8 +162,8 @@ def test_sender_dependent_macros_are_not_cached() -> None:
     res.add("example.com", "TXT", "v=spf1 exists:%{l}.allow.example.com -all")
     res.add("alice.allow.example.com", "A", "127.0.0.2")
     check = SpfCheck()
-    assert run(res, "alice@example.com", check=check)[1].memo[SPF].result == "pass"
-    assert run(res, "mallory@example.com", check=check)[1].memo[SPF].result == "fail"
+    assert run(res, "alice@example.com", check=check)[1].known.spf().result == "pass"
+    assert run(res, "mallory@example.com", check=check)[1].known.spf().result == "fail"
 
 
 @pytest.mark.parametrize(("mail_from", "from_", "dmarc", "unaligned"), [
@@ -188,7 +189,7 @@ def test_alignment(mail_from: str, from_: str, dmarc: str | None, unaligned: boo
 def test_unaligned_is_info_when_dkim_already_aligns() -> None:
     res = FakeResolver({("example.net", "TXT"): ["v=spf1 ip4:192.0.2.25 -all"]})
     ctx = context(res, config())
-    ctx.memo[DKIM] = [DkimSignature("example.com", "s", "rsa-sha256", "pass", "rsa", 2048)]
+    ctx.given(dkim=[DkimSignature("example.com", "s", "rsa-sha256", "pass", "rsa", 2048)])
     out = SpfCheck()(message("A <a@example.com>", mail_from="b@example.net"), ctx)
     assert [(f.id, f.severity) for f in out] == [("spf.unaligned", Severity.INFO)]
 

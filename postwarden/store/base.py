@@ -187,6 +187,11 @@ class Store(abc.ABC):
         Counters that decayed to nothing are forgotten by the backend.
         """
 
+    @abc.abstractmethod
+    def counter(self, key: str, half_life: float, now: float) -> float:
+        """A decaying counter's value at `now`, changing nothing (0 when there is none
+        or it is damaged: bump then resets it). The checks read, effects bump."""
+
     # --- events, for status and the self-check's activity report --------------
     def record_event(self, when: float, kind: str, source: str, findings: str) -> None:
         """Queue one inspected message (kind: origin/action) for status and activity.7d.

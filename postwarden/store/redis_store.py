@@ -141,9 +141,18 @@ if KEYS[2] then redis.call('SET', KEYS[2], tostring(seen + 1), 'PX', ARGV[6]) en
 return {1, string.format('%.9f', (new_tat - now) / interval), '0', reset, 0}
 """
 
+# ARGV[5] 'peek': the value now, nothing written (a damaged counter reads as 0)
 _BUMP = _CHECK + _NOW + """
 local now, amount, hl = server_now(ARGV[1], ARGV[4]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local reset = reset_unless_hash(KEYS[1])
+local peek = ARGV[5] == 'peek'
+local reset = 0
+if peek then
+  local ty = redis.call('TYPE', KEYS[1])
+  ty = type(ty) == 'table' and ty.ok or ty
+  if ty ~= 'none' and ty ~= 'hash' then return {'0', 1} end
+else
+  reset = reset_unless_hash(KEYS[1])
+end
 local cur = redis.call('HMGET', KEYS[1], 'v', 'u')
 local value, updated = 0, now
 if cur[1] then
@@ -157,6 +166,7 @@ if cur[1] then
   end
 end
 value = value + amount
+if peek then return {string.format('%.9f', value), reset} end
 redis.call('HSET', KEYS[1], 'v', string.format('%.9f', value), 'u', string.format('%.17g', updated))
 redis.call('PEXPIRE', KEYS[1], math.ceil(hl * 20 * 1000))
 return {string.format('%.9f', value), reset}
@@ -366,8 +376,15 @@ class RedisStore(Store):
         return out[:limit]
 
     def bump(self, key: str, amount: float, half_life: float, now: float) -> float:
+        return self._counter(key, amount, half_life, now, "bump")
+
+    def counter(self, key: str, half_life: float, now: float) -> float:
+        return self._counter(key, 0.0, half_life, now, "peek")
+
+    def _counter(self, key: str, amount: float, half_life: float, now: float,
+                 mode: str) -> float:
         reply = self._call(self._bump, keys=[self._k("ctr", key)],
-                           args=[repr(now), repr(amount), repr(half_life), self._clock])
+                           args=[repr(now), repr(amount), repr(half_life), self._clock, mode])
 
         def parse(r: Any) -> tuple[float, bool]:
             value, reset = r
@@ -376,7 +393,7 @@ class RedisStore(Store):
             return _number(value), bool(reset)
 
         value, reset = self._parse("the counter script", reply, parse)
-        if reset:
+        if reset and mode == "bump":
             bad_value(f"redis {self._where}", f"counter {key}",
                       "not a hash of finite numbers; reset to zero")
         return value

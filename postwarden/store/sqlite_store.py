@@ -459,6 +459,13 @@ class SqliteStore(Store):
             self._maybe_prune(db, now)
             return value
 
+    def counter(self, key: str, half_life: float, now: float) -> float:
+        row = self._read(lambda db: db.execute(
+            "SELECT value, updated FROM counters WHERE key = ?", (key,)).fetchone())
+        if row is None or not (_is(row[0], float) and _is(row[1], float)):
+            return 0.0
+        return decayed(_f(row[0]), _f(row[1]), now, half_life)
+
     # --- events -----------------------------------------------------------------
     def _write_events(self, batch: list[EventRecord]) -> None:
         with self._tx() as db:

@@ -26,7 +26,6 @@ from postwarden.dkimkeys import load_private_key, record_for
 from postwarden.dns import Resolver
 from postwarden.findings import Finding, Severity
 from postwarden.message import Message
-from postwarden.milter.auth_results import DKIM
 from postwarden.milter.dkim_check import DkimCheck
 from postwarden.milter.dkim_sign import DkimSigner, apply_changes
 from postwarden.milter.from_rewrite import FromRewriter
@@ -114,9 +113,9 @@ def _signed(case: dict[str, object], key_file: Path, selector: str, canon: str
     if rewrite:
         failing = Finding("dmarc.fail", Severity.CRITICAL, "x",
                           {"domain": "foreign.example", "policy": "reject"})
-        changes += FromRewriter(cfg)(msg, ctx, [failing])
+        changes += FromRewriter(cfg)(msg, ctx, [failing]).changes
         assert changes, "the From rewrite did not apply"
-    signed = DkimSigner(cfg)(msg, ctx, [])
+    signed = DkimSigner(cfg)(msg, ctx, []).changes
     assert len(signed) == 1, "not signed"
     return apply_changes(msg.headers, changes + signed)
 
@@ -173,8 +172,8 @@ def test_signing_matrix_verified_by_opendkim_dkimpy_and_postwarden(
                 failed.append(f"OpenDKIM exception changed: {label}: {od}, not {known}")
         ctx = context(FakeResolver(), budget=5.0)
         ctx.services.resolver = resolver
-        DkimCheck(ctx.services.config.dkim)(Message(headers=headers, body=bodies[name]), ctx)
-        ours = ctx.memo[DKIM][0].status
+        DkimCheck()(Message(headers=headers, body=bodies[name]), ctx)
+        ours = ctx.known.dkim()[0].status
         results = [("dkim signing matrix, dkimpy", py.get(sel, "none")),
                    ("dkim signing matrix, postwarden", ours)]
         if known is None:
