@@ -134,3 +134,28 @@ def test_a_refused_message_gets_no_header_changes(tmp_path: Path, logbuf: io.Str
     assert applied.decision.action == action and not applied.decision.delivers
     assert applied.verdict.changes  # planned ...
     assert applied.changes == ()  # ... but a refused message is not changed
+
+
+def test_evidence_is_computed_once_per_message(tmp_path: Path, logbuf: io.StringIO) -> None:
+    """Rewritten, signed and judged again as it leaves: still one DMARC discovery per
+    domain, one SPF evaluation, and no second verification pass."""
+    insp = world(tmp_path)
+    resolver = insp.services.resolver
+    assert isinstance(resolver, FakeResolver)
+    insp.handle(form())
+    asked = [name for name, _rt in resolver.asked]
+    assert asked.count("_dmarc.foreign.example") == 1
+    assert asked.count("_dmarc.example.com") == 1  # the rewritten From's, judged as sent
+    assert asked.count("host.example.org") == 1
+    assert insp.services.spf_results.evaluations == 1
+
+
+def test_the_order_of_the_checks_does_not_change_the_verdict(tmp_path: Path,
+                                                             logbuf: io.StringIO) -> None:
+    """Each check asks the evidence for what it needs: no order between them to keep."""
+    forward = world(tmp_path, sign=False)
+    backward = world(tmp_path, sign=False)
+    backward.checks.reverse()
+    a, b = forward.inspect(form()), backward.inspect(form())
+    assert sorted(f.id for f in a.findings) == sorted(f.id for f in b.findings)
+    assert a.decision == b.decision and a.summary == b.summary

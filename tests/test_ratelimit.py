@@ -293,8 +293,9 @@ def test_store_down_fails_open_with_one_error_line(tmp_path: Path,
 @pytest.mark.parametrize("action", ["reject", "tempfail"])
 def test_refused_mail_takes_no_rate_limit_units(store: SqliteStore, logbuf: io.StringIO,
                                                 action: str) -> None:
-    """The checks only peek at the buckets; the units are taken after the decision, and
-    only for mail that is delivered or held."""
+    """The checks only peek at the buckets and read the history counters; the units
+    are taken and the counters bumped after the decision, and only for mail that is
+    delivered or held."""
     limits = {"limits": [{"name": "sasl", "key": "sasl_user", "rate": 10, "burst": 3,
                           "origins": ["submission"]}]}
     quiet_forms = {"burst_min": 10_000}  # no burst signal: every message costs 1
@@ -311,11 +312,14 @@ def test_refused_mail_takes_no_rate_limit_units(store: SqliteStore, logbuf: io.S
     assert {a.decision.action for a in refused} == {action}
     assert all("ratelimit.exceeded" not in {f.id for f in a.findings} for a in refused)
     assert store.buckets(T0) == []  # ten refused messages used up nothing
+    # nor do they count in the source's history (burst, repeated body)
+    assert store.counter("short:sasl:bob", ratelimit.SHORT_HALF_LIFE, T0) == 0
     quiet = make(config(mode="enforce", ratelimit=limits, forms=quiet_forms), store, Clock())
     over = ["ratelimit.exceeded" in {f.id for f in quiet.handle(one(i)).findings}
             for i in range(10, 14)]
     assert over == [False] * 3 + [True]  # the full budget of 3 is still there
     assert [b.key for b in store.buckets(T0)] == ["sasl:bob"]
+    assert store.counter("short:sasl:bob", ratelimit.SHORT_HALF_LIFE, T0) == pytest.approx(4)
 
 
 def test_no_store_means_no_limits(logbuf: io.StringIO) -> None:

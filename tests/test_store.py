@@ -140,6 +140,16 @@ def test_rate_peek_says_what_a_take_would_and_changes_nothing(store: Store) -> N
     assert store.rate_peek("peek", 1, 60.0, 2.0, T0 + 60.0).allowed  # one unit drained
 
 
+def test_rate_peek_admits_a_message_the_bucket_already_admitted(store: Store) -> None:
+    """A retried message (same identity) is admitted by the take without units: the
+    peek must say so too, or the check would hold what the take lets through."""
+    assert store.rate_take("once", 2, 60.0, 2.0, T0, once="msg-1").allowed  # now full
+    assert not store.rate_peek("once", 1, 60.0, 2.0, T0).allowed
+    assert not store.rate_peek("once", 1, 60.0, 2.0, T0, once="msg-2").allowed
+    assert store.rate_peek("once", 1, 60.0, 2.0, T0, once="msg-1").allowed
+    assert store.rate_take("once", 1, 60.0, 2.0, T0, once="msg-1").allowed
+
+
 def test_keys_are_independent(store: Store) -> None:
     assert store.rate_take("a", 2, 60.0, 2.0, T0).allowed
     assert not store.rate_take("a", 1, 60.0, 2.0, T0).allowed
@@ -199,6 +209,14 @@ def test_bump_decays_by_half_life(store: Store) -> None:
     assert store.bump("fp:php:33:f.php:abc", 1, 600.0, T0 + 600) == pytest.approx(2)
     assert store.bump("fp:php:33:f.php:abc", 0, 600.0, T0 + 1800) == pytest.approx(0.5)
     assert store.bump("other", 0, 600.0, T0) == 0
+
+
+def test_counter_reads_what_bump_leaves_and_writes_nothing(store: Store) -> None:
+    assert store.counter("ctr", 600.0, T0) == 0
+    store.bump("ctr", 2, 600.0, T0)
+    assert store.counter("ctr", 600.0, T0 + 600) == pytest.approx(1)
+    assert store.counter("ctr", 600.0, T0 + 600) == pytest.approx(1)  # a read moves nothing
+    assert store.bump("ctr", 1, 600.0, T0 + 600) == pytest.approx(2)
 
 
 # --- events and activity ------------------------------------------------------------

@@ -49,6 +49,8 @@ def every_call(s: Any) -> list[tuple[str, Any]]:
     return [
         ("rate_take", lambda: s.rate_take("form:uid:33", 1, 180, 5, NOW)),
         ("bump", lambda: s.bump("short:uid:33", 1, 600, NOW)),
+        ("counter", lambda: s.counter("short:uid:33", 600, NOW)),
+        ("rate_peek", lambda: s.rate_peek("form:uid:33", 1, 180, 5, NOW, once="m")),
         ("buckets", lambda: s.buckets(NOW)),
         ("record_hold", lambda: s.record_hold(hold)),
         ("holds", lambda: s.holds()),
@@ -71,7 +73,7 @@ def test_server_answering_one_to_everything_is_a_store_error(fake: FakeRedis) ->
             outcomes[name] = "StoreError"
     assert fake.commands > 0
     # whatever the method, nothing but StoreError (or a harmless write) comes out
-    assert {"rate_take", "bump", "holds", "flush", "events"} <= \
+    assert {"rate_take", "rate_peek", "bump", "counter", "holds", "flush", "events"} <= \
         {n for n, o in outcomes.items() if o == "StoreError"}
 
 
@@ -89,6 +91,7 @@ def test_poisoned_bucket_is_reset_not_a_bypass(redis_server: RedisServer,
      "tat-text": lambda: r.hset(key, mapping={"t": "abc", "i": "180", "b": "5"}),
      "tat-nan": lambda: r.hset(key, mapping={"t": "nan", "i": "180", "b": "5"}),
      "tat-huge": lambda: r.hset(key, mapping={"t": "1e300", "i": "180", "b": "5"})}[poison]()
+    assert s.rate_peek("form:uid:33", 1, 180, 5, NOW).allowed  # read as empty, kept
     results = [s.rate_take("form:uid:33", 1, 180, 5, NOW).allowed for _ in range(8)]
     assert results == [True] * 5 + [False] * 3  # the limit works from an empty bucket
     assert "bad value under bucket form:uid:33" in logbuf.getvalue()
@@ -98,6 +101,8 @@ def test_poisoned_bucket_is_reset_not_a_bypass(redis_server: RedisServer,
 def test_poisoned_counter_is_reset(redis_server: RedisServer, logbuf: io.StringIO) -> None:
     s, r = redis_store(redis_server, "ctr")
     r.set(s._k("ctr", "short:uid:33"), "x")
+    assert s.counter("short:uid:33", 600, NOW) == 0  # read as zero, left for bump to reset
+    assert r.get(s._k("ctr", "short:uid:33")) == b"x"
     assert s.bump("short:uid:33", 1, 600, NOW) == pytest.approx(1.0)
     assert s.bump("short:uid:33", 1, 600, NOW) == pytest.approx(2.0)
     assert "bad value under counter short:uid:33" in logbuf.getvalue()
@@ -153,6 +158,8 @@ def test_sqlite_poisoned_rows(tmp_path: Path, logbuf: io.StringIO) -> None:
     assert [h["queue_id"] for h in data["held"]] == ["Q1"]
     assert [b["key"] for b in data["buckets"]] == ["form:uid:33"]
     assert s.selfcheck_history() == []
+    assert s.counter("short:uid:33", 600, NOW) == 0
+    assert s.rate_peek("form:uid:1000", 1, 180, 2, NOW).allowed
     assert s.bump("short:uid:33", 1, 600, NOW) == pytest.approx(1.0)
     # the poisoned buckets limit again from empty
     assert [s.rate_take("form:uid:1000", 1, 180, 2, NOW).allowed for _ in range(3)] \

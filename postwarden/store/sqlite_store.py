@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from postwarden.store.base import (
     AUDIT_RETENTION,
@@ -52,6 +52,10 @@ from postwarden.store.base import (
 from postwarden.store.feedback import OUTBOUND_RETENTION, DeliveryRecord, OutboundRecord
 
 T = TypeVar("T")
+# What rate_take would read: the bucket's TAT and the message's identity row.
+_PEEK = ("SELECT b.tat, s.expires, s.n FROM (SELECT ? AS key, ? AS ident) AS q "
+         "LEFT JOIN buckets AS b ON b.key = q.key "
+         "LEFT JOIN seen AS s ON s.key = q.key AND s.ident = q.ident")
 # gcra() in one upsert: the bucket moves only if the cost fits (unqualified columns
 # in DO UPDATE are the stored row's), RETURNING says whether it did.
 # A stored TAT that is not a number, or beyond any burst (MAX_AHEAD), reads as now.
@@ -345,17 +349,13 @@ class SqliteStore(Store):
     # --- rate limits ------------------------------------------------------------
     def rate_peek(self, key: str, cost: float, interval: float, burst: float,
                   now: float, once: str = "") -> RateResult:
-        def read(db: sqlite3.Connection) -> tuple[Any, Any]:
-            b = db.execute("SELECT tat FROM buckets WHERE key = ?", (key,)).fetchone()
-            s = db.execute("SELECT expires, n FROM seen WHERE key = ? AND ident = ?",
-                           (key, once)).fetchone() if once else None
-            return b, s
-        bucket, seen = self._read(read)
-        tat = bucket[0] if bucket and _is(bucket[0], float) else now
+        # one statement: the bucket and this message's identity row side by side
+        row = self._read(lambda db: db.execute(_PEEK, (key, once)).fetchone())
+        tat = row[0] if row[0] is not None and _is(row[0], float) else now
         if _f(tat) - now > MAX_AHEAD:
             tat = now  # damaged: rate_take reads it as empty too
-        if seen is not None and _is(seen[0], float) and _f(seen[0]) > now \
-                and _is(seen[1], int) and 1 <= int(seen[1]) <= SEEN_REPEATS:
+        if _is(row[1], float) and _f(row[1]) > now and _is(row[2], int) \
+                and 1 <= int(row[2]) <= SEEN_REPEATS:
             return RateResult(True, max(_f(tat) - now, 0.0) / interval, burst, 0.0)
         return gcra(_f(tat), now, cost, interval, burst)[1]
 
