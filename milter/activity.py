@@ -37,23 +37,18 @@ def record_activity(msg: Message, verdict: Verdict, services: Services, now: flo
     services.health.ok()
 
 
-def _as_sent(value: str) -> str:
-    """`none->pass(signed)` -> `pass`: the summary's value for the message as it leaves."""
-    return value.rsplit("->", 1)[-1].split("(", 1)[0] if value else value
-
-
 def outbound_record(msg: Message, verdict: Verdict, now: float) -> OutboundRecord:
-    """The prediction for the message as it leaves: the summary already judges it
-    after postwarden's own fixes (its signature, the From rewrite)."""
-    summary = verdict.summary
+    """The prediction for the message as it leaves, after postwarden's own fixes (its
+    signature, the From rewrite)."""
+    leaving = verdict.leaving
     sent = verdict.sent or msg
-    signed = "signed" in summary or any(n.lower() == "dkim-signature" for n, _ in msg.headers)
+    signed = verdict.signed or any(n.lower() == "dkim-signature" for n, _ in msg.headers)
     return OutboundRecord(
         queue_id=_clean(msg.queue_id), when=now, source=_clean(verdict.source),
         origin=str(msg.origin), env_domain=_clean(msg.mail_from_domain),
         from_domain=_clean(sent.from_domain), signed=signed,
-        dkim=_as_sent(summary.get("dkim", "unknown")), spf=_as_sent(summary.get("spf", "unknown")),
-        dmarc=_as_sent(summary.get("dmarc", "unknown")),
+        dkim=leaving.get("dkim", "unknown"), spf=leaving.get("spf", "unknown"),
+        dmarc=leaving.get("dmarc", "unknown"),
     )
 
 

@@ -76,7 +76,7 @@ def commit(msg: Message, verdict: Verdict, services: Services, elapsed: float) -
         _log_hold(msg, verdict, services, now)
     metrics.message(msg.origin.value, d.action, [f.id for f in verdict.findings],
                     d.reason or "", [ch.name for ch in verdict.changes] if kept else [],
-                    verdict.summary, elapsed)
+                    verdict.leaving, elapsed)
     return Applied(verdict, tuple(verdict.changes) if kept else ())
 
 

@@ -51,6 +51,9 @@ class Verdict:
     source: str = ""
     rewrite_note: str = ""
     sent: Message | None = None  # the message as it will leave, when a fix changed it
+    # dkim/spf/dmarc of the message as it leaves (the summary shows before->after)
+    leaving: dict[str, str] = field(default_factory=dict)
+    signed: bool = False  # postwarden signs it
 
 
 class Check(Protocol):
@@ -124,9 +127,10 @@ class Inspector:
         found = [self._run(check, msg, ctx) for check in self.checks]
         fixes = self._plan(msg, ctx, [f for fs in found for f in fs])
         summary = describe(ev)
+        leaving = dict(summary)
         sent = msg
         if fixes and self.as_sent:
-            sent, summary = self._judge_as_sent(ev, fixes, found, summary)
+            sent, summary, leaving = self._judge_as_sent(ev, fixes, found, summary)
         for fix in fixes:
             summary.update(fix.shown)
         findings = [with_switch(cfg, msg.origin, f) for fs in found for f in fs]
@@ -136,10 +140,12 @@ class Inspector:
                        summary, ev.limits().takes if ev.limits_known else (),
                        history.bumps if history is not None else (),
                        ev.source().key if ev.source_known else "",
-                       "; ".join(fix.note for fix in fixes if fix.note), sent)
+                       "; ".join(fix.note for fix in fixes if fix.note), sent, leaving,
+                       any(fix.signed for fix in fixes))
 
     def _judge_as_sent(self, ev: Evidence, fixes: list[Fix], found: list[list[Finding]],
-                       before: dict[str, str]) -> tuple[Message, dict[str, str]]:
+                       before: dict[str, str]
+                       ) -> tuple[Message, dict[str, str], dict[str, str]]:
         """Re-run the as-sent checks on the outgoing message (in place in `found`)."""
         msg = ev.msg
         rewritten = any(fix.rewrites_from for fix in fixes)
@@ -158,14 +164,15 @@ class Inspector:
             if check in self.as_sent:
                 found[i] = self._run(check, sent, ctx)
         summary = dict(before)
-        for key, after in describe(out).items():
+        leaving = describe(out)
+        for key, after in leaving.items():
             was = before.get(key)
             if was is None or was == after:
                 summary[key] = after
                 continue
             why = "signed" if key == "dkim" or not rewritten else "rewritten"
             summary[key] = f"{was}->{after}({why})"
-        return sent, summary
+        return sent, summary, leaving
 
     def handle(self, msg: Message) -> Applied:
         """The whole per-message pipeline: inspect, then commit the effects."""

@@ -89,7 +89,7 @@ class Metrics:
         r.register(self.selfcheck)
 
     def message(self, origin: str, action: str, findings: list[str], hold_reason: str,
-                changed_headers: list[str], summary: dict[str, str], seconds: float) -> None:
+                changed_headers: list[str], leaving: dict[str, str], seconds: float) -> None:
         self.messages.labels(origin=origin, action=action).inc()
         for fid in findings:
             self.findings.labels(id=fid).inc()
@@ -98,7 +98,7 @@ class Metrics:
         for fix in sorted({FIXES.get(h.lower(), "") for h in changed_headers} - {""}):
             self.fixes.labels(fix=fix).inc()
         for check in ("dkim", "spf", "dmarc"):
-            if summary.get(check) == "temperror":
+            if leaving.get(check) == "temperror":  # unknown for the message as it leaves
                 self.dns_temperrors.labels(check=check).inc()
         self.latency.observe(seconds)
 

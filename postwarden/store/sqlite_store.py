@@ -52,10 +52,23 @@ from postwarden.store.base import (
 from postwarden.store.feedback import OUTBOUND_RETENTION, DeliveryRecord, OutboundRecord
 
 T = TypeVar("T")
+
+
+class _Denied(Exception):
+    """Raised inside a rate transaction so that it rolls back."""
+
 # What rate_take would read: the bucket's TAT and the message's identity row.
 _PEEK = ("SELECT b.tat, s.expires, s.n FROM (SELECT ? AS key, ? AS ident) AS q "
          "LEFT JOIN buckets AS b ON b.key = q.key "
          "LEFT JOIN seen AS s ON s.key = q.key AND s.ident = q.ident")
+# The message's identity row, counted: n comes back as 1 for a message not seen (or
+# seen so long ago, or stored so badly, that it counts as new), else one more than
+# the times it was admitted before. Every right-hand side reads the old row.
+_LIVE = ("typeof(expires) IN ('real', 'integer') AND expires > :now "
+         "AND typeof(n) = 'integer'")
+_SEEN = (f"INSERT INTO seen(key, ident, expires, n) VALUES (:key, :ident, :exp, 1) "  # noqa: S608
+         f"ON CONFLICT(key, ident) DO UPDATE SET n = CASE WHEN {_LIVE} THEN n + 1 ELSE 1 END, "
+         f"expires = CASE WHEN {_LIVE} THEN expires ELSE :exp END RETURNING n")
 # gcra() in one upsert: the bucket moves only if the cost fits (unqualified columns
 # in DO UPDATE are the stored row's), RETURNING says whether it did.
 # A stored TAT that is not a number, or beyond any burst (MAX_AHEAD), reads as now.
@@ -370,9 +383,10 @@ class SqliteStore(Store):
         args = {"key": key, "now": now, "cost": cost, "iv": interval, "burst": burst}
         fits = (cost - burst) * interval <= 1e-9  # an empty bucket admits it
         if once and fits:
-            taken = self._take_once(key, once, now, interval, burst, args)
-            if taken is not None:
-                return taken
+            try:
+                return self._take_once(key, once, now, interval, burst, args)
+            except _Denied:
+                pass  # rolled back: the identity is not remembered for a denied message
         elif fits:
             with self._lock:
                 db = self._connection()
@@ -395,25 +409,22 @@ class SqliteStore(Store):
         return gcra(tat, now, cost, interval, burst)[1]
 
     def _take_once(self, key: str, once: str, now: float, interval: float, burst: float,
-                   args: dict[str, object]) -> RateResult | None:
-        """The upsert plus the identity, in one transaction; None when denied."""
+                   args: dict[str, object]) -> RateResult:
+        """The upsert plus the identity, in one transaction; _Denied when it does not fit.
+
+        The identity row is counted first (RETURNING says how often this message was
+        admitted before); a message seen before is admitted without units, a new
+        one takes them, and a denial rolls the identity row back with the rest."""
         with self._tx() as db:
-            row = db.execute("SELECT expires, n FROM seen WHERE key = ? AND ident = ?",
-                             (key, once)).fetchone()
-            live = row is not None and _is(row[0], float) and _f(row[0]) > now \
-                and _is(row[1], int)
-            seen = int(row[1]) if live and row is not None else 0
-            if 1 <= seen <= SEEN_REPEATS:
-                db.execute("UPDATE seen SET n = n + 1 WHERE key = ? AND ident = ?",
-                           (key, once))
+            (n,) = db.execute(_SEEN, {"key": key, "ident": once, "now": now,
+                                      "exp": now + self._seen_ttl}).fetchone()
+            if 1 <= int(n) - 1 <= SEEN_REPEATS:
                 b = db.execute("SELECT tat FROM buckets WHERE key = ?", (key,)).fetchone()
                 tat = b[0] if b and _is(b[0], float) and _f(b[0]) - now <= MAX_AHEAD else now
                 return RateResult(True, max(_f(tat) - now, 0.0) / interval, burst, 0.0)
             row = db.execute(_TAKE, args).fetchone()
             if row is None:
-                return None
-            db.execute("INSERT OR REPLACE INTO seen(key, ident, expires, n) "
-                       "VALUES (?, ?, ?, ?)", (key, once, now + self._seen_ttl, seen + 1))
+                raise _Denied
             self._maybe_prune(db, now)
             return RateResult(True, (row[0] - now) / interval, burst, 0.0)
 
@@ -536,14 +547,23 @@ class SqliteStore(Store):
     # --- feedback ---------------------------------------------------------------
     def record_outbound(self, rec: OutboundRecord,
                         retention: float = OUTBOUND_RETENTION) -> None:
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO outbound(queue_id, at, source, origin, "
-                       "env_domain, from_domain, signed, dkim, spf, dmarc) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (rec.queue_id, rec.when, rec.source, rec.origin, rec.env_domain,
-                        rec.from_domain, int(rec.signed), rec.dkim, rec.spf, rec.dmarc))
-            # an index range that is empty on almost every call: pruning stays exact
-            db.execute("DELETE FROM outbound WHERE at < ?", (rec.when - retention,))
+        # Two statements, each its own transaction (one record per message on the hot
+        # path: no BEGIN/COMMIT round trips); a crash between them only delays pruning.
+        if self.readonly:
+            raise StoreError(f"sqlite {self.path}: opened read-only")
+        with self._lock:
+            db = self._connection()
+            try:
+                db.execute("INSERT OR REPLACE INTO outbound(queue_id, at, source, origin, "
+                           "env_domain, from_domain, signed, dkim, spf, dmarc) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (rec.queue_id, rec.when, rec.source, rec.origin, rec.env_domain,
+                            rec.from_domain, int(rec.signed), rec.dkim, rec.spf, rec.dmarc))
+                # an index range that is empty on almost every call: pruning stays exact
+                db.execute("DELETE FROM outbound WHERE at < ?", (rec.when - retention,))
+            except sqlite3.Error as e:
+                self._rollback(db)
+                raise StoreError(f"sqlite {self.path}: {e}") from None
 
     @staticmethod
     def _outbound_row(r: tuple[object, ...]) -> OutboundRecord:

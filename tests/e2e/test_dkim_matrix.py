@@ -115,9 +115,9 @@ def _signed(case: dict[str, object], key_file: Path, selector: str, canon: str
                           {"domain": "foreign.example", "policy": "reject"})
         changes += FromRewriter(cfg)(msg, ctx, [failing]).changes
         assert changes, "the From rewrite did not apply"
-    signed = DkimSigner(cfg)(msg, ctx, []).changes
+    signed = DkimSigner(cfg)(msg, ctx, [], tuple(changes)).changes
     assert len(signed) == 1, "not signed"
-    return apply_changes(msg.headers, changes + signed)
+    return apply_changes(msg.headers, [*changes, *signed])
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from harness import HarnessError
 from harness.dkimverify import split_message
 from harness.knot import DnsServer
 from postwarden.dkimkeys import load_private_key, record_for
-from postwarden.dns import Resolver
+from postwarden.dns import Budget, Resolver
 from postwarden.message import Message, Origin
 from postwarden.milter.dkim_check import evaluate
 from postwarden.milter.dkim_sign import DkimSigner, apply_changes
@@ -93,9 +93,8 @@ def _gmail_key(data: Path) -> str:
 
 def _verify(raw: bytes, resolver: Resolver) -> list[str]:
     headers, body = split_message(raw)
-    ctx = context(FakeResolver(), budget=5.0)
-    ctx.services.resolver = resolver
-    return [s.status for s in evaluate(Message(headers=headers, body=body), ctx, True)]
+    return [s.status for s in evaluate(Message(headers=headers, body=body), resolver,
+                                       Budget(5.0), True)]
 
 
 @pytest.fixture(scope="module")
