@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import shutil
 import tempfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,20 @@ from harness.postfix import Postfix
 from harness.redis_server import RedisCluster, RedisSentinel, RedisServer
 from harness.sasl import Dovecot
 from harness.sink import Sink
+from postwarden.log import log
 
 SASL_USERS = {"alice": "alice-secret", "forms": "forms-secret"}
 HOST_IP = "192.0.2.25"
+
+
+@pytest.fixture
+def logbuf(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """postwarden's log lines, in a buffer, with the repeat limiter's memory fresh."""
+    buf = io.StringIO()
+    monkeypatch.setattr(log, "_seen", OrderedDict())
+    log.setup("stderr", stream=buf, repeat_interval=600)
+    yield buf
+    log.setup("stderr", stream=io.StringIO())
 
 
 @pytest.fixture(scope="session")
