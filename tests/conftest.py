@@ -7,10 +7,11 @@ import itertools
 import os
 import shutil
 import tempfile
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -120,27 +121,47 @@ def redis_server(e2e_base: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
+class _Server(Protocol):
+    def start(self) -> object: ...
+    def stop(self) -> object: ...
+
+
+S = TypeVar("S", bound=_Server)
+
+
+def running(server: S) -> Iterator[S]:
+    """Start `server` and yield it; stopped afterwards, also when it failed half way
+    through starting (a cluster with some nodes up)."""
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_cluster(e2e_base: Path) -> Iterator[RedisCluster]:
     """A 3-master Redis Cluster on loopback, shared by the session (tests that kill a
-    node build their own)."""
-    cluster = RedisCluster(e2e_base / "redis-cluster")
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+    node take own_cluster)."""
+    yield from running(RedisCluster(e2e_base / "redis-cluster"))
 
 
 @pytest.fixture(scope="session")
 def redis_sentinel(e2e_base: Path) -> Iterator[RedisSentinel]:
     """A Sentinel-managed primary/replica pair on loopback, shared by the session."""
-    pair = RedisSentinel(e2e_base / "redis-sentinel")
-    try:
-        pair.start()
-        yield pair
-    finally:
-        pair.stop()
+    yield from running(RedisSentinel(e2e_base / "redis-sentinel"))
+
+
+@pytest.fixture
+def own_cluster(e2e_base: Path) -> Iterator[RedisCluster]:
+    """A Redis Cluster of this test's own, for tests that kill its nodes."""
+    yield from running(RedisCluster(e2e_base / f"cluster-{uuid.uuid4().hex[:6]}"))
+
+
+@pytest.fixture
+def own_pair(e2e_base: Path) -> Iterator[RedisSentinel]:
+    """A Sentinel-managed pair of this test's own, for tests that fail it over."""
+    yield from running(RedisSentinel(e2e_base / f"sentinel-{uuid.uuid4().hex[:6]}"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
