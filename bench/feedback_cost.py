@@ -2,7 +2,7 @@
 and the brake check (one read of the source's delivery results).
 
 Builds the daemon's Inspector (daemon.build_inspector, fixture Knot DNS, SQLite
-store) and times Inspector.inspect in interleaved rounds: with the feedback parts,
+store) and times Inspector.handle in interleaved rounds: with the feedback parts,
 and with them switched off (no brake check, record_outbound a no-op). `--history N`
 first stores N delivery results for the benchmark's source (a busy sender whose
 replies the brake reads on every message). Prints ms per message and the ratio.
@@ -49,13 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         counter = iter(range(10**9))
 
         def one() -> None:
+            origin = classify(cfg.outbound, "127.0.0.1", 40000, "smtpd", "")
             msg = Message(client_name="client.example.net", client_addr="127.0.0.1",
                           client_port=40000, daemon_name="smtpd", mail_from=SENDER,
                           rcpts=[RCPT], headers=list(headers), body=body,
-                          queue_id=f"{next(counter):010X}")
-            msg.origin = classify(cfg.outbound, msg.client_addr, msg.client_port,
-                                  msg.daemon_name, msg.auth_user)
-            inspector.inspect(msg)
+                          queue_id=f"{next(counter):010X}", origin=origin)
+            inspector.handle(msg)  # inspect, then the effects: the outbound record
 
         one()  # warm the DNS cache; learn the source key
         source = store.outbound_since(0)[0].source
