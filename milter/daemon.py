@@ -26,7 +26,7 @@ from typing import Any
 import Milter
 import milter as libmilter
 
-from postwarden import __version__, dns, hostinfo, sdnotify
+from postwarden import __version__, config_advice, dns, hostinfo, sdnotify
 from postwarden import config as configmod
 from postwarden.checks.periodic import periodic_selfcheck
 from postwarden.config import Config, ConfigError
@@ -254,7 +254,7 @@ def run(config_path: str | None, log_stderr: bool = False,
     except OSError as e:
         log.error(f"cannot lock the socket {cfg.socket}: {e}; not starting")
         return EXIT_IN_USE
-    for warning in configmod.warnings(cfg):
+    for warning in config_advice.warnings(cfg, hostinfo.interface_ips):
         log.warning(warning)
     _warn_if_inet(cfg)
     _install_callback_error_hook()
