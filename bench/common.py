@@ -1,5 +1,6 @@
 """Setup the benchmarks share: a work directory, fixture DNS on Knot, the daemon's own
-Inspector in this process, and the settings of a postwarden daemon without DNS.
+Inspector in this process and a message for it, and the settings of a postwarden
+daemon without DNS.
 
 Imported after a script has put tests/ and bench/ on sys.path, as each of them does.
 """
@@ -11,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fixtures import postwarden_settings, zones
+from fixtures import RCPT, SENDER, postwarden_settings, zones
 from peers import make_key
 
 from harness.knot import DnsServer
@@ -19,7 +20,9 @@ from harness.milterproc import toml_dumps
 from postwarden import config as pwconfig
 from postwarden.config import Config
 from postwarden.log import log
+from postwarden.message import Message
 from postwarden.milter.daemon import build_inspector
+from postwarden.milter.origin import classify
 from postwarden.milter.pipeline import Inspector
 from postwarden.store import Store, open_store
 
@@ -53,6 +56,16 @@ def inspector(dns: DnsServer, base: Path, extra: dict[str, Any]
     log.setup("stderr", cfg.log.facility, cfg.log.repeat_interval, stream=devnull)
     store = open_store(cfg.store)
     return cfg, store, build_inspector(cfg, store)
+
+
+def smtpd_message(cfg: Config, headers: list[tuple[str, str]], body: bytes,
+                  queue_id: str) -> Message:
+    """The benchmark message as eom hands it over from smtpd on loopback, its origin
+    classified on every call as the daemon does."""
+    origin = classify(cfg.outbound, "127.0.0.1", 40000, "smtpd", "")
+    return Message(client_name="client.example.net", client_addr="127.0.0.1",
+                   client_port=40000, daemon_name="smtpd", mail_from=SENDER, rcpts=[RCPT],
+                   headers=list(headers), body=body, queue_id=queue_id, origin=origin)
 
 
 def no_dns_settings(work: Path) -> dict[str, Any]:

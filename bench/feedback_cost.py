@@ -23,14 +23,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import common  # noqa: E402
-from common import serve_zones, workdir  # noqa: E402
-from fixtures import RCPT, SENDER, message  # noqa: E402
+from common import serve_zones, smtpd_message, workdir  # noqa: E402
+from fixtures import message  # noqa: E402
 from milter_load import split_message  # noqa: E402
 
 from harness.knot import DnsServer  # noqa: E402
-from postwarden.message import Message  # noqa: E402
 from postwarden.milter.feedback_brake import FeedbackBrake  # noqa: E402
-from postwarden.milter.origin import classify  # noqa: E402
 from postwarden.store import DeliveryRecord  # noqa: E402
 
 
@@ -49,11 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         counter = iter(range(10**9))
 
         def one() -> None:
-            origin = classify(cfg.outbound, "127.0.0.1", 40000, "smtpd", "")
-            msg = Message(client_name="client.example.net", client_addr="127.0.0.1",
-                          client_port=40000, daemon_name="smtpd", mail_from=SENDER,
-                          rcpts=[RCPT], headers=list(headers), body=body,
-                          queue_id=f"{next(counter):010X}", origin=origin)
+            msg = smtpd_message(cfg, headers, body, f"{next(counter):010X}")
             inspector.handle(msg)  # inspect, then the effects: the outbound record
 
         one()  # warm the DNS cache; learn the source key

@@ -24,13 +24,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import common  # noqa: E402
-from common import serve_zones, workdir  # noqa: E402
-from fixtures import RCPT, SENDER, message  # noqa: E402
+from common import serve_zones, smtpd_message, workdir  # noqa: E402
+from fixtures import message  # noqa: E402
 from milter_load import from_domain_headers, split_message  # noqa: E402
 
 from harness.knot import DnsServer  # noqa: E402
-from postwarden.message import Message  # noqa: E402
-from postwarden.milter.origin import classify  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,11 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def one(i: int) -> None:
             hdrs = from_domain_headers(headers, 0, i) if args.new_from_domain else headers
-            origin = classify(cfg.outbound, "127.0.0.1", 40000, "smtpd", "")
-            msg = Message(client_name="client.example.net", client_addr="127.0.0.1",
-                          client_port=40000, daemon_name="smtpd", mail_from=SENDER,
-                          rcpts=[RCPT], headers=list(hdrs), body=body,
-                          queue_id=f"{i:010X}", origin=origin)
+            msg = smtpd_message(cfg, hdrs, body, f"{i:010X}")
             inspector.handle(msg)  # inspect, then the effects: log lines, event, units
 
         one(0)  # warm the DNS cache
