@@ -27,6 +27,24 @@ SASL_USERS = {"alice": "alice-secret", "forms": "forms-secret"}
 HOST_IP = "192.0.2.25"
 
 
+class _Server(Protocol):
+    def start(self) -> object: ...
+    def stop(self) -> object: ...
+
+
+S = TypeVar("S", bound=_Server)
+
+
+def running(server: S) -> Iterator[S]:
+    """Start `server` and yield it; stopped afterwards, also when it failed half way
+    through starting (a cluster with some nodes up)."""
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def logbuf(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     """postwarden's log lines, in a buffer, with the repeat limiter's memory fresh."""
@@ -48,10 +66,7 @@ def e2e_base() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def dns_server(e2e_base: Path) -> Iterator[DnsServer]:
-    server = DnsServer(e2e_base / "knot")
-    server.start()
-    yield server
-    server.stop()
+    yield from running(DnsServer(e2e_base / "knot"))
 
 
 @pytest.fixture(scope="session")
@@ -115,28 +130,7 @@ def start_milter(postfix: Postfix, dns_server: DnsServer,
 
 @pytest.fixture(scope="session")
 def redis_server(e2e_base: Path) -> Iterator[RedisServer]:
-    server = RedisServer(e2e_base / "redis")
-    server.start()
-    yield server
-    server.stop()
-
-
-class _Server(Protocol):
-    def start(self) -> object: ...
-    def stop(self) -> object: ...
-
-
-S = TypeVar("S", bound=_Server)
-
-
-def running(server: S) -> Iterator[S]:
-    """Start `server` and yield it; stopped afterwards, also when it failed half way
-    through starting (a cluster with some nodes up)."""
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from running(RedisServer(e2e_base / "redis"))
 
 
 @pytest.fixture(scope="session")
