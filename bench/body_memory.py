@@ -17,6 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import no_dns_settings  # noqa: E402
 
 from harness.bodyload import big_messages  # noqa: E402
 from harness.milterproc import MilterProcess  # noqa: E402
@@ -29,13 +32,7 @@ def main() -> int:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="postwarden-bodymem-"))
     proc = MilterProcess(work, work / "pw.sock", {
-        "socket": f"unix:{work / 'pw.sock'}",
-        "host": {"ips": ["192.0.2.25"], "hostname": "mail.example.com",
-                 "domains": ["example.com"]},
-        "dns": {"nameservers": ["127.0.0.1"], "port": 9, "timeout": 0.2},
-        "store": {"path": str(work / "state.db")},
-        "log": {"target": "stderr"}, "selfcheck": {"periodic": False},
-    })
+        "socket": f"unix:{work / 'pw.sock'}", **no_dns_settings(work)})
     proc.start()
     assert proc.proc is not None
     try:

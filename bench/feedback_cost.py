@@ -2,7 +2,7 @@
 and the brake check (one read of the source's delivery results).
 
 Builds the daemon's Inspector (daemon.build_inspector, fixture Knot DNS, SQLite
-store) and times Inspector.inspect in interleaved rounds: with the feedback parts,
+store) and times Inspector.handle in interleaved rounds: with the feedback parts,
 and with them switched off (no brake check, record_outbound a no-op). `--history N`
 first stores N delivery results for the benchmark's source (a busy sender whose
 replies the brake reads on every message). Prints ms per message and the ratio.
@@ -13,10 +13,8 @@ replies the brake reads on every message). Prints ms per message and the ratio.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,19 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from fixtures import RCPT, SENDER, message, postwarden_settings, zones  # noqa: E402
+import common  # noqa: E402
+from common import serve_zones, smtpd_message, workdir  # noqa: E402
+from fixtures import message  # noqa: E402
 from milter_load import split_message  # noqa: E402
-from peers import make_key  # noqa: E402
 
 from harness.knot import DnsServer  # noqa: E402
-from harness.milterproc import toml_dumps  # noqa: E402
-from postwarden import config as pwconfig  # noqa: E402
-from postwarden.log import log  # noqa: E402
-from postwarden.message import Message  # noqa: E402
-from postwarden.milter.daemon import build_inspector  # noqa: E402
 from postwarden.milter.feedback_brake import FeedbackBrake  # noqa: E402
-from postwarden.milter.origin import classify  # noqa: E402
-from postwarden.store import DeliveryRecord, open_store  # noqa: E402
+from postwarden.store import DeliveryRecord  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,33 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--history", type=int, default=0)
     args = ap.parse_args(argv)
-    base = Path(tempfile.mkdtemp(prefix="postwarden-fbcost-"))
-    os.chmod(base, 0o755)
+    base = workdir("postwarden-fbcost-")
     dns = DnsServer(base / "knot")
     try:
-        key = make_key(base / "keys")
-        for name, records in zones(key).items():
-            dns.zone(name, records)
-        dns.start()
-        settings = postwarden_settings(dns.port, base, {})  # type: ignore[arg-type]
-        settings["socket"] = f"unix:{base}/p.sock"
-        (base / "p.toml").write_text(toml_dumps(settings))
-        cfg = pwconfig.load(base / "p.toml")
-        devnull = open(os.devnull, "w")
-        log.setup("stderr", cfg.log.facility, cfg.log.repeat_interval, stream=devnull)
-        store = open_store(cfg.store)
-        inspector = build_inspector(cfg, store)
+        serve_zones(dns, base)
+        cfg, store, inspector = common.inspector(dns, base, {})
         headers, body = split_message(message(4 * 1024))
         counter = iter(range(10**9))
 
         def one() -> None:
-            msg = Message(client_name="client.example.net", client_addr="127.0.0.1",
-                          client_port=40000, daemon_name="smtpd", mail_from=SENDER,
-                          rcpts=[RCPT], headers=list(headers), body=body,
-                          queue_id=f"{next(counter):010X}")
-            msg.origin = classify(cfg.outbound, msg.client_addr, msg.client_port,
-                                  msg.daemon_name, msg.auth_user)
-            inspector.inspect(msg)
+            msg = smtpd_message(cfg, headers, body, f"{next(counter):010X}")
+            inspector.handle(msg)  # inspect, then the effects: the outbound record
 
         one()  # warm the DNS cache; learn the source key
         source = store.outbound_since(0)[0].source

@@ -21,6 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import no_dns_settings  # noqa: E402
 
 from harness.malformed import hammer  # noqa: E402
 from harness.milterproc import MilterProcess  # noqa: E402
@@ -36,14 +39,7 @@ def main() -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = MilterProcess(work, work / "unused.sock", {
-        "socket": f"inet:{port}@127.0.0.1", "allow_inet": True,
-        "host": {"ips": ["192.0.2.25"], "hostname": "mail.example.com",
-                 "domains": ["example.com"]},
-        # No DNS server on this port: lookups fail at once, the checks say temperror.
-        "dns": {"nameservers": ["127.0.0.1"], "port": 9, "timeout": 0.2},
-        "store": {"path": str(work / "state.db")},
-        "log": {"target": "stderr"}, "selfcheck": {"periodic": False},
-    })
+        "socket": f"inet:{port}@127.0.0.1", "allow_inet": True, **no_dns_settings(work)})
     proc.start()
     signals: list[int] = []
 

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import random
 import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,8 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from fixtures import RCPT, SENDER, message, postwarden_settings, selfcheck_always, zones  # noqa: E402
-from peers import DOMAIN, CollectPeer, NoopPeer, Peer, PostwardenPeer, make_key  # noqa: E402
+from common import serve_zones, workdir  # noqa: E402
+from fixtures import RCPT, SENDER, message, postwarden_settings, selfcheck_always  # noqa: E402
+from peers import DOMAIN, CollectPeer, NoopPeer, Peer, PostwardenPeer  # noqa: E402
 from procstat import cpu_seconds, rss_kib  # noqa: E402
 
 from harness.knot import DnsServer  # noqa: E402
@@ -201,18 +200,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="a From domain never seen before on every message")
     args = ap.parse_args(argv)
 
-    base = Path(tempfile.mkdtemp(prefix="postwarden-load-"))
-    os.chmod(base, 0o755)
+    base = workdir("postwarden-load-")
     dns = DnsServer(base / "knot")
     peer: Peer | None = None
     try:
         if args.socket:
             socket, pid = args.socket, args.pid
         else:
-            key = make_key(base / "keys")
-            for name, records in zones(key).items():
-                dns.zone(name, records)
-            dns.start()
+            key = serve_zones(dns, base)
             peer = make_target(args.target, base / args.target, dns.port, key)
             peer.start()
             socket, pid = f"unix:{peer.socket_path}", peer.pids()[0]

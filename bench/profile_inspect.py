@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import os
 import pstats
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,18 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from fixtures import RCPT, SENDER, message, postwarden_settings, zones  # noqa: E402
+import common  # noqa: E402
+from common import serve_zones, smtpd_message, workdir  # noqa: E402
+from fixtures import message  # noqa: E402
 from milter_load import from_domain_headers, split_message  # noqa: E402
-from peers import make_key  # noqa: E402
 
 from harness.knot import DnsServer  # noqa: E402
-from harness.milterproc import toml_dumps  # noqa: E402
-from postwarden import config as pwconfig  # noqa: E402
-from postwarden.log import log  # noqa: E402
-from postwarden.message import Message  # noqa: E402
-from postwarden.milter.daemon import build_inspector  # noqa: E402
-from postwarden.milter.origin import classify  # noqa: E402
-from postwarden.store import open_store  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,36 +40,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-from-domain", action="store_true",
                     help="a From domain never seen before on every message")
     args = ap.parse_args(argv)
-    base = Path(tempfile.mkdtemp(prefix="postwarden-prof-"))
-    os.chmod(base, 0o755)
+    base = workdir("postwarden-prof-")
     dns = DnsServer(base / "knot")
     try:
-        key = make_key(base / "keys")
-        for name, records in zones(key).items():
-            dns.zone(name, records)
-        dns.start()
+        key = serve_zones(dns, base)
         extra: dict[str, object] = {}
         if args.sign:
             extra["dkim"] = {"sign": True, "keys": [{"domain": "example.com",
                                                       "selector": "bench",
                                                       "key_file": str(key)}]}
-        settings = postwarden_settings(dns.port, base, extra)  # type: ignore[arg-type]
-        settings["socket"] = f"unix:{base}/p.sock"
-        (base / "p.toml").write_text(toml_dumps(settings))
-        cfg = pwconfig.load(base / "p.toml")
-        devnull = open(os.devnull, "w")
         # the summary lines are formatted and written (and flushed), to nowhere
-        log.setup("stderr", cfg.log.facility, cfg.log.repeat_interval, stream=devnull)
-        inspector = build_inspector(cfg, open_store(cfg.store))
+        cfg, _store, inspector = common.inspector(dns, base, extra)
         headers, body = split_message(message(args.size * 1024))
 
         def one(i: int) -> None:
             hdrs = from_domain_headers(headers, 0, i) if args.new_from_domain else headers
-            origin = classify(cfg.outbound, "127.0.0.1", 40000, "smtpd", "")
-            msg = Message(client_name="client.example.net", client_addr="127.0.0.1",
-                          client_port=40000, daemon_name="smtpd", mail_from=SENDER,
-                          rcpts=[RCPT], headers=list(hdrs), body=body,
-                          queue_id=f"{i:010X}", origin=origin)
+            msg = smtpd_message(cfg, hdrs, body, f"{i:010X}")
             inspector.handle(msg)  # inspect, then the effects: log lines, event, units
 
         one(0)  # warm the DNS cache

@@ -26,7 +26,7 @@ from typing import Any
 import Milter
 import milter as libmilter
 
-from postwarden import __version__, dns, hostinfo, sdnotify
+from postwarden import __version__, config_advice, dns, hostinfo, sdnotify
 from postwarden import config as configmod
 from postwarden.checks.periodic import periodic_selfcheck
 from postwarden.config import Config, ConfigError
@@ -34,7 +34,7 @@ from postwarden.heartbeat import Beat
 from postwarden.hoststate import HostState
 from postwarden.log import log
 from postwarden.metrics import metrics
-from postwarden.milter import feedback_reader, macros
+from postwarden.milter import clib, feedback_reader, macros
 from postwarden.milter.app import PostwardenMilter, current
 from postwarden.milter.body import return_memory_to_os
 from postwarden.milter.pipeline import Inspector, Services, default_checks, default_fixers
@@ -174,21 +174,14 @@ def _raise_max_data_size() -> None:
     header (up to header_size_limit, 100 KB by default) as one command. pymilter does
     not expose smfi_setmaxdatasize, so call it in the already-loaded libmilter."""
     import ctypes
-    import ctypes.util
 
-    for name in ("libmilter.so.1.0.1", "libmilter.so.1.0.2", "libmilter.so.1.0",
-                 ctypes.util.find_library("milter")):
-        if not name:
-            continue
-        try:
-            lib = ctypes.CDLL(name)
-            lib.smfi_setmaxdatasize.argtypes = [ctypes.c_size_t]
-            lib.smfi_setmaxdatasize(MAX_COMMAND_SIZE)
-            return
-        except (OSError, AttributeError):
-            continue
-    log.warning("cannot raise libmilter's 64 KB command limit: a header over 64 KB "
-                "ends that milter session (Postfix then applies default_action)")
+    lib = clib.load("smfi_setmaxdatasize")
+    if lib is None:
+        log.warning("cannot raise libmilter's 64 KB command limit: a header over 64 KB "
+                    "ends that milter session (Postfix then applies default_action)")
+        return
+    lib.smfi_setmaxdatasize.argtypes = [ctypes.c_size_t]
+    lib.smfi_setmaxdatasize(MAX_COMMAND_SIZE)
 
 
 def _pin_to_one_cpu() -> int | None:
@@ -261,7 +254,7 @@ def run(config_path: str | None, log_stderr: bool = False,
     except OSError as e:
         log.error(f"cannot lock the socket {cfg.socket}: {e}; not starting")
         return EXIT_IN_USE
-    for warning in configmod.warnings(cfg):
+    for warning in config_advice.warnings(cfg, hostinfo.interface_ips):
         log.warning(warning)
     _warn_if_inet(cfg)
     _install_callback_error_hook()

@@ -26,9 +26,10 @@ once in the log.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 from typing import Any
+
+from postwarden.milter import clib
 
 # struct smfi_str on LP64: ctx_id, ctx_sd, ctx_dbg, ctx_timeout, ctx_state, ctx_smfi,
 # ctx_prot_vers, ctx_aflags, ctx_pflags, ctx_pflags2mta, ctx_prot_vers2mta, then
@@ -43,22 +44,10 @@ _PYCTX_CTX = 2 * _PTR
 _MAX_ENTRIES = 1 << 20  # a 1 MiB packet holds fewer strings than this
 
 
-def _load() -> Any:
-    for name in ("libmilter.so.1.0.1", "libmilter.so.1.0.2", "libmilter.so.1.0",
-                 ctypes.util.find_library("milter")):
-        if not name:
-            continue
-        try:
-            lib = ctypes.CDLL(name)
-            lib.smfi_getpriv.restype = ctypes.c_void_p
-            lib.smfi_getpriv.argtypes = [ctypes.c_void_p]
-            return lib
-        except (OSError, AttributeError):
-            continue
-    return None
-
-
-_lib = _load()
+_lib: Any = clib.load("smfi_getpriv")
+if _lib is not None:
+    _lib.smfi_getpriv.restype = ctypes.c_void_p
+    _lib.smfi_getpriv.argtypes = [ctypes.c_void_p]
 available = _lib is not None and _PTR == 8 and not hasattr(sys, "gettotalrefcount")
 
 

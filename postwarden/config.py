@@ -12,12 +12,10 @@ import difflib
 import ipaddress
 import math
 import os
-import pwd
 import stat
 import tomllib
 import types
 import typing
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -749,55 +747,3 @@ def _validate_cross(cfg: Config, where: str, reader: bool = False) -> None:
                 f"{where}: store.path = {cfg.store.path!r}: directory {parent} is not writable "
                 "by this user; create it and give it to the postwarden user"
             )
-
-
-def warnings(cfg: Config) -> list[str]:
-    """Permission problems that do not stop postwarden but undo its protection:
-    printed by `config check` and logged at every start."""
-    out: list[str] = []
-    secrets = []
-    try:
-        if urllib.parse.urlsplit(cfg.store.redis_url).password:
-            secrets.append("a Redis password (store.redis_url)")
-    except ValueError:
-        pass
-    if cfg.selfcheck.spamhaus_dqs_key:
-        secrets.append("a Spamhaus DQS key")
-    mode = _mode(cfg.source)
-    if secrets and mode is not None and mode & 0o004:
-        out.append(f"{cfg.source} is readable by every user and holds {' and '.join(secrets)}:"
-                   f" chmod 640 {cfg.source} (group of the postwarden user)")
-    key_files = [k.key_file for k in cfg.dkim.keys] + list(cfg.selfcheck.dkim_key_files.values())
-    for key in dict.fromkeys(key_files):
-        mode = _mode(key)
-        if mode is not None and mode & 0o022:
-            who = "every user" if mode & 0o002 else "its group"
-            out.append(f"DKIM key {key} is writable by {who}: whoever can replace it signs "
-                       f"as your domain; chmod 600 {key}")
-    if cfg.socket.startswith("unix:"):
-        parent = Path(cfg.socket[5:]).parent
-        try:
-            st = parent.stat()
-        except OSError:
-            st = None
-        if st is not None:
-            if st.st_mode & 0o002:
-                out.append(f"socket directory {parent} is writable by every user: anyone can "
-                           "replace the socket and receive Postfix's mail; chmod 750 it")
-            allowed = {0, os.geteuid()}
-            if cfg.user:
-                try:
-                    allowed.add(pwd.getpwnam(cfg.user).pw_uid)
-                except KeyError:
-                    pass
-            if st.st_uid not in allowed:
-                out.append(f"socket directory {parent} belongs to uid {st.st_uid}, not to root "
-                           "or the postwarden user: its owner can replace the socket; chown it")
-    return out
-
-
-def _mode(path: str) -> int | None:
-    try:
-        return os.stat(path).st_mode if path else None
-    except (OSError, ValueError):
-        return None

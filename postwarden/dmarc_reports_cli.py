@@ -21,7 +21,8 @@ from postwarden import config as configmod
 from postwarden import dmarc_reports as dr
 from postwarden.feedback.logline import printable
 from postwarden.findings import Severity
-from postwarden.store import Store, StoreError, open_store
+from postwarden.store import Store
+from postwarden.store_cli import with_store
 
 
 def _host(cfg: configmod.Config) -> tuple[list[str], list[str]]:
@@ -70,22 +71,12 @@ def import_inputs(store: Store, paths: list[str], ips: list[str], domains: list[
 
 def run(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
-    try:
-        store = open_store(cfg.store)
-    except StoreError as e:
-        print(f"postwarden: error: store {cfg.store.backend} unavailable: {e}", file=sys.stderr)
-        return 1
     ips, domains = _host(cfg)
-    try:
-        out, bad = import_inputs(store, list(args.paths), ips, domains, time.time())
-    except StoreError as e:
-        print(f"postwarden: error: store failed: {e}", file=sys.stderr)
+    done = with_store(cfg.store, lambda store: import_inputs(
+        store, list(args.paths), ips, domains, time.time()), "store failed")
+    if done is None:
         return 1
-    finally:
-        try:
-            store.close()
-        except StoreError:
-            pass
+    out, bad = done
     if getattr(args, "json", False):
         print(json.dumps(out, indent=2, sort_keys=True))
     else:

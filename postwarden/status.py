@@ -13,7 +13,6 @@ import argparse
 import json
 import shutil
 import subprocess
-import sys
 import time
 from collections import Counter
 from typing import Any
@@ -22,7 +21,8 @@ from postwarden import config as configmod
 from postwarden.config import Config
 from postwarden.feedback import summary as feedback_summary
 from postwarden.logsafe import escape, field, line_safe
-from postwarden.store import Store, StoreError, open_store
+from postwarden.store import Store, StoreError
+from postwarden.store_cli import with_store
 
 HOLD_DAYS = 7
 TOP = 20
@@ -199,23 +199,17 @@ def render(data: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config, reader=True)
-    try:
-        store = open_store(cfg.store, create=False, readonly=True)  # status only reads
-    except StoreError as e:
-        print(f"postwarden: error: store {cfg.store.backend} unavailable: {e}", file=sys.stderr)
-        return 1
-    try:
+
+    def read(store: Store) -> dict[str, Any]:
         now = time.time()
         data = collect(store, cfg, now, hold_queue())
         data["daemon"] = daemon_info(store, cfg, now)
-    except StoreError as e:
-        print(f"postwarden: error: cannot read the store: {e}", file=sys.stderr)
+        return data
+
+    # status only reads: never a new empty file, never a write
+    data = with_store(cfg.store, read, "cannot read the store", create=False, readonly=True)
+    if data is None:
         return 1
-    finally:
-        try:
-            store.close()
-        except StoreError:
-            pass
     from postwarden.cli import write_stdout
 
     if getattr(args, "json", False):

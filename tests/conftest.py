@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import shutil
 import tempfile
+import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -18,9 +21,38 @@ from harness.postfix import Postfix
 from harness.redis_server import RedisCluster, RedisSentinel, RedisServer
 from harness.sasl import Dovecot
 from harness.sink import Sink
+from postwarden.log import log
 
 SASL_USERS = {"alice": "alice-secret", "forms": "forms-secret"}
 HOST_IP = "192.0.2.25"
+
+
+class _Server(Protocol):
+    def start(self) -> object: ...
+    def stop(self) -> object: ...
+
+
+S = TypeVar("S", bound=_Server)
+
+
+def running(server: S) -> Iterator[S]:
+    """Start `server` and yield it; stopped afterwards, also when it failed half way
+    through starting (a cluster with some nodes up)."""
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def logbuf(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """postwarden's log lines, in a buffer, with the repeat limiter's memory fresh."""
+    buf = io.StringIO()
+    monkeypatch.setattr(log, "_seen", OrderedDict())
+    log.setup("stderr", stream=buf, repeat_interval=600)
+    yield buf
+    log.setup("stderr", stream=io.StringIO())
 
 
 @pytest.fixture(scope="session")
@@ -34,10 +66,7 @@ def e2e_base() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def dns_server(e2e_base: Path) -> Iterator[DnsServer]:
-    server = DnsServer(e2e_base / "knot")
-    server.start()
-    yield server
-    server.stop()
+    yield from running(DnsServer(e2e_base / "knot"))
 
 
 @pytest.fixture(scope="session")
@@ -101,33 +130,32 @@ def start_milter(postfix: Postfix, dns_server: DnsServer,
 
 @pytest.fixture(scope="session")
 def redis_server(e2e_base: Path) -> Iterator[RedisServer]:
-    server = RedisServer(e2e_base / "redis")
-    server.start()
-    yield server
-    server.stop()
+    yield from running(RedisServer(e2e_base / "redis"))
 
 
 @pytest.fixture(scope="session")
 def redis_cluster(e2e_base: Path) -> Iterator[RedisCluster]:
     """A 3-master Redis Cluster on loopback, shared by the session (tests that kill a
-    node build their own)."""
-    cluster = RedisCluster(e2e_base / "redis-cluster")
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+    node take own_cluster)."""
+    yield from running(RedisCluster(e2e_base / "redis-cluster"))
 
 
 @pytest.fixture(scope="session")
 def redis_sentinel(e2e_base: Path) -> Iterator[RedisSentinel]:
     """A Sentinel-managed primary/replica pair on loopback, shared by the session."""
-    pair = RedisSentinel(e2e_base / "redis-sentinel")
-    try:
-        pair.start()
-        yield pair
-    finally:
-        pair.stop()
+    yield from running(RedisSentinel(e2e_base / "redis-sentinel"))
+
+
+@pytest.fixture
+def own_cluster(e2e_base: Path) -> Iterator[RedisCluster]:
+    """A Redis Cluster of this test's own, for tests that kill its nodes."""
+    yield from running(RedisCluster(e2e_base / f"cluster-{uuid.uuid4().hex[:6]}"))
+
+
+@pytest.fixture
+def own_pair(e2e_base: Path) -> Iterator[RedisSentinel]:
+    """A Sentinel-managed pair of this test's own, for tests that fail it over."""
+    yield from running(RedisSentinel(e2e_base / f"sentinel-{uuid.uuid4().hex[:6]}"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from postwarden.dns import Answer, Resolver
@@ -15,6 +16,8 @@ class FakeResolver(Resolver):
 
     `delay` seconds are slept for names under any zone in `slow` (then temperror),
     to test the runner's concurrency and deadlines with real waiting.
+    `answered_while_slow` counts the other answers given while a slow name was still
+    waiting: above zero only if other checks ran alongside it.
     """
 
     def __init__(self, records: dict[tuple[str, str], list[str] | str] | None = None,
@@ -24,6 +27,9 @@ class FakeResolver(Resolver):
         self.asked: list[tuple[str, str]] = []
         self.slow, self.delay = slow, delay
         self.down = False  # the nameserver itself does not answer
+        self.answered_while_slow = 0
+        self._answered = 0
+        self._lock = threading.Lock()
 
     def _ping(self, server: str, lifetime: float) -> str:
         return "no answer within 2.0s" if self.down else ""
@@ -39,8 +45,14 @@ class FakeResolver(Resolver):
         if self.down:
             return Answer("temperror", error=f"timeout after {lifetime:.1f}s")
         if any(name.endswith("." + z) for z in self.slow):
+            with self._lock:
+                before = self._answered
             time.sleep(min(self.delay, lifetime))
+            with self._lock:
+                self.answered_while_slow += self._answered - before
             return Answer("temperror", error=f"timeout after {lifetime:.1f}s")
+        with self._lock:
+            self._answered += 1
         value = self.records.get((name, rdtype))
         if value == TIMEOUT:
             return Answer("temperror", error="timeout after 2.0s")

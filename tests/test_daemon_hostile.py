@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -245,6 +246,24 @@ def test_permission_warnings(tmp_path: Path) -> None:
     # (the advice on [host] ips, [dns] nameservers and user still applies to this file)
     assert "readable by every user" not in quiet.stdout, quiet.stdout
     assert "is writable by" not in quiet.stdout, quiet.stdout
+
+
+def test_start_logs_what_config_check_prints(daemon: Any, tmp_path: Path) -> None:
+    """One list of config warnings: the daemon logs at start each line `config check`
+    prints for the same file (here: user unset, a DKIM key its group can write)."""
+    key = tmp_path / "dkim.key"
+    key.write_text("not a key\n")
+    key.chmod(0o620)
+    proc = daemon({"selfcheck": {"dkim_key_files": {"s._domainkey.example.com": str(key)}}})
+    check = subprocess.run([str(BIN), "--config", str(proc.config_path), "config", "check"],
+                           capture_output=True, text=True, timeout=20)
+    assert check.returncode == 0, check.stderr
+    printed = [ln.split(": warning: ", 1)[1] for ln in check.stdout.splitlines()
+               if ": warning: " in ln]
+    assert any(w.startswith("user is unset") for w in printed), printed
+    assert f"DKIM key {key} is writable by its group" in " ".join(printed)
+    for w in printed:
+        proc.wait_line(re.escape(f"warning: {w}"))
 
 
 def test_store_files_are_private_whatever_the_umask(daemon: Any) -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import io
-from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ import pytest
 from form_messages import form_message
 from postwarden import dns
 from postwarden.config import Config, DnsConfig, LimitConfig, from_dict
-from postwarden.log import log
 from postwarden.message import Message, Origin
 from postwarden.milter import forms, ratelimit
 from postwarden.milter.effects import Applied
@@ -32,15 +30,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def logbuf(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    buf = io.StringIO()
-    monkeypatch.setattr(log, "_seen", OrderedDict())
-    log.setup("stderr", stream=buf, repeat_interval=600)
-    yield buf
-    log.setup("stderr", stream=io.StringIO())
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from postwarden import config as configmod
@@ -71,13 +70,15 @@ def test_fifteen_lists_run_concurrently_one_not_answering(tmp_path: Path) -> Non
     cfg = _cfg(tmp_path)
     assert len(lists_for(cfg.selfcheck.lists_add)) == 15
     res = _clean_world(cfg, delay=1.5)
-    t0 = time.monotonic()
     report = run(_inputs(cfg, res))
-    wall = time.monotonic() - t0
     slow = report.find(f"dnsbl.{SLOW}")
     assert [c.status for c in slow] == ["unknown", "unknown"]
-    # one list's 1.5 s timeout, not the 15 lists x 2 IPs x timeouts of a serial run
-    assert wall < 3.0, wall
+    # one wait for the silent list, not one per IP: its test point did not answer,
+    # so neither IP is looked up (bench/selfcheck_wait.py prints the wall time)
+    assert [n for n, _t in res.asked if n.endswith(SLOW)] == [f"2.0.0.127.{SLOW}"]
+    # the other lists were answered while the silent one was still waiting: the checks
+    # ran side by side, not one after the other
+    assert res.answered_while_slow > 0
     assert report.status == "unknown" and report.exit_code == 3
     others = [c for c in report.checks if c.id.startswith(("uceprotect.", "dnsbl."))
               and SLOW not in c.id]

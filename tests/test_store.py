@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,39 +18,16 @@ from postwarden.store import AuditRecord, HoldRecord, Store, StoreError, open_st
 from postwarden.store.base import EVENT_BATCH, MAX_PENDING, gcra
 from postwarden.store.redis_store import RedisStore
 from postwarden.store.sqlite_store import SqliteStore
+from store_fixtures import BACKENDS, Opener, open_stores
 
 T0 = 1_700_000_000.0
 _prefix = itertools.count()
 
-Opener = Callable[[], Store]
 
-
-@pytest.fixture(params=["sqlite", "redis", "cluster", "sentinel"])
+@pytest.fixture(params=BACKENDS)
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """A function that opens (another handle on) one fresh store."""
-    opened: list[Store] = []
-    if request.param == "sqlite":
-        path = tmp_path / "state.db"
-
-        def open_one() -> Store:
-            s: Store = SqliteStore(path)
-            opened.append(s)
-            return s
-    else:
-        # the same suite on one server, a 3-master cluster and a Sentinel-managed pair
-        server = request.getfixturevalue({"redis": "redis_server", "cluster": "redis_cluster",
-                                          "sentinel": "redis_sentinel"}[request.param])
-        prefix = f"t{next(_prefix)}:"
-        url: str = server.url
-
-        def open_one() -> Store:
-            s: Store = RedisStore(url, prefix=prefix, timeout=2.0, server_clock=False)
-            opened.append(s)
-            return s
-
-    yield open_one
-    for s in opened:
-        s.close()
+    yield from open_stores(request, tmp_path, "t", server_clock=False)
 
 
 @pytest.fixture

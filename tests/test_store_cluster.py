@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -162,16 +161,6 @@ def test_a_stranger_key_under_the_identity_is_forgotten(redis_server: RedisServe
 
 # --- failover -----------------------------------------------------------------------
 
-@pytest.fixture
-def own_cluster(e2e_base: Path) -> Iterator[RedisCluster]:
-    c = RedisCluster(e2e_base / f"cluster-{next(_n)}")
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
-
-
 def test_cluster_node_gone_is_store_error_then_recovers(own_cluster: RedisCluster) -> None:
     s = RedisStore(own_cluster.url, prefix="gone:", timeout=0.5, server_clock=False)
     names = [f"form:uid:{i}" for i in range(12)]
@@ -200,16 +189,6 @@ def test_cluster_node_gone_is_store_error_then_recovers(own_cluster: RedisCluste
             time.sleep(0.2)
     assert all(got)
     s.close()
-
-
-@pytest.fixture
-def own_pair(e2e_base: Path) -> Iterator[RedisSentinel]:
-    p = RedisSentinel(e2e_base / f"sentinel-{next(_n)}")
-    try:
-        p.start()
-        yield p
-    finally:
-        p.stop()
 
 
 def test_sentinel_failover_costs_at_most_one_error(own_pair: RedisSentinel) -> None:

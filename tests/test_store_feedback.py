@@ -3,47 +3,22 @@ SQLite and a real redis-server on loopback, like tests/test_store.py."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from postwarden.store import DeliveryRecord, OutboundRecord, Store
 from postwarden.store.feedback import OUTBOUND_RETENTION, tally
-from postwarden.store.redis_store import RedisStore
 from postwarden.store.sqlite_store import SqliteStore
+from store_fixtures import BACKENDS, Opener, open_stores
 
 T0 = 1_700_000_000.0
-_prefix = itertools.count()
-Opener = Callable[[], Store]
 
 
-@pytest.fixture(params=["sqlite", "redis", "cluster", "sentinel"])
+@pytest.fixture(params=BACKENDS)
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
-    opened: list[Store] = []
-    if request.param == "sqlite":
-        path = tmp_path / "state.db"
-
-        def open_one() -> Store:
-            s: Store = SqliteStore(path)
-            opened.append(s)
-            return s
-    else:
-        # one server, a 3-master cluster (keys of a script share a slot) and Sentinel
-        server = request.getfixturevalue({"redis": "redis_server", "cluster": "redis_cluster",
-                                          "sentinel": "redis_sentinel"}[request.param])
-        prefix = f"fb{next(_prefix)}:"
-        url: str = server.url
-
-        def open_one() -> Store:
-            s: Store = RedisStore(url, prefix=prefix, timeout=2.0)
-            opened.append(s)
-            return s
-
-    yield open_one
-    for s in opened:
-        s.close()
+    yield from open_stores(request, tmp_path, "fb")
 
 
 @pytest.fixture

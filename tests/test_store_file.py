@@ -8,8 +8,6 @@ import argparse
 import io
 import os
 import sqlite3
-from collections import OrderedDict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,6 @@ import pytest
 from harness.milterproc import toml_dumps
 from postwarden import status
 from postwarden.config import from_dict
-from postwarden.log import log
 from postwarden.store import HoldRecord
 from postwarden.store import sqlite_store as sq
 
@@ -25,13 +22,10 @@ NOW = 1_700_000_000.0
 
 
 @pytest.fixture
-def logbuf(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    buf = io.StringIO()
-    monkeypatch.setattr(log, "_seen", OrderedDict())
+def logbuf(logbuf: io.StringIO, monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """conftest's log buffer, with the store checking its file on every call."""
     monkeypatch.setattr(sq, "CHECK_FILE_EVERY", 0.0)
-    log.setup("stderr", stream=buf, repeat_interval=600)
-    yield buf
-    log.setup("stderr", stream=io.StringIO())
+    return logbuf
 
 
 def hold(store: sq.SqliteStore, n: int) -> None:

@@ -8,7 +8,6 @@ import io
 import json
 import sqlite3
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,22 +18,12 @@ import redis
 from harness.fake_redis import FakeRedis
 from harness.redis_server import RedisServer
 from postwarden.config import from_dict
-from postwarden.log import log
 from postwarden.status import collect, render
 from postwarden.store import HoldRecord, StoreError
 from postwarden.store.redis_store import RedisStore
 from postwarden.store.sqlite_store import SqliteStore
 
 NOW = 1_700_000_000.0
-
-
-@pytest.fixture
-def logbuf(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    buf = io.StringIO()
-    monkeypatch.setattr(log, "_seen", OrderedDict())
-    log.setup("stderr", stream=buf, repeat_interval=600)
-    yield buf
-    log.setup("stderr", stream=io.StringIO())
 
 
 @pytest.fixture

@@ -454,23 +454,8 @@ class RedisStore(Store):
         self._expect("the self-check script", reply, 2)
 
     def selfcheck_history(self, limit: int = 10) -> list[SelfcheckRun]:
-        key = self._k("selfcheck")
-        rows = self._call(self._r.lrange, key, 0, max(limit, 1) - 1)
-        runs = []
-        for r in self._parse("LRANGE", rows, list):
-            try:
-                when, report = json.loads(r)
-                if not isinstance(report, str) or not _finite(when):
-                    raise ValueError(r)
-            except (ValueError, TypeError):
-                bad_value(f"redis {self._where}", f"{_shown(key)} entry {_short(r)}",
-                          "not a self-check record; removed")
-                try:
-                    self._r.lrem(key, 0, r)
-                except (redis.RedisError, OSError):
-                    pass
-                continue
-            runs.append(SelfcheckRun(float(when), report))
+        runs = [SelfcheckRun(when, report) for when, report
+                in self._timed_list("selfcheck", max(limit, 1), "a self-check record")]
         return sorted(runs, key=lambda r: r.when, reverse=True)[:limit]
 
     def record_notice(self, when: float, text: str) -> None:
@@ -479,8 +464,13 @@ class RedisStore(Store):
         self._expect("the notice script", reply, 2)
 
     def notices(self) -> list[tuple[float, str]]:
-        key = self._k("notices")
-        rows = self._call(self._r.lrange, key, 0, NOTICES_KEEP - 1)
+        return sorted(self._timed_list("notices", NOTICES_KEEP, "a notice"), reverse=True)
+
+    def _timed_list(self, name: str, count: int, what: str) -> list[tuple[float, str]]:
+        """The first `count` [when, text] entries of a list _push wrote; an entry that
+        is not one is logged and removed (`what` names what it should have been)."""
+        key = self._k(name)
+        rows = self._call(self._r.lrange, key, 0, count - 1)
         out = []
         for r in self._parse("LRANGE", rows, list):
             try:
@@ -489,14 +479,15 @@ class RedisStore(Store):
                     raise ValueError(r)
             except (ValueError, TypeError):
                 bad_value(f"redis {self._where}", f"{_shown(key)} entry {_short(r)}",
-                          "not a notice; removed")
+                          f"not {what}; removed")
                 try:
                     self._r.lrem(key, 0, r)
                 except (redis.RedisError, OSError):
                     pass
                 continue
             out.append((float(when), text))
-        return sorted(out, reverse=True)
+        return out
+
     # --- named values -------------------------------------------------------------
     def put_meta(self, key: str, value: str) -> None:
         self._call(self._r.set, self._k("meta", key), value)

@@ -524,15 +524,16 @@ def test_silent_dns_still_delivers_within_the_budget(
     try:
         m = milter({"dns": {"timeout": 1.0, "message_budget": 1.5}}, dns_port=bad.port)
         _, data = mail("Alice <alice@signed.test>")
-        t0 = time.monotonic()
+        before = bad.udp_queries + bad.tcp_queries
         qid = world.postfix.smtp(data, "alice@signed.test", ["bob@example.net"])
-        accepted = time.monotonic() - t0
         sink.wait_for(1)
         s = m.wait_summary(qid)
+        asked = bad.udp_queries + bad.tcp_queries - before
     finally:
         bad.stop()
-    # the budget bounds postwarden's share; the rest is Postfix and OpenDKIM on loopback
-    assert accepted < 1.5 + 2.0, accepted
+    # the budget bounds the wait: the first lookup gets its 1 s, the next the 0.5 s
+    # left, and every later one fails at once without being sent
+    assert 1 <= asked <= 2, asked
     assert {"dkim.temperror", "spf.temperror", "dmarc.temperror"} <= findings(s)
     assert s["action"] == "accept"
     warning(m, qid, "spf.temperror")

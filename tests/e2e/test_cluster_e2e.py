@@ -198,16 +198,6 @@ def test_tempfailed_and_retried_message_takes_one_unit(
 
 # --- a node killed mid-burst ---------------------------------------------------------------
 
-@pytest.fixture
-def own_cluster(e2e_base: Path) -> Iterator[RedisCluster]:
-    c = RedisCluster(e2e_base / f"cluster-e2e-{uuid.uuid4().hex[:6]}")
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
-
-
 def _owner(cluster: RedisCluster, key: str) -> int:
     slot = int(key_slot(key.encode()))
     with cluster.nodes[0].client() as c:

@@ -8,7 +8,6 @@ harness instance built from postfix-examples/.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -310,9 +309,7 @@ def test_fifteen_lists_two_ips_three_domains_one_silent(
                         'domains = ["example.com", "example.net", "example.org"]')
     cfg.write_text(text)
     try:
-        t0 = time.monotonic()
         code, report = selfcheck_run(cfg, capsys, "--skip", "milter")  # no daemon here
-        wall = time.monotonic() - t0
     finally:
         dropper.stop()
     lists = {c["details"]["zone"] for c in report["checks"]
@@ -324,10 +321,14 @@ def test_fifteen_lists_two_ips_three_domains_one_silent(
         "192.0.2.25", "192.0.2.26"}
     assert [c["status"] for c in report["checks"]
             if c["id"] == "dnsbl.silent.bl.example.net"] == ["unknown", "unknown"]
-    # sum of the timeouts a serial run would wait for the silent list alone: 2 IPs x 2 s,
-    # plus its two test points; the whole run must finish well under that.
-    print(f"\nselfcheck wall time: {wall:.2f}s (report duration {report['duration']}s)")
-    assert wall < 3.5, wall
+    # the silent list costs one wait, not one per IP and test point: its first test
+    # point did not answer, so it is not asked again (bench/selfcheck_wait.py prints
+    # the wall time; the unit test in test_selfcheck_runner.py shows the lists run
+    # side by side)
+    assert [q for q in dropper.seen if "silent.bl.example.net" in q] == [
+        "2.0.0.127.silent.bl.example.net A"]
+    assert dropper.dropped == 1
+    print(f"\nselfcheck report duration {report['duration']}s")
     bad = {f"{c['id']}@{c['target']}": c["status"] for c in report["checks"]
            if c["status"] not in ("ok", "info") and "silent" not in c["id"]}
     # --no-record reads no store that does not exist (no activity, no receivers'
