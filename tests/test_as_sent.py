@@ -9,8 +9,6 @@ rewrite switched off the same message is held and the advice names the switch.
 from __future__ import annotations
 
 import io
-from collections import OrderedDict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,22 +16,12 @@ import pytest
 from auth_fakes import FakeResolver, config, message, rsa_key
 from postwarden.config import Config, DkimKey
 from postwarden.findings import Severity
-from postwarden.log import log
 from postwarden.logsafe import parse_fields
 from postwarden.message import Message, Origin
 from postwarden.milter.effects import Applied, summary_line
 from postwarden.milter.pipeline import Inspector, Services, default_checks, default_fixers
 
 VISITOR = "Vera <visitor@foreign.example>"
-
-
-@pytest.fixture
-def logbuf(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    buf = io.StringIO()
-    monkeypatch.setattr(log, "_seen", OrderedDict())
-    log.setup("stderr", stream=buf, repeat_interval=600)
-    yield buf
-    log.setup("stderr", stream=io.StringIO())
 
 
 def world(tmp_path: Path, *, sign: bool = True, rewrite: bool = True,
