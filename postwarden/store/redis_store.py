@@ -577,6 +577,11 @@ class RedisStore(Store):
             self.flush_events()
         finally:
             self._call(self._r.close)
+            # A Sentinel service also holds a client per sentinel (primary discovery)
+            manager = getattr(getattr(self._r, "connection_pool", None), "sentinel_manager",
+                              None)
+            for sentinel in getattr(manager, "sentinels", ()):
+                self._call(sentinel.close)
 
 
 def connect(url: str, timeout: float) -> Any:
