@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from postwarden.checks.report import CheckResult
+from postwarden.findings import Finding
 
 WINDOW = 7 * 86400
 
@@ -29,7 +30,7 @@ def per_source(store: ActivitySource, since: float) -> dict[str, dict[str, int]]
     return {str(src): _counts(a) for src, a in store.activity(since).items()}
 
 
-def check(store: ActivitySource | None, now: float) -> CheckResult:
+def check(store: ActivitySource | None, now: float) -> Finding:
     if store is None:
         return CheckResult("activity.7d", "", "unknown",
                            "no store: cannot tell what was sent in the last 7 days",

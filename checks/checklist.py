@@ -22,6 +22,7 @@ from typing import Any
 
 from postwarden.checks.postfix_audit import PostfixFacts, bind_addresses, spam_filter
 from postwarden.checks.report import CheckResult, Status
+from postwarden.findings import Finding
 
 _GOOD = ("ok", "info")
 PHP_INI_GLOB = "/etc/php/*/*/php.ini"
@@ -95,7 +96,7 @@ def php_add_x_header(paths: Sequence[str]) -> dict[str, bool]:
     return out
 
 
-def _answer(results: list[CheckResult], prefixes: tuple[str, ...]) -> tuple[str, list[str]]:
+def _answer(results: list[Finding], prefixes: tuple[str, ...]) -> tuple[str, list[str]]:
     """yes / no / unknown from every result whose id starts with one of the prefixes."""
     hits = [r for r in results if r.id.startswith(prefixes)]
     if not hits or any(not any(r.id.startswith(p) for r in hits) for p in prefixes):
@@ -113,7 +114,7 @@ def _answer(results: list[CheckResult], prefixes: tuple[str, ...]) -> tuple[str,
 
 
 def _item(item_id: str, question: str, answer: str, why: str, core: bool,
-          advice: tuple[str, ...] = (), details: dict[str, Any] | None = None) -> CheckResult:
+          advice: tuple[str, ...] = (), details: dict[str, Any] | None = None) -> Finding:
     # An unknown core answer makes the run unknown; an informational one stays info
     # (its answer still says "unknown", never "yes").
     status: Status = "ok" if answer == "yes" else "unknown" if answer == "unknown" and core \
@@ -123,9 +124,9 @@ def _item(item_id: str, question: str, answer: str, why: str, core: bool,
                        f"{question} {answer.upper()}{': ' + why if why else ''}", advice, d)
 
 
-def answer(results: list[CheckResult], facts: Facts) -> list[CheckResult]:
+def answer(results: list[Finding], facts: Facts) -> list[Finding]:
     """Every checklist item plus `checklist.verdict`."""
-    items: list[CheckResult] = []
+    items: list[Finding] = []
     a, bad = _answer(results, ("spf.",))
     items.append(_item("spf", "Valid SPF record?", a, ", ".join(bad), True))
     a, bad = _answer(results, ("dkim.", "dmarc."))

@@ -31,6 +31,7 @@ from postwarden.checks.report import (
 from postwarden.checks.runner import RunInputs, Selection, targets_for
 from postwarden.checks.runner import run as run_checks
 from postwarden.cli import write_stdout
+from postwarden.findings import Finding
 from postwarden.log import log
 
 DEFAULT_TIMEOUT = 8.0
@@ -86,7 +87,7 @@ def cached(cfg: configmod.Config, max_age: float, now: float) -> Report:
     return report
 
 
-def _live_heartbeat(beat: heartbeat.Heartbeat | None, now: float) -> CheckResult:
+def _live_heartbeat(beat: heartbeat.Heartbeat | None, now: float) -> Finding:
     if beat is None:
         return CheckResult("milter.heartbeat", "", "unknown",
                            "no heartbeat in the store: is the daemon running with this "

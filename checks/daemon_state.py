@@ -15,6 +15,7 @@ from typing import Any
 from postwarden import heartbeat
 from postwarden.checks.postfix_audit import PostfixFacts
 from postwarden.checks.report import CheckResult
+from postwarden.findings import Finding
 from postwarden.heartbeat import ago, describe, when
 
 ID = "milter.heartbeat"
@@ -42,7 +43,7 @@ def postfix_running(facts: PostfixFacts | None) -> bool | None:
 
 
 def check_heartbeat(store: Any, now: float, postfix_up: bool | None,
-                    socket_answers: bool) -> CheckResult:
+                    socket_answers: bool) -> Finding:
     """`milter.heartbeat` from the store (None store: unknown)."""
     if store is None:
         return CheckResult(ID, "", "unknown", "store unavailable: the daemon's heartbeat "

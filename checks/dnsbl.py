@@ -22,6 +22,7 @@ from postwarden.blocklists import (
 )
 from postwarden.checks.report import CheckResult, Status
 from postwarden.dns import Answer, Budget, Resolver, reverse_name
+from postwarden.findings import Finding
 
 State = Literal["listed", "clean", "unknown"]
 
@@ -92,7 +93,7 @@ def _severity(bl: Blocklist, severities: Mapping[str, str]) -> Status:
 
 
 def check_ip(bl: Blocklist, ip: str, hc: Health, resolver: Resolver,
-             severities: Mapping[str, str], budget: Budget | None = None) -> CheckResult:
+             severities: Mapping[str, str], budget: Budget | None = None) -> Finding:
     """One IP on one list."""
     details: dict[str, Any] = {"zone": bl.zone, "list": bl.name, "listed": None}
     if bl.level:
@@ -158,7 +159,7 @@ def _unknown_advice(bl: Blocklist, refusal: str) -> tuple[str, ...]:
 
 def check_list(bl: Blocklist, ips: list[str], resolver: Resolver,
                severities: Mapping[str, str], budget: Budget | None = None
-               ) -> list[CheckResult]:
+               ) -> list[Finding]:
     """Health-check one list, then look up every IP it supports."""
     wanted = [ip for ip in ips if ipaddress.ip_address(ip).version == 4 or bl.ipv6]
     if not wanted:
@@ -167,7 +168,7 @@ def check_list(bl: Blocklist, ips: list[str], resolver: Resolver,
     return [check_ip(bl, ip, hc, resolver, severities, budget) for ip in wanted]
 
 
-def check_resolver(nameservers: list[str], results: list[CheckResult]) -> CheckResult:
+def check_resolver(nameservers: list[str], results: list[Finding]) -> Finding:
     """Public resolvers get refused by Spamhaus and others: say so, with the fix."""
     public = [n for n in nameservers if n in PUBLIC_RESOLVERS]
     refused = sorted({str(r.details.get("zone")) for r in results

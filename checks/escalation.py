@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from postwarden.blocklists import UCEPROTECT_LOOKUP
 from postwarden.checks.report import CheckResult, Report
+from postwarden.findings import Finding
 
 LEVELS = ("l3", "l2", "l1")  # rising severity
 _NAMES = {"l1": "L1", "l2": "L2", "l3": "L3", "": "none"}
@@ -129,7 +130,7 @@ def l1_since(now: Report, history: list[Report], ip: str) -> float | None:
 
 
 def watch(now: Report, history: list[Report], ips: list[str], form_messages_24h: int | None
-          ) -> list[CheckResult]:
+          ) -> list[Finding]:
     """`escalation.uceprotect` per IP: L1 duration, form mail still flowing."""
     out = []
     for ip in ips:

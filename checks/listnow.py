@@ -16,17 +16,17 @@ from typing import Any
 from postwarden import dns
 from postwarden.blocklists import UCEPROTECT, lists_for
 from postwarden.checks.periodic import publish
-from postwarden.checks.report import CheckResult
 from postwarden.checks.runner import RunInputs, Selection, targets_for
 from postwarden.checks.runner import run as run_checks
 from postwarden.config import Config
+from postwarden.findings import Finding
 from postwarden.hoststate import HostState
 from postwarden.log import Logger, log
 
 
 def check_list_now(cfg: Config, store: Any, state: HostState | None, zone: str,
                    logger: Logger = log, clock: Callable[[], float] = time.time
-                   ) -> list[CheckResult]:
+                   ) -> list[Finding]:
     """Run the check of `zone` (a configured list) now; [] when it is not one of ours."""
     sc = cfg.selfcheck
     bl = next((b for b in lists_for(sc.lists_add, sc.lists_remove, sc.spamhaus_dqs_key)

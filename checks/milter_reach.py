@@ -23,6 +23,7 @@ from typing import Any
 
 from postwarden.checks.postfix_audit import PostfixFacts
 from postwarden.checks.report import CheckResult
+from postwarden.findings import Finding
 from postwarden.milterproto import Negotiation, negotiate
 
 __all__ = ["Endpoint", "Milter", "Negotiation", "check", "endpoints", "negotiate",
@@ -124,7 +125,7 @@ def endpoints(facts: PostfixFacts, marker: str, own_socket: str) -> list[Endpoin
 
 
 def check(endpoint: Endpoint, own_socket: str,
-          negotiator: Callable[[str], Negotiation] = negotiate) -> CheckResult:
+          negotiator: Callable[[str], Negotiation] = negotiate) -> Finding:
     """`milter.reachable` for one endpoint."""
     res = negotiator(endpoint.connect)
     d: dict[str, Any] = {"address": endpoint.named, "connect": endpoint.connect,

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 from postwarden import dns
 from postwarden.blocklists import UCEPROTECT
 from postwarden.checks import rootcause
-from postwarden.checks.report import CheckResult, Report
+from postwarden.checks.report import Report
 from postwarden.checks.runner import RunInputs, targets_for
 from postwarden.checks.runner import run as run_checks
 from postwarden.config import Config
+from postwarden.findings import Finding
 from postwarden.hoststate import L1_L2, HostState, Snapshot
 from postwarden.log import Logger, log
 from postwarden.metrics import metrics
@@ -44,9 +45,9 @@ class Watcher:
         self.log = logger
         self.reminder_interval = reminder_interval
         self.clock = clock
-        self.problems: dict[tuple[str, str], CheckResult] = {}
+        self.problems: dict[tuple[str, str], Finding] = {}
         self.last_reminder = 0.0
-        self.unknown: dict[tuple[str, str], CheckResult] = {}
+        self.unknown: dict[tuple[str, str], Finding] = {}
         self.announced: dict[tuple[str, str], float] = {}  # when each unknown was last said
         self.episode_said = False  # this stretch of unknowns was logged: say when it ends
 
@@ -57,7 +58,7 @@ class Watcher:
             level = "info" if t.get("kind") == "delisted" else (
                 "warning" if t.get("severity") == "info" else str(t.get("severity", "warning")))
             self.log.line(level, _PREFIX + str(t.get("text", "")))
-        current: dict[tuple[str, str], CheckResult] = {}
+        current: dict[tuple[str, str], Finding] = {}
         for c in report.checks:
             key = (c.id, c.target)
             if c.status in _LEVEL:
@@ -111,12 +112,12 @@ class Watcher:
             self.log.warning(f"{_PREFIX}{again}{_unknown_line(list(unknown.values()))}")
 
 
-def _names(results: list[CheckResult], n: int = 6) -> str:
+def _names(results: list[Finding], n: int = 6) -> str:
     names = ", ".join(f"{c.id} {c.target}".strip() for c in results[:n])
     return names + (f" and {len(results) - n} more" if len(results) > n else "")
 
 
-def _unknown_line(unknown: list[CheckResult]) -> str:
+def _unknown_line(unknown: list[Finding]) -> str:
     """`N check(s) unknown: ROOT CAUSE (or the first few); fix: ...`"""
     roots = [c for c in unknown if c.id in rootcause.ROOTS]
     shown = roots or unknown[:3]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from postwarden.checks.report import CheckResult
+from postwarden.findings import Finding
 
 PARAMS = (
     "smtpd_milters", "non_smtpd_milters", "milter_default_action", "myhostname",
@@ -86,7 +87,7 @@ def _has_postwarden(milters: str, marker: str) -> bool:
 
 
 def audit(facts: PostfixFacts, socket_marker: str = "postwarden",
-          ipv6_without_ptr: list[str] | None = None) -> list[CheckResult]:
+          ipv6_without_ptr: list[str] | None = None) -> list[Finding]:
     """Judge the facts: one result per aspect (`postfix.<aspect>`)."""
     t = facts.config_dir
     out = [
@@ -100,7 +101,7 @@ def audit(facts: PostfixFacts, socket_marker: str = "postwarden",
     return out
 
 
-def _milters(f: PostfixFacts, t: str, marker: str) -> CheckResult:
+def _milters(f: PostfixFacts, t: str, marker: str) -> Finding:
     smtpd, non = f.main.get("smtpd_milters", ""), f.main.get("non_smtpd_milters", "")
     d: dict[str, Any] = {"smtpd_milters": smtpd, "non_smtpd_milters": non}
     spec = "{ unix:postwarden/postwarden.sock, default_action=accept }"
@@ -132,7 +133,7 @@ def _milters(f: PostfixFacts, t: str, marker: str) -> CheckResult:
                        "postwarden is in smtpd_milters and non_smtpd_milters", (), d)
 
 
-def _default_action(f: PostfixFacts, t: str) -> CheckResult:
+def _default_action(f: PostfixFacts, t: str) -> Finding:
     action = f.main.get("milter_default_action", "tempfail")
     milters = f.main.get("smtpd_milters", "") + f.main.get("non_smtpd_milters", "")
     per_milter = "default_action=accept" in milters.replace(" ", "")
@@ -155,7 +156,7 @@ def _is_submission(f: PostfixFacts, service: str) -> bool:
         or o.get("smtpd_sasl_auth_enable") == "yes")
 
 
-def _submission(f: PostfixFacts, t: str) -> CheckResult:
+def _submission(f: PostfixFacts, t: str) -> Finding:
     subs = sorted(s for s in set(f.services) | set(f.commands)
                   if _is_submission(f, s) and f.commands.get(s, "smtpd").startswith("smtpd"))
     if not subs:
@@ -205,7 +206,7 @@ def open_relay_reason(restrictions: str, mynetworks: str) -> str:
     return "no reject_unauth_destination (or final reject)"
 
 
-def _relay(f: PostfixFacts, t: str) -> CheckResult:
+def _relay(f: PostfixFacts, t: str) -> Finding:
     relay = f.main.get("smtpd_relay_restrictions", "")
     rcpt = f.main.get("smtpd_recipient_restrictions", "")
     nets = f.main.get("mynetworks", "")
@@ -224,7 +225,7 @@ def _relay(f: PostfixFacts, t: str) -> CheckResult:
     return CheckResult("postfix.relay", t, "ok", "not an open relay", (), d)
 
 
-def _myhostname(f: PostfixFacts, t: str) -> CheckResult:
+def _myhostname(f: PostfixFacts, t: str) -> Finding:
     from postwarden.checks.rdns import is_fqdn
 
     name = f.main.get("myhostname", "")
@@ -237,7 +238,7 @@ def _myhostname(f: PostfixFacts, t: str) -> CheckResult:
                        {"myhostname": name})
 
 
-def _inet_protocols(f: PostfixFacts, t: str, ipv6_without_ptr: list[str]) -> CheckResult:
+def _inet_protocols(f: PostfixFacts, t: str, ipv6_without_ptr: list[str]) -> Finding:
     proto = f.main.get("inet_protocols", "all")
     v6 = proto in ("all", "") or "ipv6" in proto
     d = {"inet_protocols": proto, "ipv6_without_ptr": ipv6_without_ptr}

@@ -27,6 +27,7 @@ from postwarden import probetoken as probe
 from postwarden.checks.milter_reach import parse_milters
 from postwarden.checks.postfix_audit import PostfixFacts, _is_submission
 from postwarden.checks.report import CheckResult
+from postwarden.findings import Finding
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def submit(path: ProbePath, data: bytes, sender: str, rcpt: str, config_dir: str
 
 def run(store: Any, facts: PostfixFacts | None, marker: str, domain: str, hostname: str,
         config_dir: str, wait: float, clock: Callable[[], float] = time.time,
-        recipient: str = "", login: tuple[str, str] | None = None) -> list[CheckResult]:
+        recipient: str = "", login: tuple[str, str] | None = None) -> list[Finding]:
     """Probe every path; one `probe.<kind>` result per path."""
     if store is None:
         return [CheckResult("probe.sendmail", "sendmail", "unknown",
@@ -177,7 +178,7 @@ def run(store: Any, facts: PostfixFacts | None, marker: str, domain: str, hostna
     return out
 
 
-def _result(p: ProbePath, err: str, seen: dict[str, Any] | None, wait: float) -> CheckResult:
+def _result(p: ProbePath, err: str, seen: dict[str, Any] | None, wait: float) -> Finding:
     rid = f"probe.{p.kind}"
     d: dict[str, Any] = {"path": p.name, "service": p.service, "inspected": None}
     if err:

@@ -13,6 +13,7 @@ from typing import Any
 
 from postwarden.checks.report import CheckResult
 from postwarden.dns import Budget, Resolver
+from postwarden.findings import Finding
 
 _GENERIC_WORDS = {
     "dynamic", "dyn", "dhcp", "pool", "dsl", "adsl", "vdsl", "xdsl", "dial", "dialup",
@@ -54,7 +55,7 @@ def is_fqdn(name: str) -> bool:
 
 
 def check_ip(ip: str, resolver: Resolver, hostname: str = "",
-             budget: Budget | None = None) -> list[CheckResult]:
+             budget: Budget | None = None) -> list[Finding]:
     """`rdns.ptr` and `rdns.fcrdns` for one sending IP."""
     fix_ptr = (f"Ask the owner of {ip} (your hosting provider's panel: 'reverse DNS') to set "
                f"its PTR to {hostname or 'your mail host name'}, a name whose A/AAAA record "
@@ -75,7 +76,7 @@ def check_ip(ip: str, resolver: Resolver, hostname: str = "",
         ]
     names = [n.lower().rstrip(".") for n in ans.records]
     details: dict[str, Any] = {"ptr": names}
-    ptr: CheckResult
+    ptr: Finding
     generic = {n: generic_reasons(n, ip) for n in names}
     bad = {n: r for n, r in generic.items() if r}
     if len(names) > 1:
@@ -116,7 +117,7 @@ def check_ip(ip: str, resolver: Resolver, hostname: str = "",
 
 
 def check_helo(hostname: str, ips: list[str], ptrs: dict[str, list[str]],
-               resolver: Resolver, budget: Budget | None = None) -> CheckResult:
+               resolver: Resolver, budget: Budget | None = None) -> Finding:
     """The HELO name: an FQDN that resolves to the sending IPs and matches their PTR."""
     fix = (f"postconf -e 'smtp_helo_name = {_first_ptr(ptrs) or 'mail.example.com'}' "
            "(an FQDN with an A record for this IP and the same name as its PTR)")

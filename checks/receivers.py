@@ -15,6 +15,7 @@ from typing import Any
 from postwarden.checks.report import CheckResult, Status
 from postwarden.feedback import summary
 from postwarden.feedback.logline import printable
+from postwarden.findings import Finding
 from postwarden.store.feedback import OUTBOUND_RETENTION
 
 CHECK_ID = "feedback.receivers"
@@ -23,7 +24,7 @@ FOREIGN = "dmarc_report.foreign_ip"
 _SERIOUS = ("blocklist", "auth", "reputation", "rdns")
 
 
-def check(store: Any, now: float, window: float = OUTBOUND_RETENTION) -> CheckResult:
+def check(store: Any, now: float, window: float = OUTBOUND_RETENTION) -> Finding:
     if store is None:
         return CheckResult(CHECK_ID, "", "unknown", "no store: receivers' replies unknown",
                            ("Check [store] in the config",), {})
@@ -68,7 +69,7 @@ def check(store: Any, now: float, window: float = OUTBOUND_RETENTION) -> CheckRe
 
 
 def dmarc_report_checks(store: Any, now: float, window: float = OUTBOUND_RETENTION
-                        ) -> list[CheckResult]:
+                        ) -> list[Finding]:
     """The findings of the DMARC aggregate reports imported within the window
     (`postwarden dmarc-reports`), one result per finding."""
     if store is None:
@@ -77,7 +78,7 @@ def dmarc_report_checks(store: Any, now: float, window: float = OUTBOUND_RETENTI
         stored = store.reports(now - window)
     except Exception as e:
         return [CheckResult(MISMATCH, "", "unknown", f"store failed: {e}", (), {})]
-    out: list[CheckResult] = []
+    out: list[Finding] = []
     for _key, _when, digest in stored:
         try:
             findings = json.loads(digest).get("findings", [])

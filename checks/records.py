@@ -17,6 +17,7 @@ from postwarden.checks import spf_lookups
 from postwarden.checks.report import CheckResult
 from postwarden.checks.spf_lookups import MAX_LOOKUPS, spf_records
 from postwarden.dns import Budget, Resolver
+from postwarden.findings import Finding
 from postwarden.orgdomain import org_domain
 
 
@@ -35,7 +36,7 @@ def evaluate(ip: str, domain: str, resolver: Resolver, helo: str = "",
 
 
 def check_spf(domain: str, ips: list[str], resolver: Resolver, helo: str = "",
-              budget: Budget | None = None) -> CheckResult:
+              budget: Budget | None = None) -> Finding:
     """One valid SPF record, <= 10 lookups, authorizes every sending IP, no +all/?all."""
     mechs = " ".join(f"ip{'6' if ':' in ip else '4'}:{ip}" for ip in ips) or "mx"
     publish = f'{domain}. TXT "v=spf1 {mechs} -all"'
@@ -117,7 +118,7 @@ def _with_terms(record: str, add: str) -> str:
 # --- DKIM ---------------------------------------------------------------------
 
 def check_dkim(selector: str, domain: str, resolver: Resolver, key_file: str = "",
-               budget: Budget | None = None) -> CheckResult:
+               budget: Budget | None = None) -> Finding:
     """Published, usable by receivers (v=, k=, h=, s=, p= read by the shared parser
     in postwarden.dkimkeys, as the milter's verifier reads them), >= 1024 bits
     (2048 recommended), not t=y, matches the local key."""
@@ -204,7 +205,7 @@ def _dmarc_details(look: dmarc_discovery.DmarcLookup) -> dict[str, Any]:
 
 
 def dmarc_results(domain: str, resolver: Resolver,
-                  budget: Budget | None = None) -> list[CheckResult]:
+                  budget: Budget | None = None) -> list[Finding]:
     """dmarc.record (both generations), and dmarc.generations when they disagree."""
     look = dmarc_discovery.discover(resolver, domain, budget)
     out = [_dmarc_record(domain, look)]
@@ -214,12 +215,12 @@ def dmarc_results(domain: str, resolver: Resolver,
     return out
 
 
-def check_dmarc(domain: str, resolver: Resolver, budget: Budget | None = None) -> CheckResult:
+def check_dmarc(domain: str, resolver: Resolver, budget: Budget | None = None) -> Finding:
     """Exists, valid, p= set, read alike by RFC 7489 and RFC 9989; a missing rua= is info."""
     return _dmarc_record(domain, dmarc_discovery.discover(resolver, domain, budget))
 
 
-def _dmarc_record(domain: str, look: dmarc_discovery.DmarcLookup) -> CheckResult:
+def _dmarc_record(domain: str, look: dmarc_discovery.DmarcLookup) -> Finding:
     publish = (f'_dmarc.{domain}. TXT "v=DMARC1; p=quarantine; '
                f'rua=mailto:dmarc-reports@{domain}"')
     a, b = look.rfc7489, look.rfc9989
@@ -269,7 +270,7 @@ def _dmarc_record(domain: str, look: dmarc_discovery.DmarcLookup) -> CheckResult
 
 
 def _generations(domain: str, look: dmarc_discovery.DmarcLookup, resolver: Resolver,
-                 budget: Budget | None) -> CheckResult | None:
+                 budget: Budget | None) -> Finding | None:
     """RFC 7489 and RFC 9989 receivers read this domain differently: say how."""
     a, b = look.rfc7489, look.rfc9989
     if "temperror" in (a.status, b.status) or not look.domain:
@@ -293,7 +294,7 @@ def _generations(domain: str, look: dmarc_discovery.DmarcLookup, resolver: Resol
                         "both generations then agree",), details)
 
 
-def check_mx(domain: str, resolver: Resolver, budget: Budget | None = None) -> CheckResult:
+def check_mx(domain: str, resolver: Resolver, budget: Budget | None = None) -> Finding:
     ans = resolver.query(domain, "MX", budget)
     if ans.failed:
         return CheckResult("mx", domain, "unknown", f"MX lookup failed ({ans.error})", (),

@@ -14,12 +14,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from postwarden.findings import Finding
+from postwarden.findings import Status as Status  # re-exported: the checks import it from here
 from postwarden.logsafe import escape, line_safe
 from postwarden.metrics import SelfcheckRun
 
-Status = Literal["ok", "info", "warning", "critical", "unknown"]
 STATUSES: tuple[Status, ...] = ("ok", "info", "warning", "critical", "unknown")
 # Worst first wins the top-level status: critical > warning > unknown > info > ok.
 _RANK: dict[str, int] = {"ok": 0, "info": 1, "unknown": 2, "warning": 3, "critical": 4}
@@ -67,33 +68,15 @@ def worst(statuses: list[str] | tuple[str, ...]) -> Status:
     return best
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    """One answered question about one target (an IP, a domain, a host)."""
-
-    id: str
-    target: str
-    status: Status
-    summary: str
-    advice: tuple[str, ...] = ()
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "target": self.target, "status": self.status,
-                "summary": self.summary, "advice": list(self.advice),
-                "details": dict(self.details)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> CheckResult:
-        return cls(id=str(d["id"]), target=str(d.get("target", "")),
-                   status=d["status"], summary=str(d.get("summary", "")),
-                   advice=tuple(d.get("advice") or ()), details=dict(d.get("details") or {}))
+# A self-check result is a Finding with a target, made from the self-check's words:
+# CheckResult(id, target, status, summary, advice=(), details={}).
+CheckResult = Finding.result
 
 
 @dataclass
 class Report:
     generated: float
-    checks: list[CheckResult]
+    checks: list[Finding]
     transitions: list[dict[str, Any]] = field(default_factory=list)
     duration: float = 0.0
     host: dict[str, Any] = field(default_factory=dict)
@@ -111,7 +94,7 @@ class Report:
         return SelfcheckRun(self.generated, self.exit_code,
                             tuple((c.id, c.target, _RANK[c.status]) for c in self.checks))
 
-    def find(self, check_id: str, target: str | None = None) -> list[CheckResult]:
+    def find(self, check_id: str, target: str | None = None) -> list[Finding]:
         return [c for c in self.checks
                 if c.id == check_id and (target is None or c.target == target)]
 
@@ -136,7 +119,7 @@ class Report:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Report:
         return cls(generated=float(d.get("generated_epoch", 0.0)),
-                   checks=[CheckResult.from_dict(c) for c in d.get("checks", [])],
+                   checks=[Finding.from_dict(c) for c in d.get("checks", [])],
                    transitions=list(d.get("transitions", [])),
                    duration=float(d.get("duration", 0.0)), host=dict(d.get("host", {})))
 
@@ -159,11 +142,11 @@ def render_text(report: Report, colour: bool = False) -> str:
 
     lines = [f"postwarden selfcheck: {report.status.upper()} "
              f"({_counts_line(report)}) in {report.duration:.1f}s"]
-    by_section: dict[str, list[CheckResult]] = {}
+    by_section: dict[str, list[Finding]] = {}
     # Results explained by a root cause shown in this report are listed under it,
     # in one line, instead of each repeating the same advice.
     roots = {c.id for c in report.checks if c.status != "ok"}
-    grouped: dict[str, list[CheckResult]] = {}
+    grouped: dict[str, list[Finding]] = {}
     for c in report.checks:
         cause = str(c.details.get("cause", ""))
         if cause in roots and cause != c.id:

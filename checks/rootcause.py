@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from postwarden.checks.report import CheckResult
 from postwarden.dns import Budget, Resolver
+from postwarden.findings import Finding, Severity
 
 RESOLVER = "resolver.reachable"
 NO_IP = "blocklists.no_sending_ip"
@@ -28,7 +29,7 @@ ROOTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_resolver(resolver: Resolver, budget: Budget | None = None) -> CheckResult:
+def check_resolver(resolver: Resolver, budget: Budget | None = None) -> Finding:
     """`resolver.reachable`: does any configured nameserver answer at all?"""
     port = resolver.port
     servers = [f"{ns}:{port}" if port != 53 else ns for ns in resolver.nameservers]
@@ -51,7 +52,7 @@ def check_resolver(resolver: Resolver, budget: Budget | None = None) -> CheckRes
          "that answers",), details)
 
 
-def no_sending_ip() -> CheckResult:
+def no_sending_ip() -> Finding:
     return CheckResult(NO_IP, "", "unknown", "no sending IP: blocklists not checked",
                        ("Set [host] ips = [\"YOUR.PUBLIC.IP\"] in the config, or pass --ip: "
                         "no global address was found on this host or in Postfix's "
@@ -63,14 +64,14 @@ def needs_dns(wants: Callable[[str], bool]) -> bool:
     return any(wants(p) for p in ROOTS[RESOLVER])
 
 
-def wanted(result: CheckResult, wants: Callable[[str], bool]) -> bool:
+def wanted(result: Finding, wants: Callable[[str], bool]) -> bool:
     """A root cause that is not ok is shown whenever something that depends on it was
     asked for (an ok one only when asked for itself)."""
     return (result.id in ROOTS and result.status != "ok"
             and any(wants(p) for p in ROOTS[result.id]))
 
 
-def propagate(results: list[CheckResult]) -> None:
+def propagate(results: list[Finding]) -> None:
     """In place: with the resolver down, nothing DNS-based is ok, and each such
     unknown names the resolver as its cause."""
     down = any(r.id == RESOLVER and r.status == "unknown" for r in results)
@@ -81,14 +82,14 @@ def propagate(results: list[CheckResult]) -> None:
             continue
         if r.status == "ok":
             results[i] = dataclasses.replace(
-                r, status="unknown", summary=f"cannot tell: the resolver does not answer "
-                f"(the run said: {r.summary})", details={**r.details, "cause": RESOLVER})
+                r, severity=Severity.UNKNOWN, text=f"cannot tell: the resolver does not "
+                f"answer (the run said: {r.summary})", data={**r.details, "cause": RESOLVER})
         elif r.status == "unknown":
-            results[i] = dataclasses.replace(r, details={**r.details, "cause": RESOLVER})
+            results[i] = dataclasses.replace(r, data={**r.details, "cause": RESOLVER})
 
 
-def selection_problems(checks: Sequence[CheckResult], only: Sequence[str],
-                       skip: Sequence[str]) -> list[CheckResult]:
+def selection_problems(checks: Sequence[Finding], only: Sequence[str],
+                       skip: Sequence[str]) -> list[Finding]:
     """Unknown results for a selection that checks nothing (or an --only that matches
     nothing): exit 3 with the reason, never an empty OK."""
     real = [c for c in checks if c.id not in ROOTS]

@@ -38,6 +38,7 @@ from postwarden.checks import (
 from postwarden.checks.report import CheckResult, Report
 from postwarden.config import Config
 from postwarden.dns import Budget, Resolver
+from postwarden.findings import Finding
 from postwarden.log import log
 
 
@@ -52,7 +53,7 @@ class Targets:
 class Task:
     ids: tuple[str, ...]  # the check ids it produces (for --only / --skip)
     target: str
-    fn: Callable[[], list[CheckResult]]
+    fn: Callable[[], list[Finding]]
 
     @property
     def failed_id(self) -> str:
@@ -116,12 +117,12 @@ def targets_for(cfg: Config, resolver: Resolver, ips: Sequence[str] = (),
     return detect_targets(cfg, ips, domains, facts, resolver)
 
 
-def _one(fn: Callable[..., CheckResult], *args: Any) -> Callable[[], list[CheckResult]]:
+def _one(fn: Callable[..., Finding], *args: Any) -> Callable[[], list[Finding]]:
     """A task from a check that answers one result."""
     return lambda: [fn(*args)]
 
 
-def _no_selector(domain: str) -> CheckResult:
+def _no_selector(domain: str) -> Finding:
     return CheckResult("dkim.record", f"*._domainkey.{domain}", "info",
                        "no DKIM selector configured for this domain: key not checked",
                        (f"Set [selfcheck] dkim_selectors = {{ \"{domain}\" = [\"SELECTOR\"] }}",),
@@ -145,7 +146,7 @@ def _tasks(inp: RunInputs, budget: Budget, facts_box: dict[str, Any]) -> list[Ta
         tasks.append(Task(("rdns.ptr", "rdns.fcrdns"), ip,
                           partial(rdns.check_ip, ip, res, tg.hostname, budget)))
 
-    def helo() -> list[CheckResult]:
+    def helo() -> list[Finding]:
         ptrs = {}
         for ip in tg.ips:
             ans = res.ptr(ip, budget)
@@ -169,7 +170,7 @@ def _tasks(inp: RunInputs, budget: Budget, facts_box: dict[str, Any]) -> list[Ta
 
     marker = cfg.socket.rsplit("/", 1)[-1] if cfg.socket.startswith("unix:") else cfg.socket
 
-    def postfix() -> list[CheckResult]:
+    def postfix() -> list[Finding]:
         target = sc.postfix_config_dir or "/etc/postfix"
         try:
             facts = inp.gather_postfix(sc.postfix_config_dir)
@@ -186,7 +187,7 @@ def _tasks(inp: RunInputs, budget: Budget, facts_box: dict[str, Any]) -> list[Ta
                 v6.append(ip)
         return [*postfix_audit.audit(facts, marker, v6), *_daemon(facts)]
 
-    def _daemon(facts: postfix_audit.PostfixFacts | None) -> list[CheckResult]:
+    def _daemon(facts: postfix_audit.PostfixFacts | None) -> list[Finding]:
         """The milter as Postfix reaches it, and the daemon's heartbeat."""
         if not inp.selection.wants("milter."):
             return []
@@ -201,7 +202,7 @@ def _tasks(inp: RunInputs, budget: Budget, facts_box: dict[str, Any]) -> list[Ta
 
     tasks.append(Task(("postfix.", "milter."), sc.postfix_config_dir, postfix))
 
-    def probes() -> list[CheckResult]:
+    def probes() -> list[Finding]:
         try:
             facts: postfix_audit.PostfixFacts | None = inp.gather_postfix(sc.postfix_config_dir)
         except Exception:  # the sendmail path is still probed
@@ -226,10 +227,10 @@ def run(inp: RunInputs) -> Report:
              or (t.ids == ("resolver.reachable",) and rootcause.needs_dns(sel.wants))]
     if sel.wants("checklist.") and not sel.wants_any(("postfix.",)):
         tasks += [t for t in _tasks(inp, budget, facts_box) if t.ids[0] == "postfix."]
-    results: list[CheckResult] = []
+    results: list[Finding] = []
     pool = ThreadPoolExecutor(max_workers=max(1, min(32, len(tasks))),
                               thread_name_prefix="selfcheck")
-    futures: dict[Future[list[CheckResult]], Task] = {pool.submit(t.fn): t for t in tasks}
+    futures: dict[Future[list[Finding]], Task] = {pool.submit(t.fn): t for t in tasks}
     _done, pending = wait(futures, timeout=cfg.selfcheck.run_timeout)
     pool.shutdown(wait=False, cancel_futures=True)
     for fut, task in futures.items():
@@ -296,7 +297,7 @@ _ORDER = ("selfcheck.", "milter.", "resolver.reachable", "blocklists.", "uceprot
           "dkim.", "dmarc.", "mx", "postfix.", "store.", "activity.", "checklist.", "probe.")
 
 
-def _order(c: CheckResult) -> tuple[int, str, str]:
+def _order(c: Finding) -> tuple[int, str, str]:
     for i, p in enumerate(_ORDER):
         if c.id.startswith(p):
             return (i, c.target, c.id)

@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from postwarden.checks.report import CheckResult
+from postwarden.findings import Finding
 
 WINDOW = 7 * 86400
 
 
-def check(store: Any, now: float) -> CheckResult:
+def check(store: Any, now: float) -> Finding:
     if store is None:
         return CheckResult("store.reachable", "", "unknown",
                            "no store could be opened: rate limits and history unknown",

@@ -94,14 +94,11 @@ FEEDBACK: dict[str, tuple[Severity, str]] = {
                                        "(many from one source: harvested addresses)"),
 }
 
-_STATUS_SEVERITY = {"critical": C, "warning": W, "info": INF}
-
-
 def _blocklist(bl: Blocklist) -> FindingId:
     what = f"this host's IP is listed on {bl.name} ({bl.zone})"
     if bl.level:
         what += f"; severity set by [selfcheck] severity_{bl.level}"
-    return FindingId(bl.check_id, SELFCHECK, _STATUS_SEVERITY[bl.listed_status], what)
+    return FindingId(bl.check_id, SELFCHECK, Severity.of_status(bl.listed_status), what)
 
 
 _TABLE: tuple[FindingId, ...] = (
@@ -259,7 +256,8 @@ def markdown() -> str:
         "`[policy] hold_in_monitor` accept, as an id or as `family.*`. Self-check ids",
         "appear in `postwarden selfcheck` reports. Severity is the worst the id is",
         "reported with; a self-check status maps onto the same scale",
-        "(ok = no finding, unknown = no evidence either way).",
+        "(ok = nothing wrong found, unknown = no evidence either way; both rank",
+        "below info).",
         "`[selfcheck] lists_add` zones add `dnsbl.<zone>` ids (warning).",
         "",
     ]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from postwarden.checks import rdns
+from postwarden.findings import Finding
 from selfcheck_fakes import TIMEOUT, FakeResolver
 
 IP = "192.0.2.25"
 PTR = "25.2.0.192.in-addr.arpa"
 
 
-def _by_id(results: list[rdns.CheckResult]) -> dict[str, rdns.CheckResult]:
+def _by_id(results: list[Finding]) -> dict[str, Finding]:
     return {r.id: r for r in results}
 
 
