@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from postwarden.config import Config
+from postwarden.config import Config, LimitConfig
 from postwarden.dns import Budget, Resolver
 from postwarden.hoststate import HostState
 from postwarden.milter.storehealth import StoreHealth
@@ -48,6 +48,8 @@ class RateTake:
     burst: float
     once: str = ""  # the message's identity: a retried message takes nothing again
     local: bool = False  # degraded mode: this relay's own budget, not the shared store
+    limit: LimitConfig | None = None  # whose bucket: for the finding if the take is refused
+    source: str = ""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from postwarden.config import PolicyConfig
 from postwarden.findings import Finding, Severity, ids
 from postwarden.log import log
 from postwarden.logsafe import escape, field
@@ -31,7 +32,8 @@ from postwarden.metrics import metrics
 from postwarden.milter import probe
 from postwarden.milter.activity import record_activity
 from postwarden.milter.pipeline import HeaderChange, Services, Verdict
-from postwarden.policy import ACCEPT, Decision
+from postwarden.milter.ratelimit import exceeded
+from postwarden.policy import ACCEPT, Decision, decide, effective
 from postwarden.store import HoldRecord, StoreError
 
 
@@ -57,14 +59,21 @@ class Applied:
         return replace(self, verdict=replace(self.verdict, sent=None))
 
 
-def commit(msg: Message, verdict: Verdict, services: Services, elapsed: float) -> Applied:
+def commit(msg: Message, verdict: Verdict, services: Services, elapsed: float,
+           policy: PolicyConfig | None = None) -> Applied:
+    """`policy`: the Inspector's effective policy, to decide again when a bucket
+    that the checks saw room in was filled by concurrent mail before the take."""
     store, now = services.store, services.clock()
     if probe.catcher.catch(msg, verdict, store, now):
         return Applied(verdict, discard=True)  # never delivered: nothing counts
     d = verdict.decision
     kept = d.delivers
     if kept:
-        _take_units(verdict, services, now)
+        refused = _take_units(verdict, services, now)
+        if refused is not None:
+            verdict = _decide_again(msg, verdict, refused, services, policy)
+            d = verdict.decision
+            kept = d.delivers
         _count_history(verdict, services, now)
     if kept and any(t.local for t in verdict.takes):  # judged on local budgets
         services.health.count(held=d.holds)
@@ -80,28 +89,48 @@ def commit(msg: Message, verdict: Verdict, services: Services, elapsed: float) -
     return Applied(verdict, tuple(verdict.changes) if kept else ())
 
 
-def _take_units(verdict: Verdict, services: Services, now: float) -> None:
-    """Take what the limits peeked. A shared store that fails here starts degraded
-    mode, and the rest are taken from this relay's local budgets."""
+def _take_units(verdict: Verdict, services: Services, now: float) -> Finding | None:
+    """Take what the limits peeked; the first refusal the checks did not foresee (the
+    bucket filled between the peek and now) comes back as its finding, and stops
+    the rest. A shared store that fails here starts degraded mode, and the rest are
+    taken from this relay's local budgets."""
     store, health = services.store, services.health
     if store is None or not verdict.takes:
-        return
+        return None
     fraction = services.config.ratelimit.degraded_fraction
+    foreseen = {str(f.data.get("key")) for f in verdict.findings
+                if f.id == "ratelimit.exceeded"}
     local = False
     for t in verdict.takes:
         local = local or t.local
+        r = None
         if not local:
             try:
-                store.rate_take(t.key, t.cost, t.interval, t.burst, now, once=t.once)
+                r = store.rate_take(t.key, t.cost, t.interval, t.burst, now, once=t.once)
             except StoreError as e:
                 health.failed(e, "rate limits", store, now, fraction)
                 if not health.degraded:
-                    return
+                    return None
                 local = True
             else:
                 health.ok(store, now)
-                continue
-        health.local_take(t.key, t.cost, t.interval, t.burst, now, fraction)
+        if r is None:
+            r = health.local_take(t.key, t.cost, t.interval, t.burst, now, fraction)
+        if not r.allowed and t.key not in foreseen and t.limit is not None:
+            return exceeded(replace(t, local=local), r)
+    return None
+
+
+def _decide_again(msg: Message, verdict: Verdict, refused: Finding, services: Services,
+                  policy: PolicyConfig | None) -> Verdict:
+    """The message with the refusal among its findings, decided again: what the
+    check would have found had it come a moment later. Units taken from the limits
+    before the refusing one stay taken (as for any message a limit holds)."""
+    cfg = services.config
+    findings = [*verdict.findings, refused]
+    decision = decide(findings, msg.origin, cfg.mode,
+                      policy if policy is not None else effective(cfg))
+    return replace(verdict, findings=findings, decision=decision)
 
 
 def _count_history(verdict: Verdict, services: Services, now: float) -> None:

@@ -180,7 +180,8 @@ class Inspector:
 
         started = time.perf_counter()
         verdict = self.inspect(msg)
-        return commit(msg, verdict, self.services, time.perf_counter() - started)
+        return commit(msg, verdict, self.services, time.perf_counter() - started,
+                      self.policy)
 
 
 def describe(ev: Evidence) -> dict[str, str]:

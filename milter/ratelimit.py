@@ -39,6 +39,7 @@ from postwarden.milter.forms import (
     signal_finding,
 )
 from postwarden.store import StoreError
+from postwarden.store.base import RateResult
 
 if TYPE_CHECKING:
     from postwarden.milter.evidence import Evidence
@@ -195,18 +196,25 @@ def peek_limits(ev: Evidence) -> Limits:
         if local:
             r = health.local_peek(key, cost, interval, limit.burst, now,
                                   cfg.degraded_fraction)
-        takes.append(RateTake(key, cost, interval, limit.burst, once, local))
+        takes.append(RateTake(key, cost, interval, limit.burst, once, local, limit,
+                              source.key))
         if not r.allowed:
-            where = " (local budget: shared store unavailable)" if local else ""
-            shown = f"{r.burst:g}" if local else limit.burst
-            text = (f"{key}: {r.used:.1f} of burst {shown} used{where}, this message "
-                    f"costs {cost:g} {limit.count}; limit {limit.rate} per {limit.window}s")
-            return Limits(tuple(takes), Finding("ratelimit.exceeded", Severity.WARNING, text, {
-                "key": key, "limit": limit.name, "count": round(r.used, 2), "cost": cost,
-                "rate": limit.rate, "window": limit.window, "burst": limit.burst,
-                "retry_after": round(r.retry_after, 1), "degraded": local,
-                "source": source.key}))
+            return Limits(tuple(takes), exceeded(takes[-1], r))
     return Limits(tuple(takes))
+
+
+def exceeded(take: RateTake, r: RateResult) -> Finding:
+    """`ratelimit.exceeded` for the bucket of `take`, which refused its units."""
+    limit, local = take.limit, take.local
+    assert limit is not None
+    where = " (local budget: shared store unavailable)" if local else ""
+    shown = f"{r.burst:g}" if local else limit.burst
+    text = (f"{take.key}: {r.used:.1f} of burst {shown} used{where}, this message "
+            f"costs {take.cost:g} {limit.count}; limit {limit.rate} per {limit.window}s")
+    return Finding("ratelimit.exceeded", Severity.WARNING, text, {
+        "key": take.key, "limit": limit.name, "count": round(r.used, 2), "cost": take.cost,
+        "rate": limit.rate, "window": limit.window, "burst": limit.burst,
+        "retry_after": round(r.retry_after, 1), "degraded": local, "source": take.source})
 
 
 def limit_check(msg: Message, ctx: CheckContext) -> list[Finding]:

@@ -15,7 +15,7 @@ from postwarden import dns
 from postwarden.config import Config, DnsConfig, LimitConfig, from_dict
 from postwarden.message import Message, Origin
 from postwarden.milter import forms, ratelimit
-from postwarden.milter.effects import Applied
+from postwarden.milter.effects import Applied, commit
 from postwarden.milter.pipeline import CheckContext, Inspector, Services
 from postwarden.store import Store, StoreError
 from postwarden.store.sqlite_store import SqliteStore
@@ -151,6 +151,33 @@ def test_sasl_user_over_the_limit_is_held(store: SqliteStore, logbuf: io.StringI
                          sender="bob@example.com", client_port=50000,
                          queue_id=f"4F9D42A0C{i}") for i in range(4)]
     assert [insp.handle(m).decision.action for m in msgs] == ["accept"] * 3 + ["hold"]
+
+
+@pytest.mark.parametrize("mode", ["enforce", "monitor"])
+def test_a_bucket_filled_between_peek_and_take_is_decided_again(
+        store: SqliteStore, logbuf: io.StringIO, mode: str) -> None:
+    """Concurrent messages all see the last unit free when they peek; the take is the
+    atomic one, and the message whose take is refused is decided as the check would
+    have decided it a moment later, never passed unlimited."""
+    cfg = config(mode=mode, ratelimit={"limits": [{
+        "name": "sasl", "key": "sasl_user", "rate": 10, "burst": 1,
+        "origins": ["submission"]}]})
+    insp = make(cfg, store, Clock())
+    first, second, third = (form_message(script=None, origin=Origin.SUBMISSION,
+                                         auth_user="bob", sender="bob@example.com",
+                                         client_port=50000, queue_id=f"4F9D42A0F{i}")
+                            for i in range(3))
+    a, b = insp.inspect(first), insp.inspect(second)  # both peek before either takes
+    assert [v.decision.action for v in (a, b)] == ["accept", "accept"]
+    assert not any(f.id == "ratelimit.exceeded" for f in a.findings + b.findings)
+    assert commit(first, a, insp.services, 0.0, insp.policy).decision.action == "accept"
+    late = commit(second, b, insp.services, 0.0, insp.policy)
+    assert "ratelimit.exceeded" in {f.id for f in late.findings}
+    (bucket,) = store.buckets(T0)
+    assert bucket.used == pytest.approx(1)  # one unit, not two
+    checked = insp.inspect(third)  # the bucket is full when this one peeks
+    assert "ratelimit.exceeded" in {f.id for f in checked.findings}
+    assert late.decision == checked.decision and late.decision.would == "hold"
 
 
 def test_suspicious_messages_cost_more(store: SqliteStore, logbuf: io.StringIO) -> None:
