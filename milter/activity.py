@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from postwarden.feedback.logline import printable
 from postwarden.message import Message
-from postwarden.milter.pipeline import Services, Verdict
+from postwarden.milter.context import Services, Verdict
 from postwarden.store import OutboundRecord, StoreError
 
 

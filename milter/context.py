@@ -12,13 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from postwarden.config import Config, LimitConfig
 from postwarden.dns import Budget, Resolver
+from postwarden.findings import Finding
 from postwarden.hoststate import HostState
+from postwarden.message import Message
 from postwarden.milter.storehealth import StoreHealth
+from postwarden.policy import Decision
 from postwarden.spf import SpfResults
 from postwarden.store import Store
 
 if TYPE_CHECKING:
-    from postwarden.message import Message
     from postwarden.milter.auth_results import DkimSignature
     from postwarden.milter.evidence import Evidence
 
@@ -80,6 +82,22 @@ class Fix:
     note: str = ""  # a log line of its own (the From rewrite's)
     signed: tuple[DkimSignature, ...] = ()  # our signatures: evidence of the outgoing message
     rewrites_from: bool = False  # every existing signature covers From: it breaks them
+
+
+@dataclass
+class Verdict:
+    findings: list[Finding]
+    decision: Decision
+    changes: list[HeaderChange] = field(default_factory=list)
+    summary: dict[str, str] = field(default_factory=dict)
+    takes: tuple[RateTake, ...] = ()
+    bumps: tuple[CounterBump, ...] = ()
+    source: str = ""
+    rewrite_note: str = ""
+    sent: Message | None = None  # the message as it will leave, when a fix changed it
+    # dkim/spf/dmarc of the message as it leaves (the summary shows before->after)
+    leaving: dict[str, str] = field(default_factory=dict)
+    signed: bool = False  # postwarden signs it
 
 
 class CheckContext:

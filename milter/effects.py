@@ -31,7 +31,7 @@ from postwarden.message import Message, domain_of
 from postwarden.metrics import metrics
 from postwarden.milter import probe
 from postwarden.milter.activity import record_activity
-from postwarden.milter.pipeline import HeaderChange, Services, Verdict
+from postwarden.milter.context import HeaderChange, Services, Verdict
 from postwarden.milter.ratelimit import exceeded
 from postwarden.policy import ACCEPT, Decision, decide, effective
 from postwarden.store import HoldRecord, StoreError

@@ -12,8 +12,8 @@ are applied only to mail the decision keeps (Decision.delivers).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import replace
+from typing import Protocol
 
 from postwarden.dns import Budget
 from postwarden.findings import Finding, Severity
@@ -27,33 +27,16 @@ from postwarden.milter.context import (
     HeaderChange,
     RateTake,
     Services,
+    Verdict,
 )
 from postwarden.milter.dkim_sign import apply_changes
+from postwarden.milter.effects import Applied, commit
 from postwarden.milter.evidence import Evidence
 from postwarden.milter.switches import with_switch
-from postwarden.policy import Decision, decide, effective
-
-if TYPE_CHECKING:
-    from postwarden.milter.effects import Applied
+from postwarden.policy import decide, effective
 
 __all__ = ["CheckContext", "CounterBump", "HeaderChange", "Inspector", "RateTake",
            "Services", "Verdict", "default_checks", "default_fixers"]
-
-
-@dataclass
-class Verdict:
-    findings: list[Finding]
-    decision: Decision
-    changes: list[HeaderChange] = field(default_factory=list)
-    summary: dict[str, str] = field(default_factory=dict)
-    takes: tuple[RateTake, ...] = ()
-    bumps: tuple[CounterBump, ...] = ()
-    source: str = ""
-    rewrite_note: str = ""
-    sent: Message | None = None  # the message as it will leave, when a fix changed it
-    # dkim/spf/dmarc of the message as it leaves (the summary shows before->after)
-    leaving: dict[str, str] = field(default_factory=dict)
-    signed: bool = False  # postwarden signs it
 
 
 class Check(Protocol):
@@ -176,8 +159,6 @@ class Inspector:
 
     def handle(self, msg: Message) -> Applied:
         """The whole per-message pipeline: inspect, then commit the effects."""
-        from postwarden.milter.effects import commit
-
         started = time.perf_counter()
         verdict = self.inspect(msg)
         return commit(msg, verdict, self.services, time.perf_counter() - started,
