@@ -15,7 +15,7 @@ from postwarden.orgdomain import aligned, normalize
 MIN_RSA_BITS = 1024  # RFC 8301: verifiers must not accept smaller keys
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DkimSignature:
     """One DKIM-Signature header and what verifying it gave.
 
@@ -39,7 +39,7 @@ class DkimSignature:
         return self.status in ("pass", "unverified")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpfOutcome:
     """SPF as receivers will see it, for every configured sending IP.
 

@@ -40,7 +40,7 @@ class Services:
     spf_results: SpfResults = field(default_factory=SpfResults)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RateTake:
     """Units a message takes from a GCRA bucket if the decision keeps it."""
 
@@ -54,7 +54,7 @@ class RateTake:
     source: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CounterBump:
     """One decaying history counter a message adds to if the decision keeps it."""
 
@@ -63,7 +63,7 @@ class CounterBump:
     half_life: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HeaderChange:
     """What the adapter asks Postfix to do: add (index None = append / 0 = top) or change."""
 
@@ -73,7 +73,7 @@ class HeaderChange:
     index: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fix:
     """What one fixer plans for the message, and what to say about it."""
 
@@ -84,7 +84,7 @@ class Fix:
     rewrites_from: bool = False  # every existing signature covers From: it breaks them
 
 
-@dataclass
+@dataclass(slots=True)
 class Verdict:
     findings: list[Finding]
     decision: Decision
@@ -100,12 +100,17 @@ class Verdict:
     signed: bool = False  # postwarden signs it
 
 
+NO_FIX = Fix()  # what a fixer that changes nothing returns (one object, not one per message)
+
+
 class CheckContext:
     """One message's services, DNS budget and evidence, as the checks see them.
 
     The evidence is computed on first ask and kept (postwarden.milter.evidence): a
     check asks for what it needs, in any order, and nothing is evaluated twice.
     """
+
+    __slots__ = ("_evidence", "_given", "budget", "services")
 
     def __init__(self, services: Services, budget: Budget,
                  evidence: Evidence | None = None) -> None:

@@ -43,7 +43,7 @@ from postwarden.findings import Finding
 from postwarden.log import log
 from postwarden.message import Message, header_bytes
 from postwarden.milter.auth_results import DkimSignature, from_domains
-from postwarden.milter.context import CheckContext, Fix, HeaderChange
+from postwarden.milter.context import NO_FIX, CheckContext, Fix, HeaderChange
 from postwarden.milter.dmarc_verdict import dkim_passes
 from postwarden.orgdomain import aligned, normalize
 
@@ -259,22 +259,22 @@ class DkimSigner:
         """Sign the message as the fixes before this one leave it (`before`)."""
         if (not self.keys or msg.origin.value not in self.cfg.dkim.sign_origins
                 or msg.body_truncated):
-            return Fix()
+            return NO_FIX
         ev = ctx.evidence(msg)
         headers = apply_changes(msg.headers, before) if before else msg.headers
         probe = Message(headers=headers) if before else msg  # parsed once if unchanged
         domains = from_domains(probe)
         if len(domains) != 1 or len(probe.from_addresses) != 1:
-            return Fix()  # no From or several: DMARC cannot pass whatever we sign
+            return NO_FIX  # no From or several: DMARC cannot pass whatever we sign
         domain = domains[0]
         mode = ev.alignment_mode(domain, "adkim")
         existing = ev.dkim()
         if not before and dkim_passes(ev, domain):
-            return Fix()  # an aligned pass already (a rewritten From breaks every one)
+            return NO_FIX  # an aligned pass already (a rewritten From breaks every one)
         keys = [k for k in self.keys_for(domain, mode)
                 if not any(s.domain == k.domain and s.selector == k.selector for s in existing)]
         if not keys:
-            return Fix()
+            return NO_FIX
         canon = self.cfg.dkim.canonicalization.encode("ascii")
         block = header_bytes(headers)
         bh = body_hash(msg.body, canon)

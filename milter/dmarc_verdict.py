@@ -27,7 +27,7 @@ _POLICY_RANK = {"none": 0, "quarantine": 1, "reject": 2}
 Align = Callable[[str, str], "bool | None"]  # (identifier, mode) -> aligned, None unknown
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """One generation's verdict for one From domain."""
 
@@ -60,7 +60,7 @@ class Outcome:
         return p.describe()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DomainVerdict:
     """Both generations for one From domain, and what a receiver may do.
 
@@ -75,7 +75,7 @@ class DomainVerdict:
     kind: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DmarcVerdict:
     """The message's DMARC result: the worst domain's, and which generation says it."""
 

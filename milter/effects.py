@@ -37,7 +37,7 @@ from postwarden.policy import ACCEPT, Decision, decide, effective
 from postwarden.store import HoldRecord, StoreError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Applied:
     """What the adapter does with the message: its header changes, and whether a
     self-check probe is discarded instead of the decision's action."""

@@ -36,6 +36,22 @@ _UNSET = object()
 class Evidence:
     """What is known about one message; every accessor computes at most once."""
 
+    __slots__ = (
+        "_dkim",
+        "_dmarc",
+        "_from",
+        "_history",
+        "_limits",
+        "_lookups",
+        "_org9989",
+        "_signals",
+        "_source",
+        "_spf",
+        "budget",
+        "msg",
+        "services",
+    )
+
     def __init__(self, msg: Message, services: Services, budget: Budget, *,
                  dkim: Sequence[DkimSignature] | None = None, spf: object = _UNSET,
                  source: Source | None = None) -> None:

@@ -42,7 +42,7 @@ _URL = re.compile(rb"(?i)\b(?:https?://|www\.)[^\s<>\"'()\[\]]+")
 _BOUNDARY = re.compile(r'(?i)boundary\s*=\s*"?b1_')
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Source:
     """Who sent a message. `form` marks web-form/script mail (the abuse-prone kind).
 
@@ -210,7 +210,7 @@ def _host(url: bytes) -> str:
     return host.lower().removeprefix("www.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Signal:
     """One suspicion signal a form message hit: its weight and why."""
 

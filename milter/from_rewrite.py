@@ -17,7 +17,7 @@ from postwarden.config import Config
 from postwarden.findings import Finding
 from postwarden.message import Message, domain_of
 from postwarden.milter.auth_results import is_ours
-from postwarden.milter.context import CheckContext, Fix, HeaderChange
+from postwarden.milter.context import NO_FIX, CheckContext, Fix, HeaderChange
 
 MAX_NAME = 78
 
@@ -52,17 +52,17 @@ class FromRewriter:
                  before: tuple[HeaderChange, ...] = ()) -> Fix:
         fr = self.cfg.from_rewrite
         if not fr.enabled or msg.origin.value not in fr.origins:
-            return Fix()
+            return NO_FIX
         values = msg.header_all("From")
         if len(values) != 1 or len(msg.from_addresses) != 1:
-            return Fix()
+            return NO_FIX
         domain = msg.from_domain
         # dmarc.generations_differ whose stricter outcome fails: some receivers fail it
         failing = [f for f in findings if f.data.get("domain") == domain and (
             f.id == "dmarc.fail" or (f.id == "dmarc.generations_differ"
                                      and f.data.get("result") == "fail"))]
         if not failing or is_ours(self.cfg, domain):
-            return Fix()
+            return NO_FIX
         new_from = rewritten_from(values[0], fr.address, self.site)
         changes = [HeaderChange("change", "From", " " + new_from, 1)]
         kept = msg.header("Reply-To") is not None

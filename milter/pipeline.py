@@ -110,21 +110,29 @@ class Inspector:
         found = [self._run(check, msg, ctx) for check in self.checks]
         fixes = self._plan(msg, ctx, [f for fs in found for f in fs])
         summary = describe(ev)
-        leaving = dict(summary)
-        sent = msg
-        if fixes and self.as_sent:
-            sent, summary, leaving = self._judge_as_sent(ev, fixes, found, summary)
-        for fix in fixes:
-            summary.update(fix.shown)
         findings = [with_switch(cfg, msg.origin, f) for fs in found for f in fs]
-        decision = decide(findings, msg.origin, cfg.mode, self.policy)
-        history = ev.history() if ev.history_known else None
-        return Verdict(findings, decision, [ch for fix in fixes for ch in fix.changes],
-                       summary, ev.limits().takes if ev.limits_known else (),
-                       history.bumps if history is not None else (),
-                       ev.source().key if ev.source_known else "",
-                       "; ".join(fix.note for fix in fixes if fix.note), sent, leaving,
-                       any(fix.signed for fix in fixes))
+        if not fixes:  # the usual message: nothing planned, judged as it arrived
+            verdict = Verdict(findings, decide(findings, msg.origin, cfg.mode, self.policy),
+                              summary=summary, leaving=summary)
+        else:
+            sent, leaving = msg, dict(summary)
+            if self.as_sent:
+                sent, summary, leaving = self._judge_as_sent(ev, fixes, found, summary)
+                findings = [with_switch(cfg, msg.origin, f) for fs in found for f in fs]
+            for fix in fixes:
+                summary.update(fix.shown)
+            verdict = Verdict(findings, decide(findings, msg.origin, cfg.mode, self.policy),
+                              [ch for fix in fixes for ch in fix.changes], summary,
+                              rewrite_note="; ".join(fix.note for fix in fixes if fix.note),
+                              sent=sent, leaving=leaving,
+                              signed=any(fix.signed for fix in fixes))
+        if ev.limits_known:
+            verdict.takes = ev.limits().takes
+        if ev.history_known and (history := ev.history()) is not None:
+            verdict.bumps = history.bumps
+        if ev.source_known:
+            verdict.source = ev.source().key
+        return verdict
 
     def _judge_as_sent(self, ev: Evidence, fixes: list[Fix], found: list[list[Finding]],
                        before: dict[str, str]

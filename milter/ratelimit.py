@@ -55,7 +55,7 @@ def fingerprint(msg: Message, scan_bytes: int) -> str:
     return hashlib.sha256(text).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class History:
     """A form source's counters as this message would leave them (read, not written:
     `bumps` are added by the effects stage if the decision keeps the message)."""
@@ -150,7 +150,7 @@ def message_identity(msg: Message) -> str:
     return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Limits:
     """What the matching rate limits say of one message, peeked: the units it would
     take (effects takes them if the decision keeps it) and the first limit it

@@ -145,6 +145,8 @@ class StoreHealth:
 
     def skip_store(self, now: float) -> bool:
         """Degraded and this is not the second's probe: do not wait for the store."""
+        if not self.degraded:  # the usual case, read without the lock (a bool)
+            return False
         with self._lock:
             if not self._degraded:
                 return False
@@ -179,6 +181,8 @@ class StoreHealth:
                         burst * fraction)[1]
 
     def count(self, held: bool) -> None:
+        if not self.degraded:
+            return
         with self._lock:
             if self._degraded:
                 self.held += held

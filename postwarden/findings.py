@@ -59,7 +59,7 @@ _STATUS_OF: dict[Severity, Status] = {
     Severity.WARNING: "warning", Severity.ERROR: "critical", Severity.CRITICAL: "critical"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Finding:
     id: str  # registered in postwarden/ids.py
     severity: Severity

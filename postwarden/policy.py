@@ -24,7 +24,7 @@ ACCEPT, HOLD, TEMPFAIL, REJECT = "accept", "hold", "tempfail", "reject"
 _RANK = {ACCEPT: 0, HOLD: 1, TEMPFAIL: 2, REJECT: 3}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     action: str
     would: str

@@ -84,6 +84,7 @@ RETURNING tat
 """
 MAX_AHEAD = 1e9  # seconds a TAT may lie ahead; more is a damaged value
 PRUNE_EVERY = 500  # writes between clean-ups of expired rows
+OUTBOUND_PRUNE_EVERY = 60.0  # seconds of message time between prunes of outbound
 BUSY_TIMEOUT_MS = 250  # a locked file must not hold mail up: fail open instead
 REOPEN_EVERY = 2.0  # seconds between tries to open a file that could not be opened
 # The hot set is the bucket and counter rows plus the B-tree interiors; SQLite's
@@ -146,6 +147,7 @@ class SqliteStore(Store):
         self._create = create and not readonly
         self.readonly = readonly
         self._seen_ttl = seen_ttl
+        self._outbound_pruned = -math.inf  # the last cutoff outbound was pruned to
         self._identity: tuple[int, int] | None = None
         self._next_check = 0.0
         self._lock = threading.Lock()
@@ -547,8 +549,8 @@ class SqliteStore(Store):
     # --- feedback ---------------------------------------------------------------
     def record_outbound(self, rec: OutboundRecord,
                         retention: float = OUTBOUND_RETENTION) -> None:
-        # Two statements, each its own transaction (one record per message on the hot
-        # path: no BEGIN/COMMIT round trips); a crash between them only delays pruning.
+        # Each statement its own transaction (one record per message on the hot path:
+        # no BEGIN/COMMIT round trips); a crash between them only delays pruning.
         if self.readonly:
             raise StoreError(f"sqlite {self.path}: opened read-only")
         with self._lock:
@@ -559,8 +561,12 @@ class SqliteStore(Store):
                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (rec.queue_id, rec.when, rec.source, rec.origin, rec.env_domain,
                             rec.from_domain, int(rec.signed), rec.dkim, rec.spf, rec.dmarc))
-                # an index range that is empty on almost every call: pruning stays exact
-                db.execute("DELETE FROM outbound WHERE at < ?", (rec.when - retention,))
+                # at most once a minute (a write transaction even when it deletes
+                # nothing): a record is kept for `retention`, and at most a minute more
+                cutoff = rec.when - retention
+                if cutoff >= self._outbound_pruned + OUTBOUND_PRUNE_EVERY:
+                    db.execute("DELETE FROM outbound WHERE at < ?", (cutoff,))
+                    self._outbound_pruned = cutoff
             except sqlite3.Error as e:
                 self._rollback(db)
                 raise StoreError(f"sqlite {self.path}: {e}") from None
