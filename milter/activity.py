@@ -42,7 +42,7 @@ def outbound_record(msg: Message, verdict: Verdict, now: float) -> OutboundRecor
     signature, the From rewrite)."""
     leaving = verdict.leaving
     sent = verdict.sent or msg
-    signed = verdict.signed or any(n.lower() == "dkim-signature" for n, _ in msg.headers)
+    signed = verdict.signed or msg.header("DKIM-Signature") is not None
     return OutboundRecord(
         queue_id=_clean(msg.queue_id), when=now, source=_clean(verdict.source),
         origin=str(msg.origin), env_domain=_clean(msg.mail_from_domain),

@@ -62,7 +62,7 @@ def escape(value: object, limit: int = 0) -> str:
     if limit and len(text) > limit:
         text = text[:limit]
     out = _chars(text)
-    return _quoted(out) if any(c in _SPECIAL for c in out) else out
+    return out if _SPECIAL.isdisjoint(out) else _quoted(out)
 
 
 def _quoted(out: str) -> str:
@@ -77,7 +77,7 @@ def field(key: str, value: object, *, angle: bool = False, limit: int = 0) -> st
     if limit and len(text) > limit:
         text = text[:limit]
     inner = _chars(text)
-    if any(c in _ANGLE_SPECIAL for c in inner):
+    if not _ANGLE_SPECIAL.isdisjoint(inner):
         return f"{key}=" + _quoted(f"<{inner}>")
     return f"{key}=<{inner}>"
 

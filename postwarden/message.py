@@ -110,11 +110,11 @@ class Message:
         addrs = self._from_addresses
         return addrs[0] if len(addrs) == 1 else ""
 
-    @property
+    @cached_property
     def from_domain(self) -> str:
         return domain_of(self.header_from)
 
-    @property
+    @cached_property
     def mail_from_domain(self) -> str:
         return domain_of(self.mail_from)
 

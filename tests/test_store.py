@@ -127,6 +127,15 @@ def test_rate_peek_admits_a_message_the_bucket_already_admitted(store: Store) ->
     assert store.rate_take("once", 1, 60.0, 2.0, T0, once="msg-1").allowed
 
 
+def test_a_denied_message_is_not_remembered_as_admitted(store: Store) -> None:
+    assert store.rate_take("deny", 1, 60.0, 1.0, T0, once="a").allowed
+    assert not store.rate_take("deny", 1, 60.0, 1.0, T0, once="b").allowed
+    assert not store.rate_take("deny", 1, 60.0, 1.0, T0, once="b").allowed  # judged again
+    assert not store.rate_peek("deny", 1, 60.0, 1.0, T0, once="b").allowed
+    assert store.rate_take("deny", 1, 60.0, 1.0, T0 + 60.0, once="b").allowed  # room again
+    assert store.rate_take("deny", 1, 60.0, 1.0, T0 + 60.0, once="b").allowed  # its retry
+
+
 def test_keys_are_independent(store: Store) -> None:
     assert store.rate_take("a", 2, 60.0, 2.0, T0).allowed
     assert not store.rate_take("a", 1, 60.0, 2.0, T0).allowed

@@ -69,6 +69,9 @@ _LIVE = ("typeof(expires) IN ('real', 'integer') AND expires > :now "
 _SEEN = (f"INSERT INTO seen(key, ident, expires, n) VALUES (:key, :ident, :exp, 1) "  # noqa: S608
          f"ON CONFLICT(key, ident) DO UPDATE SET n = CASE WHEN {_LIVE} THEN n + 1 ELSE 1 END, "
          f"expires = CASE WHEN {_LIVE} THEN expires ELSE :exp END RETURNING n")
+# A denied message's count taken back: a new row goes, a counted one is as it was.
+_UNSEE_NEW = "DELETE FROM seen WHERE key = :key AND ident = :ident"
+_UNSEE = "UPDATE seen SET n = n - 1 WHERE key = :key AND ident = :ident"
 # gcra() in one upsert: the bucket moves only if the cost fits (unqualified columns
 # in DO UPDATE are the stored row's), RETURNING says whether it did.
 # A stored TAT that is not a number, or beyond any burst (MAX_AHEAD), reads as now.
@@ -412,23 +415,37 @@ class SqliteStore(Store):
 
     def _take_once(self, key: str, once: str, now: float, interval: float, burst: float,
                    args: dict[str, object]) -> RateResult:
-        """The upsert plus the identity, in one transaction; _Denied when it does not fit.
+        """The identity counted, then the upsert; _Denied when it does not fit.
 
-        The identity row is counted first (RETURNING says how often this message was
-        admitted before); a message seen before is admitted without units, a new
-        one takes them, and a denial rolls the identity row back with the rest."""
-        with self._tx() as db:
-            (n,) = db.execute(_SEEN, {"key": key, "ident": once, "now": now,
-                                      "exp": now + self._seen_ttl}).fetchone()
-            if 1 <= int(n) - 1 <= SEEN_REPEATS:
-                b = db.execute("SELECT tat FROM buckets WHERE key = ?", (key,)).fetchone()
-                tat = b[0] if b and _is(b[0], float) and _f(b[0]) - now <= MAX_AHEAD else now
-                return RateResult(True, max(_f(tat) - now, 0.0) / interval, burst, 0.0)
-            row = db.execute(_TAKE, args).fetchone()
-            if row is None:
-                raise _Denied
-            self._maybe_prune(db, now)
-            return RateResult(True, (row[0] - now) / interval, burst, 0.0)
+        Two statements, each its own transaction (no BEGIN/COMMIT on the hot path):
+        the identity row first (RETURNING says how often this message was admitted
+        before), then, for a message not seen, the units. A denial takes the count
+        back, so the message's retry is judged again. A crash between the two can
+        only let that one message's retry through without a unit."""
+        if self.readonly:
+            raise StoreError(f"sqlite {self.path}: opened read-only")
+        with self._lock:
+            db = self._connection()
+            try:
+                (n,) = db.execute(_SEEN, {"key": key, "ident": once, "now": now,
+                                          "exp": now + self._seen_ttl}).fetchone()
+                if 1 <= int(n) - 1 <= SEEN_REPEATS:
+                    b = db.execute("SELECT tat FROM buckets WHERE key = ?", (key,)).fetchone()
+                    tat = b[0] if b and _is(b[0], float) and _f(b[0]) - now <= MAX_AHEAD \
+                        else now
+                    return RateResult(True, max(_f(tat) - now, 0.0) / interval, burst, 0.0)
+                row = db.execute(_TAKE, args).fetchone()
+                if row is None:
+                    db.execute(_UNSEE_NEW if int(n) == 1 else _UNSEE,
+                               {"key": key, "ident": once})
+                    raise _Denied
+                self._writes += 1
+                if self._writes % PRUNE_EVERY == 0:
+                    self._prune_alone(db, now)
+                return RateResult(True, (row[0] - now) / interval, burst, 0.0)
+            except sqlite3.Error as e:
+                self._rollback(db)
+                raise StoreError(f"sqlite {self.path}: {e}") from None
 
     def buckets(self, now: float, limit: int = 50) -> list[BucketState]:
         rows = self._read(lambda db: db.execute(
