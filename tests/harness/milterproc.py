@@ -84,9 +84,12 @@ class MilterProcess:
     def start(self, timeout: float = 15.0) -> None:
         with open(self.log_path, "ab") as log:
             env = dict(os.environ, PYTHONUNBUFFERED="1")
+            # its own process group: a wrapper (faketime) runs the daemon as its child,
+            # and stop() must not leave that child running after the test
             self.proc = subprocess.Popen([*self.wrapper, str(BIN), "--config",
                                           str(self.config_path), "milter", "--log-stderr"],
-                                         stdout=log, stderr=log, env=env, cwd="/")
+                                         stdout=log, stderr=log, env=env, cwd="/",
+                                         start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -116,6 +119,7 @@ class MilterProcess:
                 self.proc.kill()
                 self.proc.wait()
         rc = self.proc.returncode
+        self._kill_group(self.proc.pid)
         self.proc = None
         return rc
 
@@ -123,7 +127,16 @@ class MilterProcess:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait()
+            self._kill_group(self.proc.pid)
             self.proc = None
+
+    @staticmethod
+    def _kill_group(pgid: int) -> None:
+        """Whatever the daemon's process group still holds (a wrapper's child)."""
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def hup(self) -> None:
         assert self.proc is not None
