@@ -23,7 +23,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from conftest import HOST_IP
+from conftest import HOST_IP, SASL_USERS
 from harness import HarnessError, need
 from harness.bad_dns import BadDns
 from harness.dkimverify import OpenDkimMilter, split_message
@@ -31,6 +31,7 @@ from harness.knot import DnsServer
 from harness.milterproc import MilterProcess, deep_merge
 from harness.php import run_php
 from harness.postfix import Postfix
+from harness.sasl import Dovecot
 from harness.sink import Delivered, Sink
 from postwarden.logsafe import unescape
 
@@ -147,8 +148,13 @@ class World:
             " { unix:postwarden/postwarden.sock, default_action=accept }\n"
             "non_smtpd_milters = { unix:postwarden/postwarden.sock, default_action=accept }\n")
         self.postfix.start()
+        self.sasl = Dovecot(self.base / "dovecot", self.postfix.queue / "private" / "auth",
+                            SASL_USERS)
+        self.sasl.start()
 
     def stop(self) -> None:
+        if getattr(self, "sasl", None) is not None:
+            self.sasl.stop()
         self.postfix.stop()
         if self.opendkim is not None:
             self.opendkim.terminate()
@@ -341,6 +347,24 @@ def test_own_rsa_and_ed25519_signatures_verify_independently(
     assert sorted(results) == ["0 pw.test ed pass", "1 pw.test rsa pass"] or \
         sorted(results) == ["0 pw.test rsa pass", "1 pw.test ed pass"]
     assert b"a=ed25519-sha256" in delivered.data and b"a=rsa-sha256" in delivered.data
+
+
+def test_sasl_submission_postwarden_signs_logs_no_dkim_missing(
+        world: World, sink: Sink, milter: Callable[..., MilterProcess]) -> None:
+    """Mail a SASL user submits, signed by postwarden: judged as it leaves, so no
+    dkim.missing on the summary line and no warning line for it."""
+    m = milter(_signing(world))
+    _mid, data = mail("Alice <alice@pw.test>")
+    qid = world.postfix.smtp(data, "alice@pw.test", ["bob@example.net"],
+                             login=("alice", SASL_USERS["alice"]))
+    (delivered,) = sink.wait_for(1)
+    s = m.wait_summary(qid)
+    assert s["origin"] == "submission" and s["source"] == "sasl:alice"
+    assert s["signed"] == "pw.test/rsa+pw.test/ed"
+    assert family(s, "dkim") == set() and unquoted(s["dkim"]) == "none->pass(signed)"
+    assert f"{qid}: warning: dkim.missing" not in m.log_path.read_text()
+    assert sorted(r.split()[-1] for r in independent_verify(delivered, world.dns.port)) \
+        == ["pass", "pass"]
 
 
 def test_already_signed_mail_is_not_signed_again(
