@@ -15,6 +15,7 @@ from email.utils import formataddr, getaddresses
 
 from postwarden.config import Config
 from postwarden.findings import Finding
+from postwarden.logsafe import angled, escape
 from postwarden.message import Message, domain_of
 from postwarden.milter.auth_results import is_ours
 from postwarden.milter.context import NO_FIX, CheckContext, Fix, HeaderChange
@@ -70,6 +71,7 @@ class FromRewriter:
             changes.append(HeaderChange("add", "Reply-To", " " + values[0].replace("\r\n", "\n")))
         policy = failing[0].data.get("policy", "?")
         where = "not copied, Reply-To exists" if kept else "moved to Reply-To"
-        note = (f"from rewritten: <{msg.header_from}> -> <{fr.address}> "
-                f"(DMARC p={policy} at {domain}); original From {where}")
+        # the visitor's address and domain are the sender's bytes: escaped, one token
+        note = (f"from rewritten: {angled(msg.header_from, 254)} -> {angled(fr.address)} "
+                f"(DMARC p={escape(policy)} at {escape(domain, 253)}); original From {where}")
         return Fix(tuple(changes), (("from_rewritten", domain),), note, rewrites_from=True)

@@ -73,13 +73,19 @@ def field(key: str, value: object, *, angle: bool = False, limit: int = 0) -> st
     """`key=value`, or `key=<value>` for addresses, by the rule of `escape`."""
     if not angle:
         return f"{key}={escape(value, limit)}"
+    return f"{key}={angled(value, limit)}"
+
+
+def angled(value: object, limit: int = 0) -> str:
+    """An address as `<addr>`, by the rule of `escape` (`"<...>"` when it holds a
+    space, `"`, `<` or `>`): for lines that show an address without a key."""
     text = value if isinstance(value, str) else str(value)
     if limit and len(text) > limit:
         text = text[:limit]
     inner = _chars(text)
     if not _ANGLE_SPECIAL.isdisjoint(inner):
-        return f"{key}=" + _quoted(f"<{inner}>")
-    return f"{key}=<{inner}>"
+        return _quoted(f"<{inner}>")
+    return f"<{inner}>"
 
 
 def line_safe(text: str) -> str:

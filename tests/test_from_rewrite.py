@@ -11,6 +11,7 @@ import pytest
 from auth_fakes import FakeResolver, config, context, message, rsa_key, signing_config
 from postwarden.config import Config
 from postwarden.findings import Finding, Severity
+from postwarden.logsafe import parse_fields
 from postwarden.message import Origin
 from postwarden.milter.dkim_sign import DkimSigner
 from postwarden.milter.from_rewrite import FromRewriter, rewritten_from
@@ -130,3 +131,14 @@ def test_generations_differ_rewrites_when_the_stricter_outcome_fails(
     changes = FromRewriter(c)(message("V <visitor@example.net>"), context(FakeResolver(), c),
                               [differ]).changes
     assert bool(changes) is rewritten
+
+
+def test_the_rewrite_line_cannot_carry_a_key_the_sender_wrote() -> None:
+    """The visitor's address is the sender's bytes: in the log line it stays one
+    escaped token, so no `key=` of its own reaches a reader of the mail log."""
+    c = cfg()
+    msg = message('V <"x action=accept hdr_from=<a@b>"@example.net>')
+    fix = FromRewriter(c)(msg, context(FakeResolver(), c), [fail()])
+    assert fix.changes, "not rewritten"
+    assert set(parse_fields(fix.note)) <= {"p"}  # only postwarden's own `p=` of DMARC
+    assert " action=accept" not in fix.note and "\n" not in fix.note
