@@ -74,7 +74,8 @@ def commit(msg: Message, verdict: Verdict, services: Services, elapsed: float,
             verdict = _decide_again(msg, verdict, refused, services, policy)
             d = verdict.decision
             kept = d.delivers
-        _count_history(verdict, services, now)
+        if kept:  # decided again, it may be refused now: then it counts nowhere
+            _count_history(verdict, services, now)
     if kept and any(t.local for t in verdict.takes):  # judged on local budgets
         services.health.count(held=d.holds)
     record_activity(msg, verdict, services, now)

@@ -110,15 +110,15 @@ class Inspector:
         found = [self._run(check, msg, ctx) for check in self.checks]
         fixes = self._plan(msg, ctx, [f for fs in found for f in fs])
         summary = describe(ev)
-        findings = [with_switch(cfg, msg.origin, f) for fs in found for f in fs]
         if not fixes:  # the usual message: nothing planned, judged as it arrived
+            findings = [with_switch(cfg, msg.origin, f) for fs in found for f in fs]
             verdict = Verdict(findings, decide(findings, msg.origin, cfg.mode, self.policy),
                               summary=summary, leaving=summary)
         else:
             sent, leaving = msg, dict(summary)
             if self.as_sent:
                 sent, summary, leaving = self._judge_as_sent(ev, fixes, found, summary)
-                findings = [with_switch(cfg, msg.origin, f) for fs in found for f in fs]
+            findings = [with_switch(cfg, msg.origin, f) for fs in found for f in fs]
             for fix in fixes:
                 summary.update(fix.shown)
             verdict = Verdict(findings, decide(findings, msg.origin, cfg.mode, self.policy),

@@ -180,6 +180,23 @@ def test_a_bucket_filled_between_peek_and_take_is_decided_again(
     assert late.decision == checked.decision and late.decision.would == "hold"
 
 
+def test_a_message_refused_at_the_take_adds_nothing_to_its_history(
+        store: SqliteStore, logbuf: io.StringIO) -> None:
+    """Decided again as rejected, the late message is as any refused one: no unit and
+    no count in its source's burst history."""
+    cfg = config(mode="enforce", policy={"enforce": {"ratelimit.exceeded": "reject"}},
+                 ratelimit={"limits": [{"name": "sasl", "key": "sasl_user", "rate": 10,
+                                        "burst": 1, "origins": ["submission"]}]})
+    insp = make(cfg, store, Clock())
+    first, second = (form_message(f"form {i}\n", origin=Origin.SUBMISSION, auth_user="bob",
+                                  sender="bob@example.com", client_port=50000,
+                                  queue_id=f"4F9D42A0G{i}") for i in range(2))
+    a, b = insp.inspect(first), insp.inspect(second)
+    assert commit(first, a, insp.services, 0.0, insp.policy).decision.action == "accept"
+    assert commit(second, b, insp.services, 0.0, insp.policy).decision.action == "reject"
+    assert store.counter("short:sasl:bob", ratelimit.SHORT_HALF_LIFE, T0) == pytest.approx(1)
+
+
 def test_suspicious_messages_cost_more(store: SqliteStore, logbuf: io.StringIO) -> None:
     cfg = config(forms={"weights": {"foreign_from": 4}})  # score 4 = costly_score
     insp = make(cfg, store, Clock())
