@@ -27,7 +27,7 @@ from postwarden.config import PolicyConfig
 from postwarden.findings import Finding, Severity, ids
 from postwarden.log import log
 from postwarden.logsafe import escape, field
-from postwarden.message import Message, domain_of
+from postwarden.message import Message
 from postwarden.metrics import metrics
 from postwarden.milter import probe
 from postwarden.milter.activity import record_activity
@@ -187,7 +187,7 @@ def summary_line(msg: Message, verdict: Verdict, mode: str) -> str:
 
 def log_verdict(msg: Message, verdict: Verdict, mode: str) -> None:
     log.info(summary_line(msg, verdict, mode), msg.queue_id)
-    domain = domain_of(msg.header_from) or domain_of(msg.mail_from)
+    domain = msg.from_domain or msg.mail_from_domain  # parsed once per message
     for f in verdict.findings:
         if f.severity >= Severity.WARNING:  # `error:` is kept for postwarden's own faults
             fix = f"; fix: {f.advice[0]}" if f.advice else ""

@@ -22,7 +22,7 @@ import pytest
 from harness.knot import DnsServer
 from harness.malformed import hammer
 from harness.milter_client import MilterClient
-from harness.milterproc import BIN, MilterProcess, deep_merge
+from harness.milterproc import BIN, MilterProcess, deep_merge, standalone_settings
 
 _ids = itertools.count(1)
 
@@ -34,16 +34,7 @@ def free_port() -> int:
 
 
 def settings(dns_server: DnsServer, work: Path, sock: str) -> dict[str, Any]:
-    return {
-        "socket": sock,
-        "host": {"ips": ["192.0.2.25"], "hostname": "mail.example.com",
-                 "domains": ["example.com"]},
-        "dns": {"nameservers": ["127.0.0.1"], "port": dns_server.port, "timeout": 0.5,
-                "message_budget": 1.0},
-        "store": {"path": str(work / "state.db")},
-        "log": {"target": "stderr"},
-        "selfcheck": {"periodic": False},
-    }
+    return standalone_settings(dns_server.port, work, sock)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from harness.knot import DnsServer
 from harness.milter_client import MilterClient
-from harness.milterproc import MilterProcess
+from harness.milterproc import MilterProcess, standalone_settings
 
 _ids = itertools.count(1)
 CASES = {"n": 0}
@@ -36,15 +36,7 @@ def fuzz_milter(dns_server: DnsServer, e2e_base: Path) -> Iterator[MilterProcess
                     '_dmarc TXT "v=DMARC1; p=reject"\n')
     work = e2e_base / "fuzz"
     sock = work / "pw.sock"
-    proc = MilterProcess(work, sock, {
-        "socket": f"unix:{sock}",
-        "host": {"ips": ["192.0.2.25"], "hostname": "mail.example.com",
-                 "domains": ["example.com"]},
-        "dns": {"nameservers": ["127.0.0.1"], "port": dns_server.port, "timeout": 0.5,
-                "message_budget": 1.0},
-        "store": {"path": str(work / "state.db")},
-        "log": {"target": "stderr"},
-    })
+    proc = MilterProcess(work, sock, standalone_settings(dns_server.port, work, f"unix:{sock}"))
     proc.start()
     yield proc
     print(f"\nfuzz cases sent to the milter: {CASES['n']}")

@@ -55,6 +55,21 @@ def toml_dumps(data: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def standalone_settings(dns_port: int, work: Path, socket: str) -> dict[str, Any]:
+    """A daemon on its own socket (no Postfix): fixture DNS on `dns_port`, SQLite in
+    `work`, no periodic self-check, short DNS limits for hostile-input tests."""
+    return {
+        "socket": socket,
+        "host": {"ips": ["192.0.2.25"], "hostname": "mail.example.com",
+                 "domains": ["example.com"]},
+        "dns": {"nameservers": ["127.0.0.1"], "port": dns_port, "timeout": 0.5,
+                "message_budget": 1.0},
+        "store": {"path": str(work / "state.db")},
+        "log": {"target": "stderr"},
+        "selfcheck": {"periodic": False},
+    }
+
+
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
